@@ -1,0 +1,670 @@
+//! Walks the sources and turns them into trees and file contents.
+//!
+//! Threads: the calling thread walks (lstat, readdir, change detection);
+//! file workers read, chunk and hash files and hand new chunks to the
+//! [`Saver`]; one finalizer thread assembles directory trees in post-order as
+//! their files complete. Channels are bounded, so memory stays flat however
+//! large the source is.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use super::saver::Saver;
+use crate::chunker::Chunker;
+use crate::fsmeta::{node_from, unchanged};
+use crate::id::Id;
+use crate::repo::blob::BlobType;
+use crate::repo::index::Index;
+use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotSummary};
+use crate::repo::tree::{Node, NodeKind, RawName, Tree};
+use crate::repo::{ObjectKind, Repository};
+
+/// What to back up.
+pub enum Source {
+    /// Files and directories (made absolute; symlinks are not followed).
+    Paths(Vec<PathBuf>),
+    /// One stream, stored as a file named `name` at the snapshot root.
+    Stdin {
+        /// File name in the snapshot.
+        name: String,
+        /// The stream.
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+/// Options of a backup run.
+pub struct BackupOptions {
+    /// What to back up.
+    pub source: Source,
+    /// How the parent snapshot is chosen.
+    pub mode: BackupMode,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot (and used to find the parent).
+    pub host: String,
+    /// Glob patterns to leave out: a pattern without `/` matches a name at any
+    /// depth, one with `/` matches the absolute path.
+    pub excludes: Vec<String>,
+    /// Reader/chunker threads (and as many compress/encrypt threads).
+    pub threads: usize,
+    /// Concurrent pack uploads.
+    pub uploads: usize,
+}
+
+/// The outcome of a backup.
+pub struct BackupReport {
+    /// Id of the new snapshot.
+    pub snapshot_id: Id,
+    /// The snapshot as saved.
+    pub snapshot: Snapshot,
+    /// Source files that could not be read or changed while being read.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs: AtomicU64,
+    bytes_read: AtomicU64,
+    total_bytes: AtomicU64,
+}
+
+struct Shared {
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    saver: Saver,
+    chunker: Chunker,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    fatal: Mutex<Option<anyhow::Error>>,
+}
+
+impl Shared {
+    fn warn(&self, msg: String) {
+        self.warnings.lock().expect("warnings").push(msg);
+    }
+    fn fatal(&self, e: anyhow::Error) {
+        let mut slot = self.fatal.lock().expect("fatal slot");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+enum FileOutcome {
+    Saved(Node),
+    Failed,
+}
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+    reply: Sender<FileOutcome>,
+}
+
+enum Pending {
+    Ready(Node),
+    File(Receiver<FileOutcome>),
+    Dir(Node, Receiver<Option<Id>>),
+}
+
+struct DirJob {
+    nodes: Vec<Pending>,
+    reply: Sender<Option<Id>>,
+}
+
+/// Runs a backup and commits its snapshot.
+pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupReport> {
+    let started = Instant::now();
+    let time = chrono::Utc::now();
+    let index = Arc::new(repo.load_index()?);
+    let threads = opts.threads.max(1);
+    let saver = Saver::start(repo.clone(), index.clone(), threads, opts.uploads.max(1));
+    let shared = Arc::new(Shared {
+        repo: repo.clone(),
+        index,
+        saver,
+        chunker: repo.chunker()?,
+        counters: Counters::default(),
+        warnings: Mutex::default(),
+        fatal: Mutex::default(),
+    });
+
+    let (paths, root, mode, parent) = match opts.source {
+        Source::Stdin { name, reader } => {
+            let root = backup_stdin(&shared, &name, reader)?;
+            (vec![format!("/{name}")], Some(root), opts.mode, None)
+        }
+        Source::Paths(paths) => {
+            let paths = normalize_paths(&paths)?;
+            let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            let (mode, parent) = choose_parent(&repo, opts.mode, &opts.host, &shown)?;
+            let parent_root = match &parent {
+                Some((_, snap)) => Some(repo.load_tree(&shared.index, &snap.tree)?),
+                None => None,
+            };
+            let excludes = build_excludes(&opts.excludes)?;
+            let root = walk_sources(&shared, &paths, parent_root, &excludes, threads)?;
+            (shown, root, mode, parent.map(|(id, _)| id))
+        }
+    };
+
+    let shared = match Arc::try_unwrap(shared) {
+        Ok(s) => s,
+        Err(_) => bail!("internal error: backup workers still running"),
+    };
+    if let Some(e) = shared.fatal.into_inner().expect("fatal slot") {
+        let _ = shared.saver.finish();
+        return Err(e);
+    }
+    let stats = (
+        shared.saver.stats().stored_added.load(Ordering::Relaxed),
+        shared.saver.stats().blobs_added.load(Ordering::Relaxed),
+    );
+    shared
+        .saver
+        .finish()
+        .context("saving data to the repository")?;
+    let root = root.context("the backup produced no root tree")?;
+
+    let c = &shared.counters;
+    let summary = SnapshotSummary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unmodified: c.files_unmodified.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        data_added: stats.0,
+        duration_s: started.elapsed().as_secs_f64(),
+    };
+    let snapshot = Snapshot {
+        time,
+        tree: root,
+        paths,
+        hostname: opts.host,
+        username: crate::sysinfo::username(),
+        tags: opts.tags,
+        mode,
+        parent,
+        summary,
+        program_version: format!("strata {}", env!("CARGO_PKG_VERSION")),
+    };
+    // The commit point: everything the snapshot references is durable now.
+    let snapshot_id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode())?;
+    let warnings = shared.warnings.into_inner().expect("warnings");
+    Ok(BackupReport {
+        snapshot_id,
+        snapshot,
+        warnings,
+    })
+}
+
+/// Picks the parent snapshot for the mode; a differential backup without any
+/// full snapshot to refer to becomes a full one.
+fn choose_parent(
+    repo: &Repository,
+    mode: BackupMode,
+    host: &str,
+    paths: &[String],
+) -> Result<(BackupMode, Option<(Id, Snapshot)>)> {
+    if mode == BackupMode::Full {
+        return Ok((mode, None));
+    }
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    let same = |s: &Snapshot| {
+        let mut p = s.paths.clone();
+        p.sort();
+        s.hostname == host && p == sorted
+    };
+    let candidates = repo.snapshots()?.into_iter().filter(|(_, s)| same(s));
+    let parent = match mode {
+        BackupMode::Differential => candidates
+            .filter(|(_, s)| s.mode == BackupMode::Full)
+            .last(),
+        _ => candidates.last(),
+    };
+    if mode == BackupMode::Differential && parent.is_none() {
+        eprintln!("note: no full snapshot of these paths on this host yet; taking a full backup");
+        return Ok((BackupMode::Full, None));
+    }
+    Ok((mode, parent))
+}
+
+fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).with_context(|| format!("bad --exclude pattern {p:?}"))?);
+    }
+    Ok(b.build()?)
+}
+
+fn excluded(set: &GlobSet, path: &Path) -> bool {
+    !set.is_empty() && (set.is_match(path) || path.file_name().is_some_and(|n| set.is_match(n)))
+}
+
+/// Makes paths absolute and lexically normal, checks they exist, and drops
+/// any path inside another given path.
+fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        bail!("nothing to back up: give one or more paths, or --stdin");
+    }
+    let cwd = std::env::current_dir()?;
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let mut abs = PathBuf::from("/");
+        for comp in cwd.join(p).components() {
+            match comp {
+                Component::ParentDir => {
+                    abs.pop();
+                }
+                Component::Normal(n) => abs.push(n),
+                _ => {}
+            }
+        }
+        std::fs::symlink_metadata(&abs)
+            .with_context(|| format!("cannot back up {}", p.display()))?;
+        out.push(abs);
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    Ok(out)
+}
+
+/// The directories above the given paths, down to the paths themselves.
+#[derive(Default)]
+struct VirtualDir {
+    children: BTreeMap<Vec<u8>, Option<VirtualDir>>,
+}
+
+fn walk_sources(
+    shared: &Arc<Shared>,
+    paths: &[PathBuf],
+    parent_root: Option<Arc<Tree>>,
+    excludes: &GlobSet,
+    threads: usize,
+) -> Result<Option<Id>> {
+    let (file_tx, file_rx) = bounded::<FileJob>(threads * 4);
+    let (dir_tx, dir_rx) = unbounded::<DirJob>();
+    let mut workers = Vec::new();
+    for i in 0..threads {
+        let rx = file_rx.clone();
+        let shared = shared.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("strata-read-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        let out = read_file(&shared, &job.path, job.node);
+                        let _ = job.reply.send(out);
+                    }
+                })?,
+        );
+    }
+    let finalizer = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("strata-trees".into())
+            .spawn(move || finalize_dirs(&shared, dir_rx))?
+    };
+
+    let walker = Walker {
+        shared: shared.clone(),
+        file_tx,
+        dir_tx,
+        excludes: excludes.clone(),
+    };
+    let root_rx = if paths.iter().any(|p| p == Path::new("/")) {
+        walker.walk_dir(Path::new("/"), parent_root)
+    } else {
+        let mut root = VirtualDir::default();
+        for p in paths {
+            let mut dir = &mut root;
+            let comps: Vec<&OsStr> = p.iter().skip(1).collect();
+            for (i, c) in comps.iter().enumerate() {
+                let last = i + 1 == comps.len();
+                let slot = dir
+                    .children
+                    .entry(c.as_bytes().to_vec())
+                    .or_insert_with(|| {
+                        if last {
+                            None
+                        } else {
+                            Some(VirtualDir::default())
+                        }
+                    });
+                match slot {
+                    Some(d) if !last => dir = d,
+                    _ => break,
+                }
+            }
+        }
+        walker.walk_virtual(Path::new("/"), &root, parent_root)
+    };
+    drop(walker);
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = finalizer.join();
+    Ok(root_rx.recv().ok().flatten())
+}
+
+struct Walker {
+    shared: Arc<Shared>,
+    file_tx: Sender<FileJob>,
+    dir_tx: Sender<DirJob>,
+    excludes: GlobSet,
+}
+
+impl Walker {
+    fn submit(&self, nodes: Vec<Pending>) -> Receiver<Option<Id>> {
+        let (reply, rx) = bounded(1);
+        self.shared.counters.dirs.fetch_add(1, Ordering::Relaxed);
+        let _ = self.dir_tx.send(DirJob { nodes, reply });
+        rx
+    }
+
+    fn parent_subtree(&self, parent: Option<&Node>) -> Option<Arc<Tree>> {
+        let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+        self.shared.repo.load_tree(&self.shared.index, &id).ok()
+    }
+
+    fn walk_virtual(
+        &self,
+        path: &Path,
+        dir: &VirtualDir,
+        parent: Option<Arc<Tree>>,
+    ) -> Receiver<Option<Id>> {
+        let mut nodes = Vec::new();
+        for (name, child) in &dir.children {
+            let name = OsStr::from_bytes(name);
+            let child_path = path.join(name);
+            let meta = match std::fs::symlink_metadata(&child_path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.shared.warn(format!("{}: {e}", child_path.display()));
+                    continue;
+                }
+            };
+            let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
+            match child {
+                Some(vdir) if meta.is_dir() => {
+                    let node = node_from(name, &meta);
+                    let rx = self.walk_virtual(&child_path, vdir, self.parent_subtree(parent_node));
+                    nodes.push(Pending::Dir(node, rx));
+                }
+                _ => nodes.extend(self.entry(&child_path, name, &meta, parent_node)),
+            }
+        }
+        self.submit(nodes)
+    }
+
+    fn walk_dir(&self, path: &Path, parent: Option<Arc<Tree>>) -> Receiver<Option<Id>> {
+        let mut names: Vec<OsString> = Vec::new();
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                for entry in rd {
+                    match entry {
+                        Ok(e) => names.push(e.file_name()),
+                        Err(e) => self.shared.warn(format!("{}: {e}", path.display())),
+                    }
+                }
+            }
+            Err(e) => self
+                .shared
+                .warn(format!("{}: cannot list directory: {e}", path.display())),
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(&name);
+            if excluded(&self.excludes, &child) {
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.shared.warn(format!("{}: {e}", child.display()));
+                    continue;
+                }
+            };
+            let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
+            nodes.extend(self.entry(&child, &name, &meta, parent_node));
+        }
+        self.submit(nodes)
+    }
+
+    fn entry(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Option<Pending> {
+        let mut node = node_from(name, meta);
+        match node.kind {
+            NodeKind::Dir => {
+                let rx = self.walk_dir(path, self.parent_subtree(parent));
+                Some(Pending::Dir(node, rx))
+            }
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => {
+                    node.target = Some(RawName(t.as_os_str().as_bytes().to_vec()));
+                    Some(Pending::Ready(node))
+                }
+                Err(e) => {
+                    self.shared
+                        .warn(format!("{}: cannot read link: {e}", path.display()));
+                    None
+                }
+            },
+            NodeKind::File => {
+                let c = &self.shared.counters;
+                if let Some(p) = parent {
+                    if unchanged(p, &node)
+                        && p.content.iter().all(|id| self.shared.index.contains(id))
+                    {
+                        node.content = p.content.clone();
+                        c.files_unmodified.fetch_add(1, Ordering::Relaxed);
+                        c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+                        return Some(Pending::Ready(node));
+                    }
+                    c.files_changed.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    c.files_new.fetch_add(1, Ordering::Relaxed);
+                }
+                let (reply, rx) = bounded(1);
+                let _ = self.file_tx.send(FileJob {
+                    path: path.to_path_buf(),
+                    node,
+                    reply,
+                });
+                Some(Pending::File(rx))
+            }
+            _ => Some(Pending::Ready(node)),
+        }
+    }
+}
+
+fn open_source(path: &Path) -> std::io::Result<File> {
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path)
+    };
+    // O_NOATIME keeps backups from touching access times; it needs ownership.
+    open(libc::O_NOFOLLOW | libc::O_NOATIME).or_else(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            open(libc::O_NOFOLLOW)
+        } else {
+            Err(e)
+        }
+    })
+}
+
+fn same_version(a: &Metadata, b: &Metadata) -> bool {
+    a.len() == b.len()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}
+
+fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
+    let fail = |msg: String| {
+        shared.warn(msg);
+        FileOutcome::Failed
+    };
+    let file = match open_source(path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("{}: cannot read: {e}", path.display())),
+    };
+    let before = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return fail(format!("{}: no longer a regular file", path.display())),
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let mut node = node_from(OsStr::from_bytes(&walked.name.0), &before);
+    let mut stream = shared.chunker.stream(&file);
+    let mut read = 0u64;
+    loop {
+        match stream.next_chunk() {
+            Ok(Some(chunk)) => {
+                let id = shared.repo.key().id_of(chunk);
+                if shared.saver.claim(&id) {
+                    if let Err(e) = shared.saver.save(BlobType::Data, id, chunk.to_vec()) {
+                        shared.fatal(e);
+                        return FileOutcome::Failed;
+                    }
+                }
+                read += chunk.len() as u64;
+                node.content.push(id);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return fail(format!(
+                    "{}: read error after {read} bytes: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    match file.metadata() {
+        Ok(after) if same_version(&before, &after) => {}
+        _ => shared.warn(format!(
+            "{}: changed while being read; saved as read",
+            path.display()
+        )),
+    }
+    node.size = read;
+    shared
+        .counters
+        .bytes_read
+        .fetch_add(read, Ordering::Relaxed);
+    shared
+        .counters
+        .total_bytes
+        .fetch_add(read, Ordering::Relaxed);
+    FileOutcome::Saved(node)
+}
+
+fn finalize_dirs(shared: &Shared, rx: Receiver<DirJob>) {
+    for job in rx {
+        let mut tree = Tree {
+            nodes: Vec::with_capacity(job.nodes.len()),
+        };
+        let mut ok = true;
+        for p in job.nodes {
+            match p {
+                Pending::Ready(n) => tree.nodes.push(n),
+                Pending::File(rx) => {
+                    if let Ok(FileOutcome::Saved(n)) = rx.recv() {
+                        tree.nodes.push(n);
+                    }
+                }
+                Pending::Dir(mut n, rx) => match rx.recv() {
+                    Ok(Some(id)) => {
+                        n.subtree = Some(id);
+                        tree.nodes.push(n);
+                    }
+                    _ => ok = false,
+                },
+            }
+        }
+        let id = if ok { save_tree(shared, &tree) } else { None };
+        let _ = job.reply.send(id);
+    }
+}
+
+fn save_tree(shared: &Shared, tree: &Tree) -> Option<Id> {
+    match shared.saver.save_if_new(BlobType::Tree, &tree.encode()) {
+        Ok((id, _)) => Some(id),
+        Err(e) => {
+            shared.fatal(e);
+            None
+        }
+    }
+}
+
+fn backup_stdin(shared: &Shared, name: &str, reader: Box<dyn Read + Send>) -> Result<Id> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        bail!("--stdin-name must be a plain file name, got {name:?}");
+    }
+    let mut stream = shared.chunker.stream(reader);
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next_chunk().context("reading standard input")? {
+        let id = shared.repo.key().id_of(chunk);
+        if shared.saver.claim(&id) {
+            shared.saver.save(BlobType::Data, id, chunk.to_vec())?;
+        }
+        size += chunk.len() as u64;
+        content.push(id);
+    }
+    let now = chrono::Utc::now();
+    // SAFETY: getuid/getgid/umask-free calls with no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let node = Node {
+        name: RawName(name.as_bytes().to_vec()),
+        kind: NodeKind::File,
+        mode: 0o600,
+        uid,
+        gid,
+        mtime: now.timestamp(),
+        mtime_ns: now.timestamp_subsec_nanos(),
+        ctime: now.timestamp(),
+        ctime_ns: now.timestamp_subsec_nanos(),
+        inode: 0,
+        device: 0,
+        links: 1,
+        size,
+        content,
+        subtree: None,
+        target: None,
+        rdev: None,
+    };
+    let c = &shared.counters;
+    c.files_new.fetch_add(1, Ordering::Relaxed);
+    c.bytes_read.fetch_add(size, Ordering::Relaxed);
+    c.total_bytes.fetch_add(size, Ordering::Relaxed);
+    c.dirs.fetch_add(1, Ordering::Relaxed);
+    save_tree(shared, &Tree { nodes: vec![node] }).context("saving the snapshot tree")
+}

@@ -1,0 +1,300 @@
+//! The write side of a backup: deduplicates blobs, compresses and encrypts
+//! them on worker threads, packs them, uploads packs with bounded concurrency
+//! and writes index files for uploaded packs.
+//!
+//! Ordering guarantee: an index file only names packs whose upload finished,
+//! so whatever an interrupted backup already uploaded is reusable next time.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Result, anyhow};
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::repo::blob::{BlobType, SealedBlob, seal_blob};
+use crate::repo::index::{Index, IndexFile};
+use crate::repo::layout;
+use crate::repo::pack::{FinishedPack, PackBuilder};
+
+/// Packs per index file written while a backup runs.
+const PACKS_PER_INDEX: usize = 32;
+
+/// Byte counters of a save session.
+#[derive(Default, Debug)]
+pub struct SaveStats {
+    /// New blobs stored.
+    pub blobs_added: AtomicU64,
+    /// Plaintext bytes of new blobs.
+    pub raw_added: AtomicU64,
+    /// Bytes added to the repository (packs as stored).
+    pub stored_added: AtomicU64,
+}
+
+struct Shared {
+    repo: Arc<Repository>,
+    known: Arc<Index>,
+    in_flight: Mutex<HashSet<Id>>,
+    error: Mutex<Option<anyhow::Error>>,
+    pending_index: Mutex<IndexFile>,
+    stats: SaveStats,
+}
+
+impl Shared {
+    fn fail(&self, e: anyhow::Error) {
+        let mut slot = self.error.lock().expect("error slot");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().expect("error slot").is_some()
+    }
+
+    /// Writes an index for uploaded packs once enough have gathered
+    /// (or always, when `force`).
+    fn flush_index(&self, force: bool) -> Result<()> {
+        let file = {
+            let mut pending = self.pending_index.lock().expect("pending index");
+            if pending.packs.is_empty() || (!force && pending.packs.len() < PACKS_PER_INDEX) {
+                return Ok(());
+            }
+            std::mem::take(&mut *pending)
+        };
+        self.repo.save_index(&file)?;
+        Ok(())
+    }
+}
+
+/// Receives blobs and makes them durable in the repository.
+pub struct Saver {
+    shared: Arc<Shared>,
+    blob_tx: Option<Sender<(BlobType, Id, Vec<u8>)>>,
+    workers: Vec<JoinHandle<()>>,
+    packer: Option<JoinHandle<()>>,
+    uploaders: Vec<JoinHandle<()>>,
+}
+
+impl Saver {
+    /// Starts the worker threads. `known` is the repository's index at start.
+    pub fn start(
+        repo: Arc<Repository>,
+        known: Arc<Index>,
+        threads: usize,
+        uploads: usize,
+    ) -> Saver {
+        let shared = Arc::new(Shared {
+            repo: repo.clone(),
+            known,
+            in_flight: Mutex::default(),
+            error: Mutex::default(),
+            pending_index: Mutex::default(),
+            stats: SaveStats::default(),
+        });
+        let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 4);
+        let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 4);
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(uploads);
+
+        let level = repo.config().compression_level;
+        let workers = (0..threads)
+            .map(|i| {
+                let rx = blob_rx.clone();
+                let tx = sealed_tx.clone();
+                let repo = repo.clone();
+                std::thread::Builder::new()
+                    .name(format!("strata-seal-{i}"))
+                    .spawn(move || {
+                        for (kind, id, data) in rx {
+                            if tx
+                                .send(seal_blob(repo.key(), kind, id, &data, level))
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("spawn seal worker")
+            })
+            .collect();
+        drop(sealed_tx);
+
+        let packer = {
+            let repo = repo.clone();
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("strata-packer".into())
+                .spawn(move || run_packer(&repo, &shared, sealed_rx, pack_tx))
+                .expect("spawn packer")
+        };
+
+        let uploaders = (0..uploads)
+            .map(|i| {
+                let rx = pack_rx.clone();
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("strata-upload-{i}"))
+                    .spawn(move || run_uploader(&shared, rx))
+                    .expect("spawn uploader")
+            })
+            .collect();
+
+        Saver {
+            shared,
+            blob_tx: Some(blob_tx),
+            workers,
+            packer: Some(packer),
+            uploaders,
+        }
+    }
+
+    /// True when the blob is neither in the repository nor already queued;
+    /// marks it queued. Callers that get `true` must then call [`Saver::save`].
+    pub fn claim(&self, id: &Id) -> bool {
+        if self.shared.known.contains(id) {
+            return false;
+        }
+        self.shared
+            .in_flight
+            .lock()
+            .expect("in-flight set")
+            .insert(*id)
+    }
+
+    /// True when the blob is in the repository or queued in this session.
+    pub fn has(&self, id: &Id) -> bool {
+        self.shared.known.contains(id)
+            || self
+                .shared
+                .in_flight
+                .lock()
+                .expect("in-flight set")
+                .contains(id)
+    }
+
+    /// Queues a claimed blob; blocks when the pipeline is full (backpressure).
+    pub fn save(&self, kind: BlobType, id: Id, data: Vec<u8>) -> Result<()> {
+        self.shared
+            .stats
+            .blobs_added
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .raw_added
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let tx = self.blob_tx.as_ref().expect("saver is running");
+        if self.shared.failed() || tx.send((kind, id, data)).is_err() {
+            return Err(self.take_error());
+        }
+        Ok(())
+    }
+
+    /// Claims and queues a blob if it is new; returns whether it was new.
+    pub fn save_if_new(&self, kind: BlobType, data: &[u8]) -> Result<(Id, bool)> {
+        let id = self.shared.repo.key().id_of(data);
+        if self.claim(&id) {
+            self.save(kind, id, data.to_vec())?;
+            return Ok((id, true));
+        }
+        Ok((id, false))
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &SaveStats {
+        &self.shared.stats
+    }
+
+    fn take_error(&self) -> anyhow::Error {
+        self.shared
+            .error
+            .lock()
+            .expect("error slot")
+            .take()
+            .unwrap_or_else(|| anyhow!("the upload pipeline stopped"))
+    }
+
+    /// Flushes every open pack, waits for uploads and writes the final index.
+    /// After `Ok`, every saved blob is durable and indexed.
+    pub fn finish(mut self) -> Result<()> {
+        self.blob_tx.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(p) = self.packer.take() {
+            let _ = p.join();
+        }
+        for u in self.uploaders.drain(..) {
+            let _ = u.join();
+        }
+        if self.shared.failed() {
+            // Index what did get uploaded, so a re-run can reuse it.
+            let _ = self.shared.flush_index(true);
+            return Err(self.take_error());
+        }
+        self.shared.flush_index(true)
+    }
+}
+
+fn run_packer(
+    repo: &Repository,
+    shared: &Shared,
+    rx: Receiver<SealedBlob>,
+    tx: Sender<FinishedPack>,
+) {
+    let target = repo.config().pack_size as usize;
+    let mut data = PackBuilder::new();
+    let mut trees = PackBuilder::new();
+    for blob in rx {
+        if shared.failed() {
+            continue; // drain so the workers never block
+        }
+        let builder = if blob.kind == BlobType::Tree {
+            &mut trees
+        } else {
+            &mut data
+        };
+        builder.add(blob);
+        if builder.len() >= target {
+            let full = std::mem::take(builder);
+            if tx.send(full.finish(repo.key())).is_err() {
+                return;
+            }
+        }
+    }
+    for builder in [data, trees] {
+        if !builder.is_empty() && !shared.failed() && tx.send(builder.finish(repo.key())).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_uploader(shared: &Shared, rx: Receiver<FinishedPack>) {
+    for pack in rx {
+        if shared.failed() {
+            continue;
+        }
+        let size = pack.bytes.len() as u64;
+        match shared
+            .repo
+            .backend()
+            .put(&layout::pack(&pack.id), pack.bytes)
+        {
+            Ok(()) => {
+                shared.stats.stored_added.fetch_add(size, Ordering::Relaxed);
+                shared
+                    .pending_index
+                    .lock()
+                    .expect("pending index")
+                    .packs
+                    .push((pack.id, pack.entries));
+                if let Err(e) = shared.flush_index(false) {
+                    shared.fail(e);
+                }
+            }
+            Err(e) => shared.fail(e),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `strata backup`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::context::{Ctx, default_threads};
+use crate::backup::{BackupOptions, Source, run_backup};
+use crate::error::exit;
+use crate::repo::snapshot::BackupMode;
+use crate::report::{bytes, rate};
+
+/// Arguments of `backup`.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    paths: Vec<PathBuf>,
+    /// full: read everything; incremental: skip files unchanged since the last
+    /// snapshot; differential: skip files unchanged since the last full one.
+    #[arg(long, value_enum, default_value_t = BackupMode::Incremental)]
+    mode: BackupMode,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Leave out paths matching a glob (repeatable); without `/` it matches names.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Back up standard input as one file.
+    #[arg(long)]
+    stdin: bool,
+    /// File name for --stdin.
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    stdin_name: String,
+    /// Reader and compressor threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Runs a backup.
+pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
+    let source = if args.stdin {
+        if !args.paths.is_empty() {
+            bail!("--stdin takes no paths");
+        }
+        Source::Stdin {
+            name: args.stdin_name.clone(),
+            reader: Box::new(std::io::stdin()),
+        }
+    } else {
+        if args.paths.is_empty() {
+            bail!("nothing to back up: give one or more paths, or --stdin");
+        }
+        Source::Paths(args.paths.clone())
+    };
+    let repo = ctx.open()?;
+    let opts = BackupOptions {
+        source,
+        mode: args.mode,
+        tags: args.tags,
+        host: args.host.unwrap_or_else(crate::sysinfo::hostname),
+        excludes: args.excludes,
+        threads: args.threads.unwrap_or_else(default_threads),
+        uploads: 4,
+    };
+    let report = run_backup(repo, opts)?;
+    for w in &report.warnings {
+        ctx.out.warn(w);
+    }
+    let s = &report.snapshot.summary;
+    let backup_rate = rate(s.total_bytes, s.duration_s);
+    let parent = report.snapshot.parent.map(|p| p.to_hex());
+    ctx.out.json(&serde_json::json!({
+        "message_type": "summary",
+        "snapshot_id": report.snapshot_id.to_hex(),
+        "files_new": s.files_new,
+        "files_changed": s.files_changed,
+        "files_unmodified": s.files_unmodified,
+        "dirs": s.dirs,
+        "bytes_read": s.bytes_read,
+        "total_bytes": s.total_bytes,
+        "data_added": s.data_added,
+        "total_duration_s": s.duration_s,
+        "backup_rate_bytes_per_s": backup_rate,
+        "mode": report.snapshot.mode,
+        "parent": parent,
+        "warnings": report.warnings.len(),
+    }));
+    ctx.out.line(format!(
+        "files: {} new, {} changed, {} unmodified; {} directories",
+        s.files_new, s.files_changed, s.files_unmodified, s.dirs
+    ));
+    ctx.out.line(format!(
+        "read {} of {}, added {} to the repository",
+        bytes(s.bytes_read),
+        bytes(s.total_bytes),
+        bytes(s.data_added)
+    ));
+    ctx.out.line(format!(
+        "{} backup in {:.2}s ({}/s){}",
+        report.snapshot.mode,
+        s.duration_s,
+        bytes(backup_rate as u64),
+        parent
+            .map(|p| format!(", parent {}", &p[..8]))
+            .unwrap_or_default()
+    ));
+    ctx.out
+        .line(format!("snapshot {} saved", report.snapshot_id.short()));
+    if report.warnings.is_empty() {
+        Ok(exit::OK)
+    } else {
+        ctx.out.line(format!(
+            "{} source file(s) could not be read completely (see warnings); the snapshot holds everything else",
+            report.warnings.len()
+        ));
+        Ok(exit::INCOMPLETE)
+    }
+}

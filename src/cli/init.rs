@@ -1,0 +1,49 @@
+//! `strata init`.
+
+use anyhow::Result;
+use clap::Args;
+
+use super::context::Ctx;
+use crate::crypto::keyfile::KdfParams;
+use crate::repo::Repository;
+
+/// Arguments of `init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Argon2id memory in KiB for the new key.
+    #[arg(long, default_value_t = KdfParams::default().memory_kib)]
+    argon2_memory_kib: u32,
+    /// Argon2id passes.
+    #[arg(long, default_value_t = KdfParams::default().iterations)]
+    argon2_iterations: u32,
+    /// Argon2id lanes.
+    #[arg(long, default_value_t = KdfParams::default().parallelism)]
+    argon2_parallelism: u32,
+}
+
+impl InitArgs {
+    /// The KDF parameters chosen.
+    pub fn kdf(&self) -> KdfParams {
+        KdfParams {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+}
+
+/// Creates the repository.
+pub fn run(ctx: &Ctx, args: InitArgs) -> Result<i32> {
+    let backend = ctx.backend()?;
+    let location = backend.location();
+    let pw = ctx.password(true)?;
+    let repo = Repository::init(backend, &pw, args.kdf())?;
+    ctx.out.line(format!(
+        "created repository {} at {location}",
+        &repo.config().id[..8]
+    ));
+    ctx.out.json(&serde_json::json!({
+        "message_type": "initialized", "id": repo.config().id, "repository": location,
+    }));
+    Ok(0)
+}

@@ -1,0 +1,113 @@
+//! The command line: global options and dispatch to one module per command.
+
+mod backup;
+mod check;
+pub mod context;
+mod init;
+mod inspect;
+mod restore;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{exit, exit_code, one_line};
+use crate::report::Output;
+use context::Ctx;
+
+/// strata: deduplicating, encrypted backups to object storage.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Repository: a path, file:///path (s3://, az://, gs:// with a pool config).
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "STRATA_REPO",
+        value_name = "URL"
+    )]
+    repo: Option<String>,
+    /// TOML config file.
+    #[arg(long, global = true, env = "STRATA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// File holding the repository password (or STRATA_PASSWORD in the environment).
+    #[arg(long, global = true, env = "STRATA_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Print one JSON object per line.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Print more detail.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new repository.
+    Init(init::InitArgs),
+    /// Back up files, directories or standard input.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(inspect::SnapshotsArgs),
+    /// List the files in a snapshot.
+    Ls(inspect::LsArgs),
+    /// Show what changed between two snapshots.
+    Diff(inspect::DiffArgs),
+    /// Restore a snapshot into a directory.
+    Restore(restore::RestoreArgs),
+    /// Write one file of a snapshot to standard output.
+    Dump(restore::DumpArgs),
+    /// Verify the repository's integrity.
+    Check(check::CheckArgs),
+    /// Show sizes, deduplication and compression figures.
+    Stats(inspect::StatsArgs),
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::FAILED
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let out = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let result =
+        Ctx::new(cli.repo, cli.config, cli.password_file, out).and_then(|ctx| match cli.command {
+            Command::Init(a) => init::run(&ctx, a),
+            Command::Backup(a) => backup::run(&ctx, a),
+            Command::Snapshots(a) => inspect::snapshots(&ctx, a),
+            Command::Ls(a) => inspect::ls(&ctx, a),
+            Command::Diff(a) => inspect::diff(&ctx, a),
+            Command::Restore(a) => restore::run(&ctx, a),
+            Command::Dump(a) => restore::dump(&ctx, a),
+            Command::Check(a) => check::run(&ctx, a),
+            Command::Stats(a) => inspect::stats(&ctx, a),
+        });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit_code(&e);
+            if out.json {
+                out.json(&serde_json::json!({"message_type": "error", "message": one_line(&e), "exit_code": code}));
+            }
+            eprintln!("strata: {}", one_line(&e));
+            code
+        }
+    }
+}

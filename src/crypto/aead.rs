@@ -1,0 +1,69 @@
+//! XChaCha20-Poly1305 sealing with a random 24-byte nonce per message.
+//!
+//! Wire form: `nonce (24) || ciphertext || tag (16)`.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// Bytes a sealed message carries beyond its plaintext.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// The ciphertext is too short, or it does not authenticate under this key
+/// and associated data (wrong key, corrupted bytes, or a renamed object).
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed (corrupted, truncated or tampered data, or wrong key)")]
+pub struct AeadError;
+
+/// Encrypts `plaintext`, binding `ad` (object type and id) into the tag.
+pub fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+    let nonce = XNonce::from_slice(&nonce_bytes);
+    let ct = cipher
+        .encrypt(
+            nonce,
+            Payload {
+                msg: plaintext,
+                aad: ad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce_bytes);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// Decrypts and authenticates a message made by [`seal`] with the same `ad`.
+pub fn open(key: &[u8; 32], ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AeadError> {
+    if sealed.len() < OVERHEAD {
+        return Err(AeadError);
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: ad })
+        .map_err(|_| AeadError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_binding() {
+        let key = [7u8; 32];
+        let sealed = seal(&key, b"ad", b"hello");
+        assert_eq!(sealed.len(), 5 + OVERHEAD);
+        assert_eq!(open(&key, b"ad", &sealed).unwrap(), b"hello");
+        assert!(open(&key, b"other ad", &sealed).is_err());
+        assert!(open(&[8u8; 32], b"ad", &sealed).is_err());
+        let mut bad = sealed.clone();
+        bad[30] ^= 1;
+        assert!(open(&key, b"ad", &bad).is_err());
+        assert!(open(&key, b"ad", &sealed[..10]).is_err());
+    }
+}

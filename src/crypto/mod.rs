@@ -1,0 +1,9 @@
+//! Cryptography: the master key and its sub-keys, authenticated encryption of
+//! objects and blobs, keyed chunk ids, and password-sealed key files.
+
+mod aead;
+pub mod keyfile;
+mod master;
+
+pub use aead::{AeadError, OVERHEAD, open, seal};
+pub use master::MasterKey;

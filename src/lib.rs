@@ -1,0 +1,17 @@
+//! strata: a deduplicating, end-to-end encrypted backup agent for cloud object
+//! storage. See `docs/` for the architecture and the repository format.
+
+pub mod backup;
+pub mod chunker;
+pub mod cli;
+pub mod crypto;
+pub mod error;
+pub mod fsmeta;
+pub mod id;
+pub mod inspect;
+pub mod maintenance;
+pub mod repo;
+pub mod report;
+pub mod restore;
+pub mod store;
+pub mod sysinfo;

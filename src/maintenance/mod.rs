@@ -1,0 +1,3 @@
+//! Repository maintenance: integrity checks (forget and prune come later).
+
+pub mod check;

@@ -1,0 +1,137 @@
+//! Blobs: the units stored inside packs (file chunks and tree listings).
+
+use anyhow::{Result, bail};
+
+use crate::crypto::{self, MasterKey};
+use crate::id::Id;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlobType {
+    /// A chunk of file content.
+    Data,
+    /// A serialized directory listing.
+    Tree,
+}
+
+impl BlobType {
+    /// The byte stored in pack headers and indexes.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    /// Parses the stored byte.
+    pub fn from_byte(b: u8) -> Option<BlobType> {
+        match b {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// How a blob's plaintext was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// As is (compression would not have made it smaller).
+    None,
+    /// zstd frame.
+    Zstd,
+}
+
+impl Compression {
+    /// The byte stored in pack headers and indexes.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd => 1,
+        }
+    }
+
+    /// Parses the stored byte.
+    pub fn from_byte(b: u8) -> Option<Compression> {
+        match b {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Associated data binding a blob's ciphertext to its type and id.
+fn blob_ad(kind: BlobType, id: &Id) -> [u8; 45] {
+    let mut ad = [0u8; 45];
+    ad[..12].copy_from_slice(b"strata:blob:");
+    ad[12] = kind.to_byte();
+    ad[13..].copy_from_slice(&id.0);
+    ad
+}
+
+/// A blob ready to go into a pack.
+pub struct SealedBlob {
+    /// Type of the blob.
+    pub kind: BlobType,
+    /// Keyed id of the plaintext.
+    pub id: Id,
+    /// How the plaintext was stored before encryption.
+    pub compression: Compression,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// `nonce || ciphertext || tag`.
+    pub bytes: Vec<u8>,
+}
+
+/// Compresses (when that helps) and encrypts a blob.
+pub fn seal_blob(key: &MasterKey, kind: BlobType, id: Id, plain: &[u8], level: i32) -> SealedBlob {
+    let compressed = if level > 0 {
+        zstd::bulk::compress(plain, level).ok()
+    } else {
+        None
+    };
+    let (compression, payload): (Compression, &[u8]) = match &compressed {
+        Some(c) if c.len() < plain.len() => (Compression::Zstd, c),
+        _ => (Compression::None, plain),
+    };
+    SealedBlob {
+        kind,
+        id,
+        compression,
+        raw_len: plain.len() as u32,
+        bytes: crypto::seal(key.encryption_key(), &blob_ad(kind, &id), payload),
+    }
+}
+
+/// Decrypts, decompresses and verifies a blob against its id.
+pub fn open_blob(
+    key: &MasterKey,
+    kind: BlobType,
+    id: &Id,
+    compression: Compression,
+    raw_len: u32,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let payload = crypto::open(key.encryption_key(), &blob_ad(kind, id), sealed)?;
+    let plain = match compression {
+        Compression::None => payload,
+        Compression::Zstd => {
+            let out = zstd::bulk::decompress(&payload, raw_len as usize)?;
+            if out.len() != raw_len as usize {
+                bail!(
+                    "blob decompressed to {} bytes, expected {raw_len}",
+                    out.len()
+                );
+            }
+            out
+        }
+    };
+    if plain.len() != raw_len as usize {
+        bail!("blob has {} bytes, expected {raw_len}", plain.len());
+    }
+    if key.id_of(&plain) != *id {
+        bail!("blob content does not match its id");
+    }
+    Ok(plain)
+}

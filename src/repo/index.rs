@@ -1,0 +1,236 @@
+//! Index files (which blob lives where) and the in-memory index built from them.
+//!
+//! Index plaintext: `"STIX" || version u8 (1) || n_supersedes u32 || ids [32]...
+//! || n_packs u32 || packs`, each pack `id [32] || n_blobs u32 || entries`,
+//! each entry [`INDEX_ENTRY_LEN`] bytes: `type u8, compression u8, offset u32,
+//! stored_len u32, raw_len u32, id [32]` (all integers little-endian).
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+
+use super::blob::{BlobType, Compression};
+use super::pack::PackEntry;
+use crate::id::Id;
+
+const MAGIC: &[u8; 4] = b"STIX";
+const VERSION: u8 = 1;
+/// Bytes per blob entry in an index file.
+pub const INDEX_ENTRY_LEN: usize = 1 + 1 + 4 + 4 + 4 + 32;
+
+/// The contents of one index file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    /// Index files this one replaces (written by compaction).
+    pub supersedes: Vec<Id>,
+    /// Packs and the blobs in them.
+    pub packs: Vec<(Id, Vec<PackEntry>)>,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            bail!("index is truncated");
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn id(&mut self) -> Result<Id> {
+        Ok(Id::from_slice(self.take(32)?).expect("32 bytes"))
+    }
+    /// A count of items of `item_len` bytes each, refused if the rest of the
+    /// buffer cannot hold them (so a hostile count cannot drive allocation).
+    fn count(&mut self, item_len: usize) -> Result<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(item_len) > self.buf.len() {
+            bail!("index count {n} exceeds its size");
+        }
+        Ok(n)
+    }
+}
+
+impl IndexFile {
+    /// Number of blob entries.
+    pub fn blob_count(&self) -> usize {
+        self.packs.iter().map(|(_, e)| e.len()).sum()
+    }
+
+    /// Serializes the index plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + self.blob_count() * INDEX_ENTRY_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
+        for id in &self.supersedes {
+            out.extend_from_slice(&id.0);
+        }
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for (pack, entries) in &self.packs {
+            out.extend_from_slice(&pack.0);
+            out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+            for e in entries {
+                out.push(e.kind.to_byte());
+                out.push(e.compression.to_byte());
+                out.extend_from_slice(&e.offset.to_le_bytes());
+                out.extend_from_slice(&e.stored_len.to_le_bytes());
+                out.extend_from_slice(&e.raw_len.to_le_bytes());
+                out.extend_from_slice(&e.id.0);
+            }
+        }
+        out
+    }
+
+    /// Parses an index plaintext; never panics on hostile bytes.
+    pub fn decode(bytes: &[u8]) -> Result<IndexFile> {
+        let mut r = Reader { buf: bytes };
+        if r.take(4)? != MAGIC {
+            bail!("not a strata index");
+        }
+        if r.take(1)?[0] != VERSION {
+            bail!("index version is not supported");
+        }
+        let n_sup = r.count(32)?;
+        let mut supersedes = Vec::with_capacity(n_sup);
+        for _ in 0..n_sup {
+            supersedes.push(r.id()?);
+        }
+        let n_packs = r.count(36)?;
+        let mut packs = Vec::with_capacity(n_packs);
+        for _ in 0..n_packs {
+            let pack = r.id()?;
+            let n = r.count(INDEX_ENTRY_LEN)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                let raw = r.take(INDEX_ENTRY_LEN)?;
+                let word = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4"));
+                let entry = PackEntry {
+                    kind: BlobType::from_byte(raw[0]).context("index has an unknown blob type")?,
+                    compression: Compression::from_byte(raw[1])
+                        .context("index has an unknown compression")?,
+                    offset: word(2),
+                    stored_len: word(6),
+                    raw_len: word(10),
+                    id: Id::from_slice(&raw[14..46]).expect("32 bytes"),
+                };
+                if entry.offset.checked_add(entry.stored_len).is_none() {
+                    bail!("index entry overflows its pack");
+                }
+                entries.push(entry);
+            }
+            packs.push((pack, entries));
+        }
+        if !r.buf.is_empty() {
+            bail!("index has {} trailing bytes", r.buf.len());
+        }
+        Ok(IndexFile { supersedes, packs })
+    }
+}
+
+/// Where a blob is: pack (by position in [`Index::packs`]) and entry.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobLocation {
+    /// Position of the pack id in [`Index::pack_ids`].
+    pub pack: u32,
+    /// The entry as listed in the pack.
+    pub entry: PackEntry,
+}
+
+/// Every known blob, from all index files.
+#[derive(Default)]
+pub struct Index {
+    pack_ids: Vec<Id>,
+    pack_pos: HashMap<Id, u32>,
+    blobs: HashMap<Id, BlobLocation>,
+}
+
+impl Index {
+    /// Adds one pack's blobs (a blob already known keeps its first location).
+    pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry]) {
+        let pos = *self.pack_pos.entry(pack).or_insert_with(|| {
+            self.pack_ids.push(pack);
+            (self.pack_ids.len() - 1) as u32
+        });
+        for e in entries {
+            self.blobs.entry(e.id).or_insert(BlobLocation {
+                pack: pos,
+                entry: *e,
+            });
+        }
+    }
+
+    /// Adds a whole index file.
+    pub fn add_file(&mut self, file: &IndexFile) {
+        for (pack, entries) in &file.packs {
+            self.add_pack(*pack, entries);
+        }
+    }
+
+    /// Looks a blob up.
+    pub fn get(&self, id: &Id) -> Option<(Id, PackEntry)> {
+        self.blobs
+            .get(id)
+            .map(|l| (self.pack_ids[l.pack as usize], l.entry))
+    }
+
+    /// True when the blob is known.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// All packs named by the index.
+    pub fn pack_ids(&self) -> &[Id] {
+        &self.pack_ids
+    }
+
+    /// All blobs with their pack.
+    pub fn iter(&self) -> impl Iterator<Item = (Id, PackEntry)> + '_ {
+        self.blobs
+            .values()
+            .map(|l| (self.pack_ids[l.pack as usize], l.entry))
+    }
+
+    /// Number of blobs.
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// True when no blob is known.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let e = PackEntry {
+            kind: BlobType::Tree,
+            compression: Compression::Zstd,
+            id: Id([9; 32]),
+            offset: 10,
+            stored_len: 50,
+            raw_len: 70,
+        };
+        let f = IndexFile {
+            supersedes: vec![Id([1; 32])],
+            packs: vec![(Id([2; 32]), vec![e])],
+        };
+        assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
+        let mut bad = f.encode();
+        bad.truncate(bad.len() - 1);
+        assert!(IndexFile::decode(&bad).is_err());
+    }
+}

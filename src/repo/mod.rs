@@ -1,0 +1,315 @@
+//! The repository format: object names, keys, config, packs, indexes, trees
+//! and snapshots, and the handle that ties them to a [`Backend`].
+
+pub mod blob;
+mod config;
+pub mod index;
+pub mod layout;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+
+pub use config::{FORMAT_VERSION, RepoConfig};
+
+use crate::chunker::Chunker;
+use crate::crypto::keyfile::{KdfParams, KeyFile};
+use crate::crypto::{self, MasterKey};
+use crate::error::Fatal;
+use crate::id::Id;
+use crate::store::{Backend, is_not_found};
+use blob::{BlobType, open_blob};
+use index::{Index, IndexFile};
+use snapshot::Snapshot;
+use tree::Tree;
+
+/// Kinds of whole objects sealed with the master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// The repository config.
+    Config,
+    /// An index file.
+    Index,
+    /// A snapshot.
+    Snapshot,
+}
+
+impl ObjectKind {
+    fn ad(self, id: &Id) -> Vec<u8> {
+        let tag: &[u8] = match self {
+            ObjectKind::Config => b"strata:config:",
+            ObjectKind::Index => b"strata:index:",
+            ObjectKind::Snapshot => b"strata:snapshot:",
+        };
+        let mut ad = tag.to_vec();
+        ad.extend_from_slice(&id.0);
+        ad
+    }
+}
+
+/// An open repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: RepoConfig,
+    tree_cache: Mutex<HashMap<Id, Arc<Tree>>>,
+}
+
+impl Repository {
+    /// Creates a new repository at the backend's location.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams) -> Result<Repository> {
+        if backend.exists()? {
+            match backend.size(layout::CONFIG) {
+                Ok(_) => bail!(
+                    "a repository already exists at {}; use it, or choose another location",
+                    backend.location()
+                ),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let config = RepoConfig::new();
+        let kf = KeyFile::create(&key, &config.id, password, kdf)?;
+        let kf_bytes = kf.encode();
+        let kf_id = Id(*blake3::hash(&kf_bytes).as_bytes());
+        backend.put(&layout::key(&kf_id), kf_bytes)?;
+        let plain = config.encode();
+        let sealed = crypto::seal(
+            key.encryption_key(),
+            &ObjectKind::Config.ad(&Id::default()),
+            &plain,
+        );
+        backend.put(layout::CONFIG, sealed)?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            tree_cache: Mutex::default(),
+        })
+    }
+
+    /// Opens an existing repository with a password.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let sealed_config = match backend.get(layout::CONFIG) {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => {
+                return Err(Fatal::NoRepository(backend.location()).into());
+            }
+            Err(e) => return Err(e),
+        };
+        let (key, repo_id) = Self::unlock(backend.as_ref(), password)?;
+        let plain = crypto::open(
+            key.encryption_key(),
+            &ObjectKind::Config.ad(&Id::default()),
+            &sealed_config,
+        )
+        .context(
+            "the repository config does not authenticate (corrupted, or not this repository's key)",
+        )?;
+        let config = RepoConfig::decode(&plain)?;
+        if config.id != repo_id {
+            bail!(
+                "the key file belongs to repository {repo_id}, not {}",
+                config.id
+            );
+        }
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            tree_cache: Mutex::default(),
+        })
+    }
+
+    /// Tries every key file with the password.
+    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+        let keys = backend.list(layout::KEYS)?;
+        if keys.is_empty() {
+            bail!("the repository has no key files (keys/ is empty or missing)");
+        }
+        let mut broken = Vec::new();
+        for info in keys {
+            let attempt = backend
+                .get(&info.key)
+                .and_then(|b| KeyFile::decode(&b))
+                .and_then(|kf| kf.open(password));
+            match attempt {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => broken.push(format!("{}: {}", info.key, crate::error::one_line(&e))),
+            }
+        }
+        if !broken.is_empty() {
+            eprintln!("warning: unreadable key files: {}", broken.join("; "));
+        }
+        Err(Fatal::WrongPassword.into())
+    }
+
+    /// Adds a key file for another password.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let kf = KeyFile::create(&self.key, &self.config.id, password, kdf)?;
+        let bytes = kf.encode();
+        let id = Id(*blake3::hash(&bytes).as_bytes());
+        self.backend.put(&layout::key(&id), bytes)?;
+        Ok(id)
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The chunker for this repository's secret gear table.
+    pub fn chunker(&self) -> Result<Chunker> {
+        Chunker::new(self.key.gear_table(), self.config.chunker)
+    }
+
+    /// Encrypts and stores a snapshot or index; returns its id.
+    pub fn save_object(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
+        let id = self.key.id_of(plaintext);
+        let sealed = crypto::seal(self.key.encryption_key(), &kind.ad(&id), plaintext);
+        self.backend.put(&layout::object(kind, &id), sealed)?;
+        Ok(id)
+    }
+
+    /// Loads, decrypts and verifies a snapshot or index.
+    pub fn load_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let name = layout::object(kind, id);
+        let sealed = self.backend.get(&name)?;
+        self.open_object(kind, id, &sealed)
+            .with_context(|| format!("object {name}"))
+    }
+
+    /// Decrypts and verifies bytes of a stored object.
+    pub fn open_object(&self, kind: ObjectKind, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {
+        let plain = crypto::open(self.key.encryption_key(), &kind.ad(id), sealed)?;
+        if self.key.id_of(&plain) != *id {
+            bail!("content does not match its name");
+        }
+        Ok(plain)
+    }
+
+    /// Ids of objects of a kind, from listing the backend.
+    pub fn list_ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
+        let prefix = layout::prefix(kind);
+        let mut ids = Vec::new();
+        for info in self.backend.list(prefix)? {
+            let name = info.key.rsplit('/').next().unwrap_or_default();
+            match name.parse::<Id>() {
+                Ok(id) => ids.push(id),
+                Err(_) => eprintln!("warning: ignoring unexpected object {}", info.key),
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Loads every index file into one in-memory index, skipping index files
+    /// that another index file supersedes.
+    pub fn load_index(&self) -> Result<Index> {
+        let ids = self.list_ids(ObjectKind::Index)?;
+        let mut files = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let plain = self.load_object(ObjectKind::Index, id)?;
+            let file = IndexFile::decode(&plain).with_context(|| format!("index {id}"))?;
+            files.push(file);
+        }
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|f| f.supersedes.iter().copied())
+            .collect();
+        let mut index = Index::default();
+        for (id, file) in ids.iter().zip(&files) {
+            if !superseded.contains(id) {
+                index.add_file(file);
+            }
+        }
+        Ok(index)
+    }
+
+    /// Saves an index file.
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_object(ObjectKind::Index, &file.encode())
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.list_ids(ObjectKind::Snapshot)? {
+            let plain = self.load_object(ObjectKind::Snapshot, &id)?;
+            let snap = Snapshot::decode(&plain).with_context(|| format!("snapshot {id}"))?;
+            out.push((id, snap));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let mut all = self.snapshots()?;
+        if spec == "latest" {
+            return all.pop().context("the repository has no snapshots yet");
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("{spec:?} is not a snapshot id: give an id, a unique id prefix, or `latest`");
+        }
+        let spec = spec.to_ascii_lowercase();
+        let mut matches: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec))
+            .collect();
+        match matches.len() {
+            0 => bail!("no snapshot matches {spec:?} (see `strata snapshots`)"),
+            1 => Ok(matches.pop().expect("one match")),
+            n => bail!("{n} snapshots match {spec:?}; give more digits"),
+        }
+    }
+
+    /// Reads one blob, verifying it.
+    pub fn read_blob(&self, index: &Index, kind: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let (pack, e) = index.get(id).with_context(|| {
+            format!("blob {id} is not in the index (repository damaged? run `strata check`)")
+        })?;
+        if e.kind != kind {
+            bail!("blob {id} has the wrong type");
+        }
+        let name = layout::pack(&pack);
+        let sealed = self.backend.get_range(
+            &name,
+            e.offset as u64..e.offset as u64 + e.stored_len as u64,
+        )?;
+        open_blob(&self.key, e.kind, id, e.compression, e.raw_len, &sealed)
+            .with_context(|| format!("blob {} in pack {name}", id.short()))
+    }
+
+    /// Loads a tree, cached.
+    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Arc<Tree>> {
+        if let Some(t) = self.tree_cache.lock().expect("tree cache").get(id) {
+            return Ok(t.clone());
+        }
+        let plain = self.read_blob(index, BlobType::Tree, id)?;
+        let tree = Arc::new(Tree::decode(&plain).with_context(|| format!("tree {id}"))?);
+        let mut cache = self.tree_cache.lock().expect("tree cache");
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        cache.insert(*id, tree.clone());
+        Ok(tree)
+    }
+}

@@ -1,0 +1,233 @@
+//! Pack files: many sealed blobs followed by an encrypted header listing them.
+//!
+//! Layout: `blob_0 .. blob_n-1 || sealed header || header_len (u32 LE) || "STPK"`.
+//! The header plaintext is `version (u8 = 1) || count (u32 LE) || count entries`
+//! of [`ENTRY_LEN`] bytes: `type u8, compression u8, stored_len u32,
+//! raw_len u32, id [32]`. Blob offsets follow from the lengths in order.
+//! A pack's id is the keyed hash of the header plaintext, and the header is
+//! sealed with that id as associated data.
+
+use anyhow::{Context, Result, bail};
+
+use super::blob::{BlobType, Compression, SealedBlob};
+use crate::crypto::{self, MasterKey};
+use crate::id::Id;
+
+/// Bytes per header entry.
+pub const ENTRY_LEN: usize = 1 + 1 + 4 + 4 + 32;
+/// Trailer: header length and magic.
+pub const TRAILER_LEN: usize = 8;
+const MAGIC: &[u8; 4] = b"STPK";
+const VERSION: u8 = 1;
+
+/// One blob as listed in a pack header or an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    /// Type of the blob.
+    pub kind: BlobType,
+    /// Compression of the plaintext.
+    pub compression: Compression,
+    /// Keyed id of the plaintext.
+    pub id: Id,
+    /// Byte offset in the pack.
+    pub offset: u32,
+    /// Sealed length in the pack.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+}
+
+fn header_ad(pack_id: &Id) -> Vec<u8> {
+    let mut ad = b"strata:pack-header:".to_vec();
+    ad.extend_from_slice(&pack_id.0);
+    ad
+}
+
+/// Encodes header entries (offsets are implied by order).
+pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + entries.len() * ENTRY_LEN);
+    out.push(VERSION);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.push(e.kind.to_byte());
+        out.push(e.compression.to_byte());
+        out.extend_from_slice(&e.stored_len.to_le_bytes());
+        out.extend_from_slice(&e.raw_len.to_le_bytes());
+        out.extend_from_slice(&e.id.0);
+    }
+    out
+}
+
+/// Decodes a header plaintext; `data_len` is the size of the blob area, which
+/// the blob lengths must add up to exactly.
+pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
+    if plain.len() < 5 || plain[0] != VERSION {
+        bail!("pack header has an unknown version or is truncated");
+    }
+    let count = u32::from_le_bytes(plain[1..5].try_into().expect("4 bytes")) as usize;
+    if (plain.len() - 5) != count.saturating_mul(ENTRY_LEN) {
+        bail!("pack header length does not match its entry count");
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut offset: u64 = 0;
+    for raw in plain[5..].chunks_exact(ENTRY_LEN) {
+        let kind = BlobType::from_byte(raw[0]).context("pack header has an unknown blob type")?;
+        let compression =
+            Compression::from_byte(raw[1]).context("pack header has an unknown compression")?;
+        let stored_len = u32::from_le_bytes(raw[2..6].try_into().expect("4 bytes"));
+        let raw_len = u32::from_le_bytes(raw[6..10].try_into().expect("4 bytes"));
+        let id = Id::from_slice(&raw[10..42]).expect("32 bytes");
+        if (stored_len as usize) < crypto::OVERHEAD {
+            bail!("pack header lists a blob shorter than its encryption overhead");
+        }
+        entries.push(PackEntry {
+            kind,
+            compression,
+            id,
+            offset: u32::try_from(offset).context("pack is larger than 4 GiB")?,
+            stored_len,
+            raw_len,
+        });
+        offset += stored_len as u64;
+    }
+    if offset != data_len {
+        bail!("pack header blob lengths ({offset}) do not match the pack's data ({data_len})");
+    }
+    Ok(entries)
+}
+
+/// Builds a pack in memory.
+pub struct PackBuilder {
+    data: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack: its id, bytes and the blobs in it.
+pub struct FinishedPack {
+    /// Keyed hash of the header plaintext.
+    pub id: Id,
+    /// The whole pack file.
+    pub bytes: Vec<u8>,
+    /// Blob entries with offsets.
+    pub entries: Vec<PackEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBuilder {
+    /// An empty pack.
+    pub fn new() -> PackBuilder {
+        PackBuilder {
+            data: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, blob: SealedBlob) {
+        self.entries.push(PackEntry {
+            kind: blob.kind,
+            compression: blob.compression,
+            id: blob.id,
+            offset: self.data.len() as u32,
+            stored_len: blob.bytes.len() as u32,
+            raw_len: blob.raw_len,
+        });
+        self.data.extend_from_slice(&blob.bytes);
+    }
+
+    /// Bytes of blob data so far.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Seals the header and returns the finished pack.
+    pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
+        let header = encode_header(&self.entries);
+        let id = key.id_of(&header);
+        let sealed = crypto::seal(key.encryption_key(), &header_ad(&id), &header);
+        self.data.extend_from_slice(&sealed);
+        self.data
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.data.extend_from_slice(MAGIC);
+        FinishedPack {
+            id,
+            bytes: self.data,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Where the sealed header sits, from the trailer at the end of a pack.
+pub fn header_range(pack_len: u64, trailer: &[u8]) -> Result<std::ops::Range<u64>> {
+    if trailer.len() != TRAILER_LEN || &trailer[4..] != MAGIC {
+        bail!("not a strata pack (bad trailer)");
+    }
+    let hlen = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as u64;
+    let end = pack_len
+        .checked_sub(TRAILER_LEN as u64)
+        .context("pack too short")?;
+    let start = end
+        .checked_sub(hlen)
+        .context("pack header length exceeds the pack")?;
+    Ok(start..end)
+}
+
+/// Opens a whole pack: checks the trailer, decrypts the header under the
+/// expected pack id and returns the entries.
+pub fn read_pack_header(key: &MasterKey, pack_id: &Id, pack: &[u8]) -> Result<Vec<PackEntry>> {
+    let n = pack.len() as u64;
+    if pack.len() < TRAILER_LEN {
+        bail!("pack too short ({n} bytes)");
+    }
+    let range = header_range(n, &pack[pack.len() - TRAILER_LEN..])?;
+    let sealed = &pack[range.start as usize..range.end as usize];
+    let plain = crypto::open(key.encryption_key(), &header_ad(pack_id), sealed)
+        .context("pack header does not authenticate")?;
+    if key.id_of(&plain) != *pack_id {
+        bail!("pack header does not match the pack's name");
+    }
+    decode_header(&plain, range.start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::blob::{open_blob, seal_blob};
+
+    #[test]
+    fn pack_round_trip() {
+        let key = MasterKey::generate();
+        let mut b = PackBuilder::new();
+        let blobs: Vec<Vec<u8>> = vec![b"hello".to_vec(), vec![0u8; 10000], b"x".to_vec()];
+        for (i, p) in blobs.iter().enumerate() {
+            let kind = if i == 1 {
+                BlobType::Tree
+            } else {
+                BlobType::Data
+            };
+            b.add(seal_blob(&key, kind, key.id_of(p), p, 3));
+        }
+        let pack = b.finish(&key);
+        let entries = read_pack_header(&key, &pack.id, &pack.bytes).unwrap();
+        assert_eq!(entries, pack.entries);
+        for (e, p) in entries.iter().zip(&blobs) {
+            let s = &pack.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            assert_eq!(
+                &open_blob(&key, e.kind, &e.id, e.compression, e.raw_len, s).unwrap(),
+                p
+            );
+        }
+        assert_eq!(entries[1].compression, Compression::Zstd);
+        assert!(read_pack_header(&key, &Id([0; 32]), &pack.bytes).is_err());
+    }
+}

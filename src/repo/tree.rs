@@ -1,0 +1,219 @@
+//! Tree blobs: one directory listing each, as JSON, nodes sorted by name bytes.
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::id::Id;
+
+/// A file name or link target as raw bytes (Linux names need not be UTF-8).
+///
+/// Serialized as a JSON string when it is valid UTF-8, else as
+/// `{"b64": "<base64 of the bytes>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct RawName(pub Vec<u8>);
+
+impl RawName {
+    /// Lossy text for display.
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawNameRepr {
+    Text(String),
+    Bytes { b64: String },
+}
+
+impl Serialize for RawName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(t) => RawNameRepr::Text(t.to_string()).serialize(s),
+            Err(_) => RawNameRepr::Bytes {
+                b64: B64.encode(&self.0),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match RawNameRepr::deserialize(d)? {
+            RawNameRepr::Text(t) => Ok(RawName(t.into_bytes())),
+            RawNameRepr::Bytes { b64 } => B64
+                .decode(b64)
+                .map(RawName)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Kind of file system entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Block device.
+    Blockdev,
+    /// Character device.
+    Chardev,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+}
+
+/// One entry of a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Name within the directory.
+    pub name: RawName,
+    /// Kind of entry.
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Permission bits including setuid/setgid/sticky (st_mode & 0o7777).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds of the modification time.
+    pub mtime_ns: u32,
+    /// Status change time, seconds (for change detection; not restored).
+    #[serde(default)]
+    pub ctime: i64,
+    /// Nanoseconds of the status change time.
+    #[serde(default)]
+    pub ctime_ns: u32,
+    /// Inode number (for hardlinks and change detection).
+    #[serde(default)]
+    pub inode: u64,
+    /// Device id of the file system holding the entry.
+    #[serde(default)]
+    pub device: u64,
+    /// Hard link count at backup time.
+    #[serde(default)]
+    pub links: u64,
+    /// Size in bytes (files).
+    #[serde(default)]
+    pub size: u64,
+    /// Data blob ids in order (files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<Id>,
+    /// Tree blob id (directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Id>,
+    /// Link target (symlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RawName>,
+    /// Device number (block and character devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+}
+
+/// A directory listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    /// Entries sorted by name bytes.
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Serializes the tree (nodes must already be sorted).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("tree serializes")
+    }
+
+    /// Parses a tree and checks its names are valid and sorted.
+    pub fn decode(bytes: &[u8]) -> Result<Tree> {
+        let tree: Tree = serde_json::from_slice(bytes).context("tree blob is not valid")?;
+        for pair in tree.nodes.windows(2) {
+            if pair[0].name >= pair[1].name {
+                bail!("tree blob has unsorted or duplicate names");
+            }
+        }
+        for n in &tree.nodes {
+            if n.name.0.is_empty()
+                || n.name.0 == b"."
+                || n.name.0 == b".."
+                || n.name.0.contains(&b'/')
+                || n.name.0.contains(&0)
+            {
+                bail!("tree blob has an unsafe name {:?}", n.name.display());
+            }
+            match n.kind {
+                NodeKind::Dir if n.subtree.is_none() => bail!("directory node without subtree"),
+                NodeKind::Symlink if n.target.is_none() => bail!("symlink node without target"),
+                _ => {}
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Finds a node by name.
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes
+            .binary_search_by(|n| n.name.0.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &[u8]) -> Node {
+        Node {
+            name: RawName(name.to_vec()),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            mtime: 3,
+            mtime_ns: 4,
+            ctime: 5,
+            ctime_ns: 6,
+            inode: 7,
+            device: 8,
+            links: 1,
+            size: 9,
+            content: vec![Id([1; 32])],
+            subtree: None,
+            target: None,
+            rdev: None,
+        }
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip() {
+        let t = Tree {
+            nodes: vec![node(b"a"), node(b"b\xff\xfe")],
+        };
+        let back = Tree::decode(&t.encode()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in [&b".."[..], b"a/b", b""] {
+            let t = Tree {
+                nodes: vec![node(bad)],
+            };
+            assert!(Tree::decode(&t.encode()).is_err(), "{bad:?}");
+        }
+    }
+}

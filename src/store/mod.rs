@@ -1,0 +1,55 @@
+//! Object storage: a blocking facade over `object_store` backends.
+//!
+//! The format layer (`repo`) only sees the [`Backend`] trait, so it never knows
+//! which cloud it is on; the virtual storage pool implements the same trait.
+
+mod object;
+
+use std::ops::Range;
+
+use anyhow::Result;
+
+pub use object::{ObjectBackend, open_url};
+
+/// An object was not found (distinct from other failures so callers can tell
+/// "repository missing" from "backend broken").
+#[derive(Debug, thiserror::Error)]
+#[error("object {0} not found")]
+pub struct NotFound(pub String);
+
+/// One stored object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the repository root, e.g. `data/ab/ab12…`.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A place that stores objects under string keys. Blocking; safe to share
+/// between threads.
+pub trait Backend: Send + Sync {
+    /// Human-readable location, for messages (never includes secrets).
+    fn location(&self) -> String;
+    /// Writes a whole object durably (overwrites an existing one).
+    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()>;
+    /// Reads a whole object; a missing object is a [`NotFound`] error.
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Reads a byte range of an object.
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>>;
+    /// Lists objects whose key starts with `prefix` (a folder such as `index/`).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Size of an object; a missing object is a [`NotFound`] error.
+    fn size(&self, key: &str) -> Result<u64>;
+    /// Deletes an object (missing objects are not an error).
+    fn delete(&self, key: &str) -> Result<()>;
+    /// True if the location exists (for a local path: the directory exists).
+    fn exists(&self) -> Result<bool>;
+    /// Creates the location (bucket, container, directory) where possible.
+    fn create(&self) -> Result<()>;
+}
+
+/// True when the error chain holds a [`NotFound`].
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<NotFound>())
+}
