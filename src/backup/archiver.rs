@@ -171,11 +171,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         let _ = shared.saver.finish();
         return Err(e);
     }
-    let stats = (
-        shared.saver.stats().stored_added.load(Ordering::Relaxed),
-        shared.saver.stats().blobs_added.load(Ordering::Relaxed),
-    );
-    shared
+    let totals = shared
         .saver
         .finish()
         .context("saving data to the repository")?;
@@ -189,7 +185,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         dirs: c.dirs.load(Ordering::Relaxed),
         bytes_read: c.bytes_read.load(Ordering::Relaxed),
         total_bytes: c.total_bytes.load(Ordering::Relaxed),
-        data_added: stats.0,
+        data_added: totals.stored_added,
         duration_s: started.elapsed().as_secs_f64(),
     };
     let snapshot = Snapshot {

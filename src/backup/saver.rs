@@ -23,6 +23,17 @@ use crate::repo::pack::{FinishedPack, PackBuilder};
 /// Packs per index file written while a backup runs.
 const PACKS_PER_INDEX: usize = 32;
 
+/// Final figures of a save session.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct SaveTotals {
+    /// New blobs stored.
+    pub blobs_added: u64,
+    /// Plaintext bytes of new blobs.
+    pub raw_added: u64,
+    /// Bytes added to the repository (packs as stored).
+    pub stored_added: u64,
+}
+
 /// Byte counters of a save session.
 #[derive(Default, Debug)]
 pub struct SaveStats {
@@ -218,7 +229,7 @@ impl Saver {
 
     /// Flushes every open pack, waits for uploads and writes the final index.
     /// After `Ok`, every saved blob is durable and indexed.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(mut self) -> Result<SaveTotals> {
         self.blob_tx.take();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -234,7 +245,13 @@ impl Saver {
             let _ = self.shared.flush_index(true);
             return Err(self.take_error());
         }
-        self.shared.flush_index(true)
+        self.shared.flush_index(true)?;
+        let s = &self.shared.stats;
+        Ok(SaveTotals {
+            blobs_added: s.blobs_added.load(Ordering::Relaxed),
+            raw_added: s.raw_added.load(Ordering::Relaxed),
+            stored_added: s.stored_added.load(Ordering::Relaxed),
+        })
     }
 }
 

@@ -134,19 +134,31 @@ impl Repository {
             bail!("the repository has no key files (keys/ is empty or missing)");
         }
         let mut broken = Vec::new();
+        let total = keys.len();
         for info in keys {
-            let attempt = backend
-                .get(&info.key)
-                .and_then(|b| KeyFile::decode(&b))
-                .and_then(|kf| kf.open(password));
+            let attempt = backend.get(&info.key).and_then(|b| {
+                // A key file is named by the BLAKE3 hash of its bytes, so a
+                // damaged one is told apart from a wrong password.
+                let named = info.key.rsplit('/').next().unwrap_or_default();
+                if blake3::hash(&b).to_hex().as_str() != named {
+                    bail!("damaged (its content does not match its name)");
+                }
+                KeyFile::decode(&b)?.open(password)
+            });
             match attempt {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
                 Err(e) => broken.push(format!("{}: {}", info.key, crate::error::one_line(&e))),
             }
         }
+        if broken.len() == total {
+            bail!(
+                "no usable key file: {}; restore keys/ from a copy of the repository",
+                broken.join("; ")
+            );
+        }
         if !broken.is_empty() {
-            eprintln!("warning: unreadable key files: {}", broken.join("; "));
+            eprintln!("warning: unusable key files: {}", broken.join("; "));
         }
         Err(Fatal::WrongPassword.into())
     }

@@ -273,19 +273,44 @@ fn restore_pack(
     }
 }
 
-fn write_targets(plain: &[u8], targets: &[Target], file_paths: &[PathBuf]) -> Result<()> {
-    // Files were created at full length, so all-zero blobs are left as holes.
-    if plain.iter().all(|&b| b == 0) {
-        return Ok(());
+/// Granularity at which zero runs are left unwritten (a file system block).
+const HOLE_BLOCK: u64 = 4096;
+
+/// The parts of `plain`, placed at file offset `at`, that are not all-zero
+/// blocks: files are created at full length, so skipped blocks stay holes.
+fn data_runs(plain: &[u8], at: u64) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pos = 0usize;
+    while pos < plain.len() {
+        // Blocks are aligned to the file, not to the blob.
+        let block_end = ((at + pos as u64) / HOLE_BLOCK + 1) * HOLE_BLOCK - at;
+        let end = (block_end as usize).min(plain.len());
+        if plain[pos..end].iter().any(|&b| b != 0) {
+            match runs.last_mut() {
+                Some(r) if r.end == pos => r.end = end,
+                _ => runs.push(pos..end),
+            }
+        }
+        pos = end;
     }
+    runs
+}
+
+fn write_targets(plain: &[u8], targets: &[Target], file_paths: &[PathBuf]) -> Result<()> {
     for t in targets {
+        let runs = data_runs(plain, t.offset);
+        if runs.is_empty() {
+            continue;
+        }
         let path = &file_paths[t.file as usize];
         let f = OpenOptions::new()
             .write(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        f.write_all_at(plain, t.offset)
-            .with_context(|| format!("writing {}", path.display()))?;
+        for r in runs {
+            f.write_all_at(&plain[r.clone()], t.offset + r.start as u64)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -307,4 +332,20 @@ fn verify_file(repo: &Repository, index: &Index, path: &Path, content: &[Id]) ->
         anyhow::bail!("size differs");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_runs;
+
+    #[test]
+    fn zero_blocks_are_skipped_at_file_alignment() {
+        let mut p = vec![0u8; 3 * 4096];
+        p[5000] = 1;
+        assert_eq!(data_runs(&p, 0), vec![4096..8192]);
+        // Shifted by 100 bytes, block boundaries move with the file.
+        assert_eq!(data_runs(&p, 100), vec![3996..8092]);
+        assert!(data_runs(&[0u8; 10000], 7).is_empty());
+        assert_eq!(data_runs(&[1u8; 10], 0), vec![0..10]);
+    }
 }
