@@ -214,12 +214,12 @@ pub fn stats(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Stats> {
                 s.total_files += 1;
                 s.total_size += node.size;
                 for b in &node.content {
-                    if seen.insert(*b) {
-                        if let Some((_, e)) = index.get(b) {
-                            s.unique_blobs += 1;
-                            s.unique_size += e.raw_len as u64;
-                            s.stored_size += e.stored_len as u64;
-                        }
+                    if seen.insert(*b)
+                        && let Some((_, e)) = index.get(b)
+                    {
+                        s.unique_blobs += 1;
+                        s.unique_size += e.raw_len as u64;
+                        s.stored_size += e.stored_len as u64;
                     }
                 }
             }

@@ -228,12 +228,10 @@ fn choose_parent(
         p.sort();
         s.hostname == host && p == sorted
     };
-    let candidates = repo.snapshots()?.into_iter().filter(|(_, s)| same(s));
+    let mut candidates = repo.snapshots()?.into_iter().filter(|(_, s)| same(s));
     let parent = match mode {
-        BackupMode::Differential => candidates
-            .filter(|(_, s)| s.mode == BackupMode::Full)
-            .last(),
-        _ => candidates.last(),
+        BackupMode::Differential => candidates.rfind(|(_, s)| s.mode == BackupMode::Full),
+        _ => candidates.next_back(),
     };
     if mode == BackupMode::Differential && parent.is_none() {
         eprintln!("note: no full snapshot of these paths on this host yet; taking a full backup");
@@ -545,11 +543,11 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
         match stream.next_chunk() {
             Ok(Some(chunk)) => {
                 let id = shared.repo.key().id_of(chunk);
-                if shared.saver.claim(&id) {
-                    if let Err(e) = shared.saver.save(BlobType::Data, id, chunk.to_vec()) {
-                        shared.fatal(e);
-                        return FileOutcome::Failed;
-                    }
+                if shared.saver.claim(&id)
+                    && let Err(e) = shared.saver.save(BlobType::Data, id, chunk.to_vec())
+                {
+                    shared.fatal(e);
+                    return FileOutcome::Failed;
                 }
                 read += chunk.len() as u64;
                 node.content.push(id);

@@ -19,6 +19,8 @@ pub struct Ctx {
     pub repo_url: Option<String>,
     /// Password file, from --password-file, STRATA_PASSWORD_FILE or the config.
     pub password_file: Option<PathBuf>,
+    /// Backend options from the config file.
+    pub repo_options: std::collections::BTreeMap<String, String>,
     /// Output mode.
     pub out: Output,
 }
@@ -80,6 +82,7 @@ impl Ctx {
         Ok(Ctx {
             repo_url: repo.or(file.repository.url),
             password_file: password_file.or(file.repository.password_file),
+            repo_options: file.repository.options,
             out,
         })
     }
@@ -87,7 +90,7 @@ impl Ctx {
     /// The storage backend of the repository.
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         let url = self.repo_url.as_deref().unwrap_or_default();
-        Ok(Arc::new(open_url(url)?))
+        Ok(Arc::new(open_url(url, &self.repo_options)?))
     }
 
     /// The password: password file, then STRATA_PASSWORD, then a prompt on a

@@ -178,10 +178,10 @@ pub fn restore(
 
     // Phase 3: metadata, deepest entries first so directory mtimes stick.
     for (pos, e) in entries.iter().enumerate().rev() {
-        if created[pos] {
-            if let Err(err) = apply::metadata(&opts.target.join(&e.path), &e.node) {
-                report.errors.push(format!("{}: {err:#}", e.path.display()));
-            }
+        if created[pos]
+            && let Err(err) = apply::metadata(&opts.target.join(&e.path), &e.node)
+        {
+            report.errors.push(format!("{}: {err:#}", e.path.display()));
         }
     }
     report.damaged_files = damaged

@@ -7,8 +7,16 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::TryStreamExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use object_store::ClientOptions;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{Backend, NotFound, ObjectInfo};
@@ -35,19 +43,32 @@ pub struct ObjectBackend {
     local_root: Option<PathBuf>,
 }
 
-/// Opens a repository URL: a plain path or `file:///path`.
-pub fn open_url(url: &str) -> Result<ObjectBackend> {
+/// Opens a repository URL: a plain path, `file:///path`, `s3://bucket/prefix`,
+/// `az://container/prefix` or `gs://bucket/prefix`.
+///
+/// Cloud credentials and endpoints come from each cloud's standard
+/// environment variables (AWS_*, AZURE_*, GOOGLE_*), overridden by `options`
+/// (object_store configuration keys such as `aws_endpoint`).
+pub fn open_url(url: &str, options: &BTreeMap<String, String>) -> Result<ObjectBackend> {
     if url.is_empty() {
         bail!("no repository given: use --repo, STRATA_REPO or a config file");
     }
-    let path = if let Some(rest) = url.strip_prefix("file://") {
-        PathBuf::from(rest)
-    } else if url.contains("://") {
-        let scheme = url.split("://").next().unwrap_or_default();
-        bail!("repository URL scheme {scheme:?} is not supported yet (use a local path)");
-    } else {
-        PathBuf::from(url)
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return local(PathBuf::from(url), options);
     };
+    match scheme {
+        "file" => local(PathBuf::from(rest), options),
+        "s3" | "az" | "azure" | "gs" => cloud(scheme, rest, options),
+        other => bail!(
+            "repository URL scheme {other:?} is not supported: use a path, file://, s3://, az:// or gs://"
+        ),
+    }
+}
+
+fn local(path: PathBuf, options: &BTreeMap<String, String>) -> Result<ObjectBackend> {
+    if let Some(k) = options.keys().next() {
+        bail!("option {k:?} does not apply to a local repository");
+    }
     let abs = if path.is_absolute() {
         path
     } else {
@@ -60,10 +81,105 @@ pub fn open_url(url: &str) -> Result<ObjectBackend> {
     })
 }
 
+fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result<ObjectBackend> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    if bucket.is_empty() || bucket.contains('@') {
+        bail!(
+            "repository URL {scheme}://{rest} needs a bucket or container name (credentials never go in the URL)"
+        );
+    }
+    let location = format!("{scheme}://{bucket}/{prefix}");
+    let client = ClientOptions::new()
+        .with_timeout(Duration::from_secs(120))
+        .with_connect_timeout(Duration::from_secs(10));
+    let bad_key = |k: &str| anyhow!("unknown option {k:?} for {location}");
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" => {
+            let mut b = AmazonS3Builder::from_env()
+                .with_client_options(client.clone())
+                .with_bucket_name(bucket);
+            for (k, v) in options {
+                b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
+            }
+            // A plain-HTTP endpoint was asked for explicitly (local servers).
+            if b.get_config_value(&AmazonS3ConfigKey::Endpoint)
+                .is_some_and(|e| e.starts_with("http://"))
+            {
+                b = b.with_allow_http(true);
+            }
+            if b.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
+                b = b.with_region("us-east-1");
+            }
+            Arc::new(
+                b.build()
+                    .with_context(|| format!("configuring {location}"))?,
+            )
+        }
+        "az" | "azure" => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_client_options(client.clone())
+                .with_container_name(bucket);
+            for (k, v) in options {
+                b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
+            }
+            Arc::new(
+                b.build()
+                    .with_context(|| format!("configuring {location}"))?,
+            )
+        }
+        _ => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_client_options(client.clone())
+                .with_bucket_name(bucket);
+            for (k, v) in options {
+                b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
+            }
+            Arc::new(
+                b.build()
+                    .with_context(|| format!("configuring {location}"))?,
+            )
+        }
+    };
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    };
+    let cell = OnceLock::new();
+    let _ = cell.set(store);
+    Ok(ObjectBackend {
+        store: cell,
+        location,
+        local_root: None,
+    })
+}
+
 fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
+    use object_store::Error as E;
     match e {
-        object_store::Error::NotFound { .. } => anyhow!(NotFound(key.to_string())),
-        other => anyhow!(other),
+        E::NotFound { .. } => anyhow!(NotFound(key.to_string())),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow!(
+            "access denied: check the credentials (AWS_*, AZURE_STORAGE_*, GOOGLE_* or the config's options) and the bucket policy"
+        ),
+        other => {
+            let chain: Vec<String> =
+                std::iter::successors(Some(&other as &dyn std::error::Error), |e| e.source())
+                    .map(|e| e.to_string())
+                    .collect();
+            let text = chain.join(": ");
+            if text.contains("tcp connect error")
+                || text.contains("dns error")
+                || text.contains("error sending request")
+            {
+                let cause = chain.last().cloned().unwrap_or_default();
+                anyhow!(
+                    "cannot reach the endpoint ({cause}): is the server up and the endpoint URL right?"
+                )
+            } else {
+                anyhow!(other)
+            }
+        }
     }
 }
 
