@@ -10,6 +10,7 @@ pub mod fsmeta;
 pub mod id;
 pub mod inspect;
 pub mod maintenance;
+pub mod pool;
 pub mod repo;
 pub mod report;
 pub mod restore;

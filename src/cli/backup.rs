@@ -66,7 +66,9 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         threads: args.threads.unwrap_or_else(default_threads),
         uploads: 4,
     };
-    let report = run_backup(repo, opts)?;
+    let result = run_backup(repo.clone(), opts);
+    ctx.report_notices(repo.backend().as_ref());
+    let report = result?;
     for w in &report.warnings {
         ctx.out.warn(w);
     }

@@ -37,7 +37,9 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<i32> {
         (None, false) => ReadData::None,
     };
     let repo = ctx.open()?;
-    let r = check(&repo, read)?;
+    let result = check(&repo, read);
+    ctx.report_notices(repo.backend().as_ref());
+    let r = result?;
     for w in &r.warnings {
         ctx.out.warn(w);
     }

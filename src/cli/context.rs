@@ -21,6 +21,8 @@ pub struct Ctx {
     pub password_file: Option<PathBuf>,
     /// Backend options from the config file.
     pub repo_options: std::collections::BTreeMap<String, String>,
+    /// The pool, when the config describes one and no URL overrides it.
+    pub pool: Option<crate::pool::config::PoolConfig>,
     /// Output mode.
     pub out: Output,
 }
@@ -32,8 +34,8 @@ pub struct ConfigFile {
     /// The repository.
     #[serde(default)]
     pub repository: RepositorySection,
-    /// A storage pool (used by the pool feature).
-    pub pool: Option<toml::Value>,
+    /// A storage pool of several members.
+    pub pool: Option<crate::pool::config::PoolConfig>,
     /// Agent settings (used by `strata agent`).
     pub agent: Option<toml::Value>,
     /// Scheduled jobs (used by `strata agent`).
@@ -79,8 +81,26 @@ impl Ctx {
             Some(p) => load_config(p)?,
             None => ConfigFile::default(),
         };
+        if file.repository.url.is_some() && file.pool.is_some() {
+            bail!(
+                "config file {}: give either [repository] url or a [pool], not both",
+                config.as_deref().unwrap_or(Path::new("")).display()
+            );
+        }
+        if let Some(p) = &file.pool {
+            p.validate().with_context(|| {
+                format!(
+                    "config file {}",
+                    config.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?;
+        }
+        // A URL from the flag or environment names one store and wins over
+        // the pool: that is how a single surviving member is used directly.
+        let pool = if repo.is_some() { None } else { file.pool };
         Ok(Ctx {
             repo_url: repo.or(file.repository.url),
+            pool,
             password_file: password_file.or(file.repository.password_file),
             repo_options: file.repository.options,
             out,
@@ -89,6 +109,11 @@ impl Ctx {
 
     /// The storage backend of the repository.
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        if let Some(p) = &self.pool {
+            let pool = crate::pool::Pool::open(p)?;
+            pool.rank_members(crate::repo::layout::CONFIG);
+            return Ok(Arc::new(pool));
+        }
         let url = self.repo_url.as_deref().unwrap_or_default();
         Ok(Arc::new(open_url(url, &self.repo_options)?))
     }
@@ -133,6 +158,23 @@ impl Ctx {
             return Ok(pw);
         }
         bail!("no password given: use --password-file, STRATA_PASSWORD_FILE or STRATA_PASSWORD")
+    }
+
+    /// The pool itself, for `pool status` and `pool repair`.
+    pub fn pool(&self) -> Result<crate::pool::Pool> {
+        match &self.pool {
+            Some(p) => crate::pool::Pool::open(p),
+            None => bail!(
+                "no [pool] in the config file (give --config FILE with a [pool] section, and no --repo)"
+            ),
+        }
+    }
+
+    /// Prints what the storage worked around (failovers, lagging members).
+    pub fn report_notices(&self, backend: &dyn Backend) {
+        for n in backend.take_notices() {
+            self.out.warn(n);
+        }
     }
 
     /// Opens the repository.

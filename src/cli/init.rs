@@ -37,7 +37,9 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<i32> {
     let backend = ctx.backend()?;
     let location = backend.location();
     let pw = ctx.password(true)?;
-    let repo = Repository::init(backend, &pw, args.kdf())?;
+    let result = Repository::init(backend.clone(), &pw, args.kdf());
+    ctx.report_notices(backend.as_ref());
+    let repo = result?;
     ctx.out.line(format!(
         "created repository {} at {location}",
         &repo.config().id[..8]

@@ -5,6 +5,7 @@ mod check;
 pub mod context;
 mod init;
 mod inspect;
+mod pool;
 mod restore;
 
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Show sizes, deduplication and compression figures.
     Stats(inspect::StatsArgs),
+    /// Inspect and repair the members of a storage pool.
+    Pool(pool::PoolArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -98,6 +101,7 @@ pub fn main() -> i32 {
             Command::Dump(a) => restore::dump(&ctx, a),
             Command::Check(a) => check::run(&ctx, a),
             Command::Stats(a) => inspect::stats(&ctx, a),
+            Command::Pool(a) => pool::run(&ctx, a),
         });
     match result {
         Ok(code) => code,

@@ -43,7 +43,10 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         verify: args.verify,
         threads: args.threads.unwrap_or_else(|| default_threads() * 2),
     };
-    let r = restore(&repo, &snap, &opts)?;
+    let result = restore(&repo, &snap, &opts);
+    ctx.report_notices(repo.backend().as_ref());
+    let r = result?;
+    let served = repo.backend().served();
     for e in &r.errors {
         ctx.out.warn(e);
     }
@@ -59,6 +62,7 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "verified_files": r.verified_files,
         "errors": r.errors.len(),
         "damaged_files": r.damaged_files,
+        "served_by": served.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
     }));
     ctx.out.line(format!(
         "restored {} files, {} directories, {} in {:.2}s ({}/s) to {}",
@@ -69,6 +73,14 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         bytes(recovery_rate as u64),
         args.target.display()
     ));
+    if !served.is_empty() {
+        let parts: Vec<String> = served
+            .iter()
+            .map(|(n, b)| format!("{n} {}", bytes(*b)))
+            .collect();
+        ctx.out
+            .line(format!("served by pool members: {}", parts.join(", ")));
+    }
     if args.verify {
         ctx.out.line(format!("verified {} files", r.verified_files));
     }

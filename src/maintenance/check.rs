@@ -212,45 +212,50 @@ fn check_tree(
 fn read_pack(repo: &Repository, pack: &Id, indexed: Option<&Vec<PackEntry>>, r: &mut CheckReport) {
     let name = layout::pack(pack);
     r.packs_read += 1;
-    let bytes = match repo.backend().get(&name) {
-        Ok(b) => b,
-        Err(e) => {
+    let mut problems: Vec<String> = Vec::new();
+    let mut blobs = 0;
+    // Every blob must verify; otherwise the copy is rejected (and a pool
+    // tries its next member).
+    let result = repo.backend().read(&name, &mut |bytes| {
+        problems.clear();
+        let header = read_pack_header(repo.key(), pack, bytes)?;
+        if let Some(entries) = indexed {
+            let in_header: HashSet<_> = header
+                .iter()
+                .map(|e| (e.id, e.offset, e.stored_len))
+                .collect();
+            if entries
+                .iter()
+                .any(|e| !in_header.contains(&(e.id, e.offset, e.stored_len)))
+            {
+                problems.push(format!("{name}: the index does not match the pack header"));
+            }
+        }
+        blobs = header.len();
+        for e in &header {
+            let sealed = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            if let Err(err) = open_blob(repo.key(), e.kind, &e.id, e.compression, e.raw_len, sealed)
+            {
+                problems.push(format!(
+                    "{name}: blob {} at offset {}: {}",
+                    e.id.short(),
+                    e.offset,
+                    crate::error::one_line(&err)
+                ));
+            }
+        }
+        match problems.first() {
+            Some(p) => anyhow::bail!("{p}"),
+            None => Ok(()),
+        }
+    });
+    r.blobs_read += blobs;
+    if let Err(e) = result {
+        if problems.is_empty() {
             r.errors
                 .push(format!("{name}: {}", crate::error::one_line(&e)));
-            return;
-        }
-    };
-    let header = match read_pack_header(repo.key(), pack, &bytes) {
-        Ok(h) => h,
-        Err(e) => {
-            r.errors
-                .push(format!("{name}: {}", crate::error::one_line(&e)));
-            return;
-        }
-    };
-    if let Some(entries) = indexed {
-        let in_header: HashSet<_> = header
-            .iter()
-            .map(|e| (e.id, e.offset, e.stored_len))
-            .collect();
-        if entries
-            .iter()
-            .any(|e| !in_header.contains(&(e.id, e.offset, e.stored_len)))
-        {
-            r.errors
-                .push(format!("{name}: the index does not match the pack header"));
-        }
-    }
-    for e in &header {
-        let sealed = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-        r.blobs_read += 1;
-        if let Err(err) = open_blob(repo.key(), e.kind, &e.id, e.compression, e.raw_len, sealed) {
-            r.errors.push(format!(
-                "{name}: blob {} at offset {}: {}",
-                e.id.short(),
-                e.offset,
-                crate::error::one_line(&err)
-            ));
+        } else {
+            r.errors.append(&mut problems);
         }
     }
 }

@@ -96,22 +96,23 @@ impl Repository {
 
     /// Opens an existing repository with a password.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        let sealed_config = match backend.get(layout::CONFIG) {
-            Ok(b) => b,
+        match backend.size(layout::CONFIG) {
+            Ok(_) => {}
             Err(e) if is_not_found(&e) => {
                 return Err(Fatal::NoRepository(backend.location()).into());
             }
             Err(e) => return Err(e),
-        };
+        }
         let (key, repo_id) = Self::unlock(backend.as_ref(), password)?;
-        let plain = crypto::open(
-            key.encryption_key(),
-            &ObjectKind::Config.ad(&Id::default()),
-            &sealed_config,
-        )
-        .context(
-            "the repository config does not authenticate (corrupted, or not this repository's key)",
-        )?;
+        let mut plain = Vec::new();
+        backend
+            .read(layout::CONFIG, &mut |sealed| {
+                plain = crypto::open(key.encryption_key(), &ObjectKind::Config.ad(&Id::default()), sealed)?;
+                Ok(())
+            })
+            .context(
+                "the repository config does not authenticate (corrupted, or not this repository's key)",
+            )?;
         let config = RepoConfig::decode(&plain)?;
         if config.id != repo_id {
             bail!(
@@ -203,9 +204,14 @@ impl Repository {
     /// Loads, decrypts and verifies a snapshot or index.
     pub fn load_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
         let name = layout::object(kind, id);
-        let sealed = self.backend.get(&name)?;
-        self.open_object(kind, id, &sealed)
-            .with_context(|| format!("object {name}"))
+        let mut plain = Vec::new();
+        self.backend
+            .read(&name, &mut |sealed| {
+                plain = self.open_object(kind, id, sealed)?;
+                Ok(())
+            })
+            .with_context(|| format!("object {name}"))?;
+        Ok(plain)
     }
 
     /// Decrypts and verifies bytes of a stored object.
@@ -302,12 +308,15 @@ impl Repository {
             bail!("blob {id} has the wrong type");
         }
         let name = layout::pack(&pack);
-        let sealed = self.backend.get_range(
-            &name,
-            e.offset as u64..e.offset as u64 + e.stored_len as u64,
-        )?;
-        open_blob(&self.key, e.kind, id, e.compression, e.raw_len, &sealed)
-            .with_context(|| format!("blob {} in pack {name}", id.short()))
+        let range = e.offset as u64..e.offset as u64 + e.stored_len as u64;
+        let mut plain = Vec::new();
+        self.backend
+            .read_range(&name, range, &mut |sealed| {
+                plain = open_blob(&self.key, e.kind, id, e.compression, e.raw_len, sealed)?;
+                Ok(())
+            })
+            .with_context(|| format!("blob {} in pack {name}", id.short()))?;
+        Ok(plain)
     }
 
     /// Loads a tree, cached.

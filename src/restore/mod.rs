@@ -240,33 +240,76 @@ fn restore_pack(
             end = end.max(blobs[j].0.offset as u64 + blobs[j].0.stored_len as u64);
             j += 1;
         }
-        let span = repo.backend().get_range(&name, start..end);
-        for (entry, targets) in &blobs[i..j] {
-            let result = span
-                .as_ref()
-                .map_err(|e| anyhow::anyhow!("{e:#}"))
-                .and_then(|bytes| {
-                    let off = (entry.offset as u64 - start) as usize;
-                    let sealed = &bytes[off..off + entry.stored_len as usize];
-                    let plain = open_blob(
-                        repo.key(),
-                        entry.kind,
-                        &entry.id,
-                        entry.compression,
-                        entry.raw_len,
-                        sealed,
-                    )?;
-                    write_targets(&plain, targets, file_paths)?;
-                    Ok(plain.len() as u64 * targets.len() as u64)
-                });
-            match result {
-                Ok(n) => {
-                    written.fetch_add(n, Ordering::Relaxed);
+        // Decrypt the whole span before writing anything, so a bad copy on
+        // one pool member is rejected and the span is read from the next.
+        let group = &blobs[i..j];
+        let mut plains: Vec<Vec<u8>> = Vec::new();
+        let read = repo.backend().read_range(&name, start..end, &mut |bytes| {
+            plains.clear();
+            for (entry, _) in group {
+                let off = (entry.offset as u64 - start) as usize;
+                let sealed = &bytes[off..off + entry.stored_len as usize];
+                let plain = open_blob(
+                    repo.key(),
+                    entry.kind,
+                    &entry.id,
+                    entry.compression,
+                    entry.raw_len,
+                    sealed,
+                )
+                .with_context(|| format!("blob {}", entry.id.short()))?;
+                plains.push(plain);
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) => {
+                for ((_, targets), plain) in group.iter().zip(&plains) {
+                    match write_targets(plain, targets, file_paths) {
+                        Ok(()) => {
+                            written.fetch_add(
+                                plain.len() as u64 * targets.len() as u64,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        Err(e) => failures
+                            .lock()
+                            .expect("failures")
+                            .push((format!("{e:#}"), targets.iter().map(|t| t.file).collect())),
+                    }
                 }
-                Err(e) => failures.lock().expect("failures").push((
-                    format!("pack {name}: blob {}: {e:#}", entry.id.short()),
-                    targets.iter().map(|t| t.file).collect(),
-                )),
+            }
+            Err(_) => {
+                // Find out blob by blob which ones are bad, keeping the good ones.
+                for (entry, targets) in group {
+                    let range = entry.offset as u64..entry.offset as u64 + entry.stored_len as u64;
+                    let result = repo.backend().read_range(&name, range, &mut |sealed| {
+                        let plain = open_blob(
+                            repo.key(),
+                            entry.kind,
+                            &entry.id,
+                            entry.compression,
+                            entry.raw_len,
+                            sealed,
+                        )?;
+                        write_targets(&plain, targets, file_paths)?;
+                        written.fetch_add(
+                            plain.len() as u64 * targets.len() as u64,
+                            Ordering::Relaxed,
+                        );
+                        Ok(())
+                    });
+                    if let Err(e) = result {
+                        failures.lock().expect("failures").push((
+                            format!(
+                                "pack {name}: blob {}: {}",
+                                entry.id.short(),
+                                crate::error::one_line(&e)
+                            ),
+                            targets.iter().map(|t| t.file).collect(),
+                        ));
+                    }
+                }
             }
         }
         i = j;

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use anyhow::Result;
 
-pub use object::{ObjectBackend, open_url};
+pub use object::{ObjectBackend, block_on, open_url};
 
 /// An object was not found (distinct from other failures so callers can tell
 /// "repository missing" from "backend broken").
@@ -47,6 +47,35 @@ pub trait Backend: Send + Sync {
     fn exists(&self) -> Result<bool>;
     /// Creates the location (bucket, container, directory) where possible.
     fn create(&self) -> Result<()>;
+
+    /// Reads a whole object and hands it to `accept`, which verifies (and
+    /// uses) it. A pool tries the next member when the object is missing,
+    /// unreadable or rejected by `accept`.
+    fn read(&self, key: &str, accept: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let bytes = self.get(key)?;
+        accept(&bytes)
+    }
+
+    /// [`Backend::read`] for a byte range.
+    fn read_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let bytes = self.get_range(key, range)?;
+        accept(&bytes)
+    }
+
+    /// Bytes served per member (name, bytes), for reports; empty for a single store.
+    fn served(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    /// Problems met and worked around (e.g. a corrupt copy on one member).
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// True when the error chain holds a [`NotFound`].

@@ -6,20 +6,26 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use object_store::ClientOptions;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, RetryConfig};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{Backend, NotFound, ObjectInfo};
+
+/// Runs a future to completion on the shared I/O runtime (from blocking code).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
 
 /// The shared async runtime that drives object_store from blocking code.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -93,11 +99,19 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
     let client = ClientOptions::new()
         .with_timeout(Duration::from_secs(120))
         .with_connect_timeout(Duration::from_secs(10));
+    // Retries with exponential backoff on 5xx, throttling and timeouts; the
+    // budget is bounded so a dead pool member is given up on in about a minute.
+    let retry = RetryConfig {
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(60),
+        ..RetryConfig::default()
+    };
     let bad_key = |k: &str| anyhow!("unknown option {k:?} for {location}");
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" => {
             let mut b = AmazonS3Builder::from_env()
                 .with_client_options(client.clone())
+                .with_retry(retry.clone())
                 .with_bucket_name(bucket);
             for (k, v) in options {
                 b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
@@ -119,6 +133,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         "az" | "azure" => {
             let mut b = MicrosoftAzureBuilder::from_env()
                 .with_client_options(client.clone())
+                .with_retry(retry.clone())
                 .with_container_name(bucket);
             for (k, v) in options {
                 b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
@@ -131,6 +146,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         _ => {
             let mut b = GoogleCloudStorageBuilder::from_env()
                 .with_client_options(client.clone())
+                .with_retry(retry.clone())
                 .with_bucket_name(bucket);
             for (k, v) in options {
                 b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
@@ -184,13 +200,18 @@ fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
 }
 
 impl ObjectBackend {
-    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
-        runtime().block_on(f)
+    fn store(&self) -> Result<&Arc<dyn ObjectStore>> {
+        self.store_creating(false)
     }
 
-    fn store(&self) -> Result<&Arc<dyn ObjectStore>> {
+    /// The store; with `create`, a missing local folder is made first (a
+    /// write to a wiped local member recreates it).
+    fn store_creating(&self, create: bool) -> Result<&Arc<dyn ObjectStore>> {
         if let Some(s) = self.store.get() {
             return Ok(s);
+        }
+        if create {
+            self.create()?;
         }
         let root = self
             .local_root
@@ -204,55 +225,63 @@ impl ObjectBackend {
             .with_fsync(true);
         Ok(self.store.get_or_init(|| Arc::new(fs)))
     }
-}
 
-impl Backend for ObjectBackend {
-    fn location(&self) -> String {
-        self.location.clone()
-    }
-
-    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+    /// Writes a whole object.
+    pub async fn put_async(&self, key: &str, bytes: Bytes) -> Result<()> {
         let path = ObjPath::from(key);
-        self.block(self.store()?.put(&path, PutPayload::from(bytes)))
+        self.store_creating(true)?
+            .put(&path, PutPayload::from(bytes))
+            .await
             .map_err(|e| map_err(key, e))
             .with_context(|| format!("writing {key} to {}", self.location))?;
         Ok(())
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
+    /// Reads a whole object.
+    pub async fn get_async(&self, key: &str) -> Result<Bytes> {
         let path = ObjPath::from(key);
         let store = self.store()?;
-        self.block(async {
+        async {
             let r = store.get(&path).await?;
             r.bytes().await
-        })
-        .map(|b| b.to_vec())
+        }
+        .await
         .map_err(|e| map_err(key, e))
         .with_context(|| format!("reading {key} from {}", self.location))
     }
 
-    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+    /// Reads a byte range, refusing short reads.
+    pub async fn get_range_async(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let path = ObjPath::from(key);
         let want = range.end - range.start;
         let bytes = self
-            .block(self.store()?.get_range(&path, range.clone()))
+            .store()?
+            .get_range(&path, range)
+            .await
             .map_err(|e| map_err(key, e))
             .with_context(|| format!("reading {key} from {}", self.location))?;
         if bytes.len() as u64 != want {
             bail!("short read of {key}: got {} of {want} bytes", bytes.len());
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    /// Lists objects under a prefix.
+    pub async fn list_async(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let p = ObjPath::from(prefix.trim_end_matches('/'));
-        let metas: Vec<object_store::ObjectMeta> = self
-            .block(self.store()?.list(Some(&p)).try_collect())
-            .or_else(|e| match e {
-                object_store::Error::NotFound { .. } => Ok(Vec::new()),
-                other => Err(other),
-            })
-            .with_context(|| format!("listing {prefix} in {}", self.location))?;
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(e) if super::is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let metas: Vec<object_store::ObjectMeta> = match store.list(Some(&p)).try_collect().await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => {
+                return Err(map_err(prefix, e))
+                    .with_context(|| format!("listing {prefix} in {}", self.location));
+            }
+        };
         Ok(metas
             .into_iter()
             .map(|m| ObjectInfo {
@@ -262,22 +291,56 @@ impl Backend for ObjectBackend {
             .collect())
     }
 
-    fn size(&self, key: &str) -> Result<u64> {
+    /// Size of an object.
+    pub async fn size_async(&self, key: &str) -> Result<u64> {
         let path = ObjPath::from(key);
-        self.block(self.store()?.head(&path))
+        self.store()?
+            .head(&path)
+            .await
             .map(|m| m.size)
             .map_err(|e| map_err(key, e))
             .with_context(|| format!("checking {key} in {}", self.location))
     }
 
-    fn delete(&self, key: &str) -> Result<()> {
+    /// Deletes an object; a missing one is fine.
+    pub async fn delete_async(&self, key: &str) -> Result<()> {
         let path = ObjPath::from(key);
-        match self.block(self.store()?.delete(&path)) {
+        match self.store()?.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => {
-                Err(anyhow!(e)).with_context(|| format!("deleting {key} in {}", self.location))
+                Err(map_err(key, e)).with_context(|| format!("deleting {key} in {}", self.location))
             }
         }
+    }
+}
+
+impl Backend for ObjectBackend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        block_on(self.put_async(key, Bytes::from(bytes)))
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        block_on(self.get_async(key)).map(|b| b.to_vec())
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        block_on(self.get_range_async(key, range)).map(|b| b.to_vec())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        block_on(self.list_async(prefix))
+    }
+
+    fn size(&self, key: &str) -> Result<u64> {
+        block_on(self.size_async(key))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        block_on(self.delete_async(key))
     }
 
     fn exists(&self) -> Result<bool> {

@@ -1,0 +1,119 @@
+//! `strata pool status` and `strata pool repair`.
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+
+use super::context::Ctx;
+use crate::pool::status::{repair, status};
+use crate::report::bytes;
+
+/// Arguments of `pool`.
+#[derive(Args, Debug)]
+pub struct PoolArgs {
+    #[command(subcommand)]
+    command: PoolCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCommand {
+    /// Show each member's health and what it lacks.
+    Status,
+    /// Copy to each member what it lacks (no password needed).
+    Repair {
+        /// Only show what would be copied.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Runs a pool command.
+pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
+    let pool = ctx.pool()?;
+    match args.command {
+        PoolCommand::Status => {
+            let states = status(&pool);
+            let mut degraded = false;
+            for s in &states {
+                let mut v = serde_json::to_value(s)?;
+                v["message_type"] = "member".into();
+                v["missing_count"] = s.missing.len().into();
+                ctx.out.json(&v);
+                if !s.reachable {
+                    degraded = true;
+                    ctx.out.line(format!(
+                        "{:<12} UNREACHABLE  {}  ({})",
+                        s.name,
+                        s.location,
+                        s.error.clone().unwrap_or_default()
+                    ));
+                    continue;
+                }
+                let counts: Vec<String> =
+                    s.objects.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let health = if s.missing.is_empty() && s.size_mismatch.is_empty() {
+                    "ok"
+                } else {
+                    "INCOMPLETE"
+                };
+                degraded |= health != "ok";
+                ctx.out.line(format!(
+                    "{:<12} {:<10}  {}  {} in {} objects ({})",
+                    s.name,
+                    health,
+                    s.location,
+                    bytes(s.bytes),
+                    s.objects.values().sum::<u64>(),
+                    counts.join(", ")
+                ));
+                if !s.missing.is_empty() {
+                    ctx.out.line(format!(
+                        "             lacks {} objects ({}), e.g. {}",
+                        s.missing.len(),
+                        bytes(s.missing_bytes),
+                        s.missing
+                            .iter()
+                            .take(3)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if !s.size_mismatch.is_empty() {
+                    ctx.out.line(format!(
+                        "             {} objects differ in size from other members' copies, e.g. {}",
+                        s.size_mismatch.len(),
+                        s.size_mismatch[0]
+                    ));
+                }
+            }
+            if degraded {
+                ctx.out
+                    .line("run `strata pool repair` to copy what is missing");
+            }
+            Ok(0)
+        }
+        PoolCommand::Repair { dry_run } => {
+            let r = repair(&pool, dry_run);
+            let mut v = serde_json::to_value(&r)?;
+            v["message_type"] = "summary".into();
+            ctx.out.json(&v);
+            for (name, n) in &r.copied {
+                let b = r.bytes.get(name).copied().unwrap_or(0);
+                let verb = if dry_run { "would copy" } else { "copied" };
+                ctx.out
+                    .line(format!("{name}: {verb} {n} objects ({})", bytes(b)));
+            }
+            if r.copied.is_empty() && r.errors.is_empty() {
+                ctx.out
+                    .line("every member holds every object; nothing to repair");
+            }
+            for e in &r.errors {
+                ctx.out.warn(e);
+            }
+            if !r.errors.is_empty() {
+                bail!("pool repair incomplete: {} problem(s)", r.errors.len());
+            }
+            Ok(0)
+        }
+    }
+}
