@@ -151,6 +151,12 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     for pack in to_read {
         read_pack(repo, &pack, indexed.get(&pack), &mut r);
     }
+    // A pool served a good copy, but a member holds a damaged one.
+    for bad in repo.backend().take_bad_copies() {
+        r.errors.push(format!(
+            "{bad} is damaged (another member served a good copy): delete it there and run `strata pool repair`"
+        ));
+    }
     Ok(r)
 }
 

@@ -41,6 +41,15 @@ pub struct MemberConfig {
     /// object_store configuration keys (aws_*, azure_*, google_*).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Reads prefer members with a lower value (default 100); among equals,
+    /// the fastest to answer goes first. Lets a nearby or egress-free member
+    /// serve restores.
+    #[serde(default = "default_priority")]
+    pub read_priority: u32,
+}
+
+fn default_priority() -> u32 {
+    100
 }
 
 impl PoolConfig {

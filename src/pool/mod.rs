@@ -36,6 +36,8 @@ pub struct Member {
     pub name: String,
     /// Its store.
     pub backend: ObjectBackend,
+    /// Read preference (lower first).
+    pub read_priority: u32,
     served: AtomicU64,
 }
 
@@ -50,6 +52,8 @@ pub struct Pool {
     notices: Mutex<Vec<String>>,
     /// Members already reported as lacking objects.
     gap_warned: Mutex<Vec<usize>>,
+    /// Copies rejected by verification.
+    bad_copies: Mutex<Vec<String>>,
 }
 
 impl Pool {
@@ -63,6 +67,7 @@ impl Pool {
             members.push(Member {
                 name: m.name.clone(),
                 backend,
+                read_priority: m.read_priority,
                 served: AtomicU64::new(0),
             });
         }
@@ -74,6 +79,7 @@ impl Pool {
             lagging: Mutex::default(),
             notices: Mutex::default(),
             gap_warned: Mutex::default(),
+            bad_copies: Mutex::default(),
         })
     }
 
@@ -82,19 +88,17 @@ impl Pool {
         &self.members
     }
 
-    /// Orders reads by how fast each member answers a small request; members
-    /// that fail go last.
+    /// Orders reads by configured priority, then by how fast each member
+    /// answers a small request; members that fail go last.
     pub fn rank_members(&self, probe_key: &str) {
         let probes = block_on(join_all(self.members.iter().map(|m| async move {
             let t = Instant::now();
-            let ok = match m.backend.size_async(probe_key).await {
-                Ok(_) => true,
-                Err(e) => is_not_found(&e),
-            };
+            // A member that lacks the probe object is behind, like a failing one.
+            let ok = m.backend.size_async(probe_key).await.is_ok();
             (ok, t.elapsed())
         })));
         let mut order: Vec<usize> = (0..self.members.len()).collect();
-        order.sort_by_key(|&i| (!probes[i].0, probes[i].1));
+        order.sort_by_key(|&i| (self.members[i].read_priority, !probes[i].0, probes[i].1));
         *self.order.lock().expect("order") = order;
     }
 
@@ -214,6 +218,10 @@ impl Pool {
                     }
                     Err(e) => {
                         all_missing = false;
+                        self.bad_copies
+                            .lock()
+                            .expect("bad copies")
+                            .push(format!("{key} on member {}", m.name));
                         problems.push(format!(
                             "bad copy on member {} ({})",
                             m.name,
@@ -423,6 +431,10 @@ impl Backend for Pool {
             .iter()
             .map(|m| (m.name.clone(), m.served.load(Ordering::Relaxed)))
             .collect()
+    }
+
+    fn take_bad_copies(&self) -> Vec<String> {
+        std::mem::take(&mut *self.bad_copies.lock().expect("bad copies"))
     }
 
     fn take_notices(&self) -> Vec<String> {

@@ -76,6 +76,12 @@ pub trait Backend: Send + Sync {
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Copies that failed verification on some member while another member
+    /// served a good one (each: "KEY on member NAME").
+    fn take_bad_copies(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// True when the error chain holds a [`NotFound`].

@@ -232,7 +232,13 @@ impl ObjectBackend {
         self.store_creating(true)?
             .put(&path, PutPayload::from(bytes))
             .await
-            .map_err(|e| map_err(key, e))
+            .map_err(|e| match e {
+                // Writing cannot miss an object: the bucket itself is missing.
+                object_store::Error::NotFound { .. } => anyhow!(
+                    "the bucket or container does not exist: create it first (strata does not create buckets)"
+                ),
+                other => map_err(key, other),
+            })
             .with_context(|| format!("writing {key} to {}", self.location))?;
         Ok(())
     }

@@ -1,0 +1,676 @@
+//! The virtual storage pool against real servers: SeaweedFS over S3, Azurite
+//! and a local folder. `scripts/test` starts the servers and exports
+//! STRATA_TEST_*; without them these tests say so and pass only outside CI.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use strata::store::{Backend, open_url};
+
+struct Servers {
+    s3_endpoint: String,
+    s3_bucket: String,
+    s3_key: String,
+    s3_secret: String,
+}
+
+fn servers() -> Option<Servers> {
+    let get = |k: &str| std::env::var(k).ok();
+    match (get("STRATA_TEST_S3_ENDPOINT"), get("STRATA_TEST_AZURITE")) {
+        (Some(s3_endpoint), Some(_)) => Some(Servers {
+            s3_endpoint,
+            s3_bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
+            s3_key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
+            s3_secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
+        }),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run these tests against real servers: run them through ./scripts/test"
+            );
+            eprintln!(
+                "skipped: no test servers (run ./scripts/test, which starts SeaweedFS and Azurite)"
+            );
+            None
+        }
+    }
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// A pool member as written to the config.
+#[derive(Clone)]
+struct MemberSpec {
+    name: &'static str,
+    url: String,
+    options: BTreeMap<String, String>,
+    priority: Option<u32>,
+}
+
+impl MemberSpec {
+    fn s3(s: &Servers, prefix: &str) -> MemberSpec {
+        let options = [
+            ("aws_endpoint", s.s3_endpoint.as_str()),
+            ("aws_access_key_id", s.s3_key.as_str()),
+            ("aws_secret_access_key", s.s3_secret.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        MemberSpec {
+            name: "seaweed",
+            url: format!("s3://{}/{prefix}", s.s3_bucket),
+            options,
+            priority: None,
+        }
+    }
+
+    fn azure(prefix: &str) -> MemberSpec {
+        let options = [("azure_storage_use_emulator".to_string(), "true".to_string())].into();
+        MemberSpec {
+            name: "azure",
+            url: format!("az://strata/{prefix}"),
+            options,
+            priority: None,
+        }
+    }
+
+    fn local(dir: &Path) -> MemberSpec {
+        MemberSpec {
+            name: "local",
+            url: dir.display().to_string(),
+            options: BTreeMap::new(),
+            priority: None,
+        }
+    }
+
+    /// Deletes every object of the member (its whole repository).
+    fn wipe(&self) {
+        if self.options.is_empty() {
+            std::fs::remove_dir_all(&self.url).unwrap();
+            return;
+        }
+        let b = open_url(&self.url, &self.options).unwrap();
+        let all = b.list("").unwrap();
+        assert!(!all.is_empty(), "{} had nothing to wipe", self.name);
+        for o in all {
+            b.delete(&o.key).unwrap();
+        }
+        assert!(b.list("").unwrap().is_empty());
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Env {
+    fn new(members: &[MemberSpec], quorum: usize) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pool test password\n").unwrap();
+        let mut toml = format!(
+            "[repository]\npassword_file = \"{}\"\n\n[pool]\nplacement = \"mirror\"\nwrite_quorum = {quorum}\n",
+            pw.display()
+        );
+        for m in members {
+            toml += &format!(
+                "\n[[pool.members]]\nname = \"{}\"\nurl = \"{}\"\n",
+                m.name, m.url
+            );
+            if let Some(p) = m.priority {
+                toml += &format!("read_priority = {p}\n");
+            }
+            if !m.options.is_empty() {
+                let opts: Vec<String> = m
+                    .options
+                    .iter()
+                    .map(|(k, v)| format!("{k} = \"{v}\""))
+                    .collect();
+                toml += &format!("options = {{ {} }}\n", opts.join(", "));
+            }
+        }
+        let config = dir.path().join("strata.toml");
+        std::fs::write(&config, toml).unwrap();
+        Env {
+            dir,
+            config,
+            extra_env: Vec::new(),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::cargo_bin("strata").unwrap();
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("STRATA_REPO");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "strata panicked: {stderr}");
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    fn init(&self) {
+        self.ok(&[
+            "init",
+            "--argon2-memory-kib",
+            "1024",
+            "--argon2-iterations",
+            "1",
+            "--argon2-parallelism",
+            "1",
+        ]);
+    }
+
+    /// Missing-object counts per member from `pool status --json`.
+    fn missing(&self) -> BTreeMap<String, u64> {
+        let out = self.ok(&["--json", "pool", "status"]);
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message_type"] == "member")
+            .map(|v| {
+                assert_eq!(v["reachable"], true, "member unreachable: {v}");
+                (
+                    v["name"].as_str().unwrap().to_string(),
+                    v["missing_count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A source tree: small and multi-MiB files, a symlink, an empty directory.
+fn make_source(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/empty")).unwrap();
+    std::fs::write(root.join("small.txt"), b"hello pool\n").unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut big = vec![0u8; 3 * 1024 * 1024 + 77];
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(root.join("sub/big.bin"), &big).unwrap();
+    std::fs::write(root.join("sub/zeros"), vec![0u8; 1 << 20]).unwrap();
+    std::os::unix::fs::symlink("../small.txt", root.join("sub/link")).unwrap();
+    std::fs::set_permissions(
+        root.join("small.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+}
+
+/// Compares two trees: entry names, types, bytes, link targets and modes.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let list = |p: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(a), list(b), "entries differ in {}", a.display());
+    for name in list(a) {
+        let (pa, pb) = (a.join(&name), b.join(&name));
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa).unwrap(),
+            std::fs::symlink_metadata(&pb).unwrap(),
+        );
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", pa.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(
+                std::fs::read_link(&pa).unwrap(),
+                std::fs::read_link(&pb).unwrap()
+            );
+            continue;
+        }
+        assert_eq!(
+            ma.permissions().mode(),
+            mb.permissions().mode(),
+            "{}",
+            pa.display()
+        );
+        if ma.is_dir() {
+            assert_same_tree(&pa, &pb);
+        } else {
+            assert!(
+                std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(),
+                "{} differs",
+                pa.display()
+            );
+        }
+    }
+}
+
+fn restored(target: &Path, source: &Path) -> PathBuf {
+    target.join(source.strip_prefix("/").unwrap())
+}
+
+/// Runs strata against one store given by URL (no pool), as a user would
+/// after losing the other providers.
+fn run_single(url: &str, env: &[(&str, &str)], pw: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::cargo_bin("strata").unwrap();
+    cmd.arg("--repo")
+        .arg(url)
+        .arg("--password-file")
+        .arg(pw)
+        .args(args)
+        .env_remove("STRATA_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn s3_env(s: &Servers) -> Vec<(&str, &str)> {
+    vec![
+        ("AWS_ENDPOINT_URL", s.s3_endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", s.s3_key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", s.s3_secret.as_str()),
+    ]
+}
+
+#[test]
+fn losing_any_one_member_loses_nothing() {
+    let Some(s) = servers() else { return };
+    let prefix = unique("lose-one");
+    let tmp = tempfile::tempdir().unwrap();
+    let members = vec![
+        MemberSpec::s3(&s, &prefix),
+        MemberSpec::azure(&prefix),
+        MemberSpec::local(&tmp.path().join("local")),
+    ];
+    let env = Env::new(&members, 2);
+    env.init();
+    let src = env.path("src");
+    make_source(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert!(env.missing().values().all(|&n| n == 0));
+
+    for (i, member) in members.iter().enumerate() {
+        member.wipe();
+        let missing = env.missing();
+        assert!(
+            missing[member.name] >= 6,
+            "{} should lack everything: {missing:?}",
+            member.name
+        );
+
+        let target = env.path(&format!("restore-{i}"));
+        let out = env.ok(&[
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        assert_same_tree(&src, &restored(&target, &src));
+        let summary: serde_json::Value = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message_type"] == "summary")
+            .expect("restore summary");
+        let served = summary["served_by"].as_object().unwrap();
+        assert_eq!(
+            served[member.name], 0,
+            "the wiped member cannot have served data: {summary}"
+        );
+        assert!(
+            served.values().map(|v| v.as_u64().unwrap()).sum::<u64>() > 3 << 20,
+            "{summary}"
+        );
+        env.ok(&["check", "--read-data"]);
+
+        env.ok(&["pool", "repair"]);
+        assert!(env.missing().values().all(|&n| n == 0), "repair left gaps");
+    }
+
+    // After the repairs, every member alone holds a restorable repository.
+    let pw = env.path("pw");
+    let alone: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (members[0].url.clone(), s3_env(&s)),
+        (
+            members[1].url.clone(),
+            vec![("AZURE_STORAGE_USE_EMULATOR", "true")],
+        ),
+        (members[2].url.clone(), vec![]),
+    ];
+    for (n, (url, vars)) in alone.iter().enumerate() {
+        let target = env.path(&format!("alone-{n}"));
+        let out = run_single(
+            url,
+            vars,
+            &pw,
+            &[
+                "restore",
+                "latest",
+                "--verify",
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same_tree(&src, &restored(&target, &src));
+        let out = run_single(url, vars, &pw, &["check", "--read-data"]);
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn backup_to_s3_restores_from_azure_alone() {
+    let Some(s) = servers() else { return };
+    let prefix = unique("cross");
+    let env = Env::new(
+        &[MemberSpec::s3(&s, &prefix), MemberSpec::azure(&prefix)],
+        2,
+    );
+    env.init();
+    let src = env.path("src");
+    make_source(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // The user lost AWS: only the Azure URL is named, no pool config.
+    let target = env.path("r");
+    let out = run_single(
+        &format!("az://strata/{prefix}"),
+        &[("AZURE_STORAGE_USE_EMULATOR", "true")],
+        &env.path("pw"),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// A TCP forwarder that can be stopped and started again on the same port,
+/// standing in for a pool member that goes down.
+struct Proxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(port: u16, upstream: u16) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        let mut c = conns2.lock().unwrap();
+                        c.push(client.try_clone().unwrap());
+                        c.push(server.try_clone().unwrap());
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 65536];
+                                while let Ok(n) = from.read(&mut buf) {
+                                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                let _ = to.shutdown(Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy {
+            port,
+            stop,
+            conns,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u16 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        self.port
+    }
+}
+
+#[test]
+fn member_down_during_backup_is_healed_by_repair() {
+    let Some(s) = servers() else { return };
+    let azurite_port: u16 = std::env::var("STRATA_TEST_AZURITE")
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let prefix = unique("down");
+    let tmp = tempfile::tempdir().unwrap();
+    let members = vec![
+        MemberSpec::s3(&s, &prefix),
+        MemberSpec::azure(&prefix),
+        MemberSpec::local(&tmp.path().join("local")),
+    ];
+    let mut env = Env::new(&members, 2);
+    let proxy = Proxy::start(0, azurite_port);
+    env.extra_env.push((
+        "AZURITE_BLOB_STORAGE_URL".into(),
+        format!("http://127.0.0.1:{}", proxy.port),
+    ));
+    env.init();
+
+    let src = env.path("src");
+    make_source(&src);
+    let port = proxy.stop(); // the Azure member goes down
+    let out = env.ok(&["backup", src.to_str().unwrap()]);
+    assert!(
+        out.contains("member azure"),
+        "the backup should say the azure member missed writes:\n{out}"
+    );
+
+    let _proxy = Proxy::start(port, azurite_port); // and comes back
+    let missing = env.missing();
+    assert!(
+        missing["azure"] >= 3,
+        "azure should lack packs, index and snapshot: {missing:?}"
+    );
+    assert_eq!(missing["seaweed"], 0);
+    assert_eq!(missing["local"], 0);
+    env.ok(&["pool", "repair"]);
+    assert!(env.missing().values().all(|&n| n == 0));
+
+    // The healed member alone restores the snapshot it missed.
+    let target = env.path("r");
+    let out = run_single(
+        &format!("az://strata/{prefix}"),
+        &[("AZURE_STORAGE_USE_EMULATOR", "true")],
+        &env.path("pw"),
+        &[
+            "restore",
+            "latest",
+            "--verify",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn corrupt_pack_on_one_member_is_served_by_another() {
+    let Some(s) = servers() else { return };
+    let prefix = unique("corrupt");
+    let tmp = tempfile::tempdir().unwrap();
+    let local_dir = tmp.path().join("local");
+    let mut local = MemberSpec::local(&local_dir);
+    local.priority = Some(0); // read first, so its bad copy is met first
+    let env = Env::new(&[local, MemberSpec::s3(&s, &prefix)], 2);
+    env.init();
+    let src = env.path("src");
+    make_source(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    // Flip a byte in the middle of the largest pack (the data pack).
+    let mut packs: Vec<(u64, PathBuf)> = walk_files(&local_dir.join("data"))
+        .into_iter()
+        .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+        .collect();
+    packs.sort();
+    let (size, pack) = packs.pop().unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[(size / 2) as usize] ^= 0x40;
+    std::fs::write(&pack, bytes).unwrap();
+    let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
+
+    let target = env.path("r");
+    let out = env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+    assert!(
+        out.contains(&pack_name) && out.contains("bad copy on member local"),
+        "restore should name the bad object and member:\n{out}"
+    );
+
+    // check --read-data reports the damaged copy as an error.
+    let out = env.run(&["check", "--read-data"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "check must fail while a member holds a bad copy"
+    );
+    assert!(
+        text.contains(&pack_name) && text.contains("local"),
+        "{text}"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("strata:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one error line:\n{stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn bad_members_give_one_line_errors_naming_them() {
+    let Some(s) = servers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let local = MemberSpec::local(&tmp.path().join("local"));
+
+    let mut wrong_creds = MemberSpec::s3(&s, &unique("creds"));
+    wrong_creds
+        .options
+        .insert("aws_secret_access_key".into(), "not-the-secret".into());
+    let env = Env::new(&[wrong_creds, local.clone()], 2);
+    let line = one_line_error(&env.run(&["init"]));
+    assert!(
+        line.contains("seaweed") && line.contains("access denied"),
+        "{line}"
+    );
+
+    let mut unreachable = MemberSpec::s3(&s, &unique("down"));
+    unreachable
+        .options
+        .insert("aws_endpoint".into(), "http://127.0.0.1:1".into());
+    let env = Env::new(&[unreachable, local.clone()], 2);
+    let line = one_line_error(&env.run(&["init"]));
+    assert!(
+        line.contains("seaweed") && line.contains("cannot reach"),
+        "{line}"
+    );
+
+    // SeaweedFS creates buckets on first write; Azurite does not.
+    let mut no_container = MemberSpec::azure("x");
+    no_container.url = "az://no-such-container/x".into();
+    let env = Env::new(&[no_container, local], 2);
+    let line = one_line_error(&env.run(&["init"]));
+    assert!(
+        line.contains("azure") && line.contains("does not exist"),
+        "{line}"
+    );
+}
