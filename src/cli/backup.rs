@@ -38,6 +38,9 @@ pub struct BackupArgs {
     /// Reader and compressor threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Pack uploads in flight at once (each to every pool member).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    uploads: u16,
 }
 
 /// Runs a backup.
@@ -64,7 +67,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         host: args.host.unwrap_or_else(crate::sysinfo::hostname),
         excludes: args.excludes,
         threads: args.threads.unwrap_or_else(default_threads),
-        uploads: 4,
+        uploads: args.uploads as usize,
     };
     let result = run_backup(repo.clone(), opts);
     ctx.report_notices(repo.backend().as_ref());

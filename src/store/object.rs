@@ -17,7 +17,7 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, RetryConfig};
+use object_store::{ClientOptions, RetryConfig, WriteMultipart};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{Backend, NotFound, ObjectInfo};
@@ -171,6 +171,33 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
     })
 }
 
+/// Objects at least this large are uploaded in parts.
+const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Size of one part (S3 requires at least 5 MiB for all but the last).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight per object.
+const PART_CONCURRENCY: usize = 4;
+
+async fn put_multipart(
+    store: &dyn ObjectStore,
+    path: &ObjPath,
+    bytes: Bytes,
+) -> object_store::Result<()> {
+    let upload = store.put_multipart(path).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    let mut offset = 0;
+    while offset < bytes.len() {
+        if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        let end = (offset + PART_SIZE).min(bytes.len());
+        writer.put(bytes.slice(offset..end));
+        offset = end;
+    }
+    writer.finish().await.map(|_| ())
+}
+
 fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
     use object_store::Error as E;
     match e {
@@ -226,12 +253,17 @@ impl ObjectBackend {
         Ok(self.store.get_or_init(|| Arc::new(fs)))
     }
 
-    /// Writes a whole object.
+    /// Writes a whole object; large ones go up as a multipart upload whose
+    /// parts are sent concurrently (and aborted on failure).
     pub async fn put_async(&self, key: &str, bytes: Bytes) -> Result<()> {
         let path = ObjPath::from(key);
-        self.store_creating(true)?
-            .put(&path, PutPayload::from(bytes))
-            .await
+        let store = self.store_creating(true)?;
+        let result = if bytes.len() >= MULTIPART_THRESHOLD && self.local_root.is_none() {
+            put_multipart(store.as_ref(), &path, bytes).await
+        } else {
+            store.put(&path, PutPayload::from(bytes)).await.map(|_| ())
+        };
+        result
             .map_err(|e| match e {
                 // Writing cannot miss an object: the bucket itself is missing.
                 object_store::Error::NotFound { .. } => anyhow!(
@@ -239,8 +271,7 @@ impl ObjectBackend {
                 ),
                 other => map_err(key, other),
             })
-            .with_context(|| format!("writing {key} to {}", self.location))?;
-        Ok(())
+            .with_context(|| format!("writing {key} to {}", self.location))
     }
 
     /// Reads a whole object.
