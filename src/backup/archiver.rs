@@ -97,6 +97,10 @@ impl Shared {
     fn warn(&self, msg: String) {
         self.warnings.lock().expect("warnings").push(msg);
     }
+    fn stopped(&self) -> bool {
+        self.fatal.lock().expect("fatal slot").is_some()
+    }
+
     fn fatal(&self, e: anyhow::Error) {
         let mut slot = self.fatal.lock().expect("fatal slot");
         if slot.is_none() {
@@ -412,6 +416,10 @@ impl Walker {
 
     fn walk_dir(&self, path: &Path, parent: Option<Arc<Tree>>) -> Receiver<Option<Id>> {
         let mut names: Vec<OsString> = Vec::new();
+        if self.shared.stopped() {
+            // Saving failed: the backup is lost anyway, stop reading.
+            return self.submit(Vec::new());
+        }
         match std::fs::read_dir(path) {
             Ok(rd) => {
                 for entry in rd {
@@ -527,6 +535,9 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
         shared.warn(msg);
         FileOutcome::Failed
     };
+    if shared.stopped() {
+        return FileOutcome::Failed;
+    }
     let file = match open_source(path) {
         Ok(f) => f,
         Err(e) => return fail(format!("{}: cannot read: {e}", path.display())),

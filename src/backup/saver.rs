@@ -198,9 +198,17 @@ impl Saver {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         let tx = self.blob_tx.as_ref().expect("saver is running");
         if self.shared.failed() || tx.send((kind, id, data)).is_err() {
-            return Err(self.take_error());
+            return Err(self.error_text());
         }
         Ok(())
+    }
+
+    /// The first error, as text (the error itself stays for `finish`).
+    fn error_text(&self) -> anyhow::Error {
+        match &*self.shared.error.lock().expect("error slot") {
+            Some(e) => anyhow!("{}", crate::error::one_line(e)),
+            None => anyhow!("the upload pipeline stopped"),
+        }
     }
 
     /// Claims and queues a blob if it is new; returns whether it was new.
