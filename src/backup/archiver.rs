@@ -6,7 +6,7 @@
 //! their files complete. Channels are bounded, so memory stays flat however
 //! large the source is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -25,8 +25,10 @@ use super::saver::Saver;
 use crate::chunker::Chunker;
 use crate::fsmeta::{node_from, unchanged};
 use crate::id::Id;
+use crate::maintenance::prune::load_markers;
 use crate::repo::blob::BlobType;
 use crate::repo::index::Index;
+use crate::repo::lock::Lock;
 use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotSummary};
 use crate::repo::tree::{Node, NodeKind, RawName, Tree};
 use crate::repo::{ObjectKind, Repository};
@@ -46,6 +48,8 @@ pub enum Source {
 
 /// Options of a backup run.
 pub struct BackupOptions {
+    /// Snapshot time to record (default: now).
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
     /// What to back up.
     pub source: Source,
     /// How the parent snapshot is chosen.
@@ -134,8 +138,17 @@ struct DirJob {
 /// Runs a backup and commits its snapshot.
 pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupReport> {
     let started = Instant::now();
-    let time = chrono::Utc::now();
-    let index = Arc::new(repo.load_index()?);
+    let time = opts.time.unwrap_or_else(chrono::Utc::now);
+    // The lock goes first; then the deletion markers it has seen; then the
+    // index without the packs those markers doom (see docs/PRUNE.md).
+    let lock = Lock::acquire(&repo, "backup")?;
+    let markers = load_markers(&repo)?;
+    lock.set_seen_markers(markers.iter().map(|m| m.id).collect())?;
+    let doomed: HashSet<Id> = markers
+        .iter()
+        .flat_map(|m| m.marker.packs.iter().copied())
+        .collect();
+    let index = Arc::new(repo.load_index_without(&doomed)?);
     let threads = opts.threads.max(1);
     let saver = Saver::start(repo.clone(), index.clone(), threads, opts.uploads.max(1));
     let shared = Arc::new(Shared {
@@ -157,10 +170,10 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
             let paths = normalize_paths(&paths)?;
             let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             let (mode, parent) = choose_parent(&repo, opts.mode, &opts.host, &shown)?;
-            let parent_root = match &parent {
-                Some((_, snap)) => Some(repo.load_tree(&shared.index, &snap.tree)?),
-                None => None,
-            };
+            // A parent whose trees cannot be read just means reading everything.
+            let parent_root = parent
+                .as_ref()
+                .and_then(|(_, snap)| repo.load_tree(&shared.index, &snap.tree).ok());
             let excludes = build_excludes(&opts.excludes)?;
             let root = walk_sources(&shared, &paths, parent_root, &excludes, threads)?;
             (shown, root, mode, parent.map(|(id, _)| id))
@@ -205,7 +218,9 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         program_version: format!("strata {}", env!("CARGO_PKG_VERSION")),
     };
     // The commit point: everything the snapshot references is durable now.
+    lock.check_fresh()?;
     let snapshot_id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode())?;
+    lock.release();
     let warnings = shared.warnings.into_inner().expect("warnings");
     Ok(BackupReport {
         snapshot_id,

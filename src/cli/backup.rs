@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::context::{Ctx, default_threads};
@@ -38,6 +38,10 @@ pub struct BackupArgs {
     /// Reader and compressor threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Record this time for the snapshot instead of now (RFC 3339, e.g.
+    /// 2026-01-31T23:00:00Z), as when importing older backups.
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
     /// Pack uploads in flight at once (each to every pool member).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     uploads: u16,
@@ -59,8 +63,19 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         }
         Source::Paths(args.paths.clone())
     };
+    let time = match &args.time {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| {
+                    format!("--time takes an RFC 3339 time such as 2026-01-31T23:00:00Z, got {t:?}")
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+        None => None,
+    };
     let repo = ctx.open()?;
     let opts = BackupOptions {
+        time,
         source,
         mode: args.mode,
         tags: args.tags,

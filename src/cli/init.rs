@@ -19,6 +19,10 @@ pub struct InitArgs {
     /// Argon2id lanes.
     #[arg(long, default_value_t = KdfParams::default().parallelism)]
     argon2_parallelism: u32,
+    /// Target pack size in MiB (larger packs mean fewer objects; smaller
+    /// ones let prune reclaim space at a finer grain).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pack_size_mib: u32,
 }
 
 impl InitArgs {
@@ -37,7 +41,9 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<i32> {
     let backend = ctx.backend()?;
     let location = backend.location();
     let pw = ctx.password(true)?;
-    let result = Repository::init(backend.clone(), &pw, args.kdf());
+    let mut config = crate::repo::RepoConfig::new();
+    config.pack_size = args.pack_size_mib * 1024 * 1024;
+    let result = Repository::init_with(backend.clone(), &pw, args.kdf(), config);
     ctx.report_notices(backend.as_ref());
     let repo = result?;
     ctx.out.line(format!(

@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 pub mod context;
+mod forget;
 mod init;
 mod inspect;
 mod pool;
@@ -68,6 +69,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Show sizes, deduplication and compression figures.
     Stats(inspect::StatsArgs),
+    /// Remove snapshots by a retention policy (and optionally prune).
+    Forget(forget::ForgetArgs),
+    /// Reclaim space from data no snapshot needs (safe during backups).
+    Prune(forget::PruneCmdArgs),
     /// Inspect and repair the members of a storage pool.
     Pool(pool::PoolArgs),
 }
@@ -102,6 +107,8 @@ pub fn main() -> i32 {
             Command::Check(a) => check::run(&ctx, a),
             Command::Stats(a) => inspect::stats(&ctx, a),
             Command::Pool(a) => pool::run(&ctx, a),
+            Command::Forget(a) => forget::forget(&ctx, a),
+            Command::Prune(a) => forget::run_prune(&ctx, a),
         });
     match result {
         Ok(code) => code,

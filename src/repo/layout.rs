@@ -6,6 +6,8 @@
 //! data/<id[0..2]>/<id>     packs
 //! index/<id>               index files
 //! snapshots/<id>           snapshots
+//! deletions/<id>           prune's deletion markers (packs awaiting deletion)
+//! locks/<id>               backup and prune locks (random ids)
 //! ```
 
 use super::ObjectKind;
@@ -35,6 +37,8 @@ pub fn prefix(kind: ObjectKind) -> &'static str {
         ObjectKind::Config => CONFIG,
         ObjectKind::Index => "index/",
         ObjectKind::Snapshot => "snapshots/",
+        ObjectKind::Deletion => "deletions/",
+        ObjectKind::Lock => "locks/",
     }
 }
 

@@ -5,6 +5,7 @@ pub mod blob;
 mod config;
 pub mod index;
 pub mod layout;
+pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -36,6 +37,10 @@ pub enum ObjectKind {
     Index,
     /// A snapshot.
     Snapshot,
+    /// A prune deletion marker.
+    Deletion,
+    /// A backup or prune lock (random id; not content-addressed).
+    Lock,
 }
 
 impl ObjectKind {
@@ -44,6 +49,8 @@ impl ObjectKind {
             ObjectKind::Config => b"strata:config:",
             ObjectKind::Index => b"strata:index:",
             ObjectKind::Snapshot => b"strata:snapshot:",
+            ObjectKind::Deletion => b"strata:deletion:",
+            ObjectKind::Lock => b"strata:lock:",
         };
         let mut ad = tag.to_vec();
         ad.extend_from_slice(&id.0);
@@ -60,8 +67,18 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Creates a new repository at the backend's location.
+    /// Creates a new repository at the backend's location with default settings.
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams) -> Result<Repository> {
+        Self::init_with(backend, password, kdf, RepoConfig::new())
+    }
+
+    /// Creates a new repository with the given config.
+    pub fn init_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        config: RepoConfig,
+    ) -> Result<Repository> {
         if backend.exists()? {
             match backend.size(layout::CONFIG) {
                 Ok(_) => bail!(
@@ -74,7 +91,7 @@ impl Repository {
         }
         backend.create()?;
         let key = MasterKey::generate();
-        let config = RepoConfig::new();
+        RepoConfig::decode(&config.encode())?;
         let kf = KeyFile::create(&key, &config.id, password, kdf)?;
         let kf_bytes = kf.encode();
         let kf_id = Id(*blake3::hash(&kf_bytes).as_bytes());
@@ -214,6 +231,25 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Stores an object under a chosen id (locks, which are rewritten in place).
+    pub fn save_object_as(&self, kind: ObjectKind, id: &Id, plaintext: &[u8]) -> Result<()> {
+        let sealed = crypto::seal(self.key.encryption_key(), &kind.ad(id), plaintext);
+        self.backend.put(&layout::object(kind, id), sealed)
+    }
+
+    /// Loads an object stored with [`Repository::save_object_as`].
+    pub fn load_object_as(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let name = layout::object(kind, id);
+        let mut plain = Vec::new();
+        self.backend
+            .read(&name, &mut |sealed| {
+                plain = crypto::open(self.key.encryption_key(), &kind.ad(id), sealed)?;
+                Ok(())
+            })
+            .with_context(|| format!("object {name}"))?;
+        Ok(plain)
+    }
+
     /// Decrypts and verifies bytes of a stored object.
     pub fn open_object(&self, kind: ObjectKind, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {
         let plain = crypto::open(self.key.encryption_key(), &kind.ad(id), sealed)?;
@@ -238,25 +274,53 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Loads every index file into one in-memory index, skipping index files
-    /// that another index file supersedes.
-    pub fn load_index(&self) -> Result<Index> {
+    /// Every index file that no other index file supersedes.
+    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        match self.try_load_index_files() {
+            // A prune compacted the index between our listing and reading.
+            Err(e) if is_not_found(&e) => self.try_load_index_files(),
+            other => other,
+        }
+    }
+
+    fn try_load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let ids = self.list_ids(ObjectKind::Index)?;
         let mut files = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let plain = self.load_object(ObjectKind::Index, id)?;
-            let file = IndexFile::decode(&plain).with_context(|| format!("index {id}"))?;
-            files.push(file);
+        for id in ids {
+            let plain = self.load_object(ObjectKind::Index, &id)?;
+            files.push((
+                id,
+                IndexFile::decode(&plain).with_context(|| format!("index {id}"))?,
+            ));
         }
         let superseded: std::collections::HashSet<Id> = files
             .iter()
-            .flat_map(|f| f.supersedes.iter().copied())
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
             .collect();
+        files.retain(|(id, _)| !superseded.contains(id));
+        Ok(files)
+    }
+
+    /// The index without the given packs (a backup must not deduplicate
+    /// against packs that prune has marked for deletion).
+    pub fn load_index_without(&self, packs: &std::collections::HashSet<Id>) -> Result<Index> {
         let mut index = Index::default();
-        for (id, file) in ids.iter().zip(&files) {
-            if !superseded.contains(id) {
-                index.add_file(file);
+        for (_, file) in self.load_index_files()? {
+            for (pack, entries) in &file.packs {
+                if !packs.contains(pack) {
+                    index.add_pack(*pack, entries);
+                }
             }
+        }
+        Ok(index)
+    }
+
+    /// Loads every index file into one in-memory index, skipping index files
+    /// that another index file supersedes.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        for (_, file) in self.load_index_files()? {
+            index.add_file(&file);
         }
         Ok(index)
     }

@@ -1,11 +1,14 @@
 //! Pack files: many sealed blobs followed by an encrypted header listing them.
 //!
 //! Layout: `blob_0 .. blob_n-1 || sealed header || header_len (u32 LE) || "STPK"`.
-//! The header plaintext is `version (u8 = 1) || count (u32 LE) || count entries`
+//! The header plaintext is `version (u8 = 1) || salt [16] || count (u32 LE) || count entries`
 //! of [`ENTRY_LEN`] bytes: `type u8, compression u8, stored_len u32,
 //! raw_len u32, id [32]`. Blob offsets follow from the lengths in order.
 //! A pack's id is the keyed hash of the header plaintext, and the header is
-//! sealed with that id as associated data.
+//! sealed with that id as associated data. The random salt makes every pack
+//! written unique even when it holds the same blobs as another: prune may be
+//! deleting a pack at the very moment a backup re-uploads its blobs, and the
+//! two must never share a name.
 
 use anyhow::{Context, Result, bail};
 
@@ -43,10 +46,15 @@ fn header_ad(pack_id: &Id) -> Vec<u8> {
     ad
 }
 
-/// Encodes header entries (offsets are implied by order).
-pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + entries.len() * ENTRY_LEN);
+/// Bytes before the entries: version, salt and count.
+pub const HEADER_PREFIX_LEN: usize = 1 + SALT_LEN + 4;
+const SALT_LEN: usize = 16;
+
+/// Encodes header entries (offsets are implied by order) after `salt`.
+pub fn encode_header(salt: &[u8; SALT_LEN], entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_PREFIX_LEN + entries.len() * ENTRY_LEN);
     out.push(VERSION);
+    out.extend_from_slice(salt);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for e in entries {
         out.push(e.kind.to_byte());
@@ -61,16 +69,20 @@ pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
 /// Decodes a header plaintext; `data_len` is the size of the blob area, which
 /// the blob lengths must add up to exactly.
 pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
-    if plain.len() < 5 || plain[0] != VERSION {
+    if plain.len() < HEADER_PREFIX_LEN || plain[0] != VERSION {
         bail!("pack header has an unknown version or is truncated");
     }
-    let count = u32::from_le_bytes(plain[1..5].try_into().expect("4 bytes")) as usize;
-    if (plain.len() - 5) != count.saturating_mul(ENTRY_LEN) {
+    let count = u32::from_le_bytes(
+        plain[HEADER_PREFIX_LEN - 4..HEADER_PREFIX_LEN]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    if (plain.len() - HEADER_PREFIX_LEN) != count.saturating_mul(ENTRY_LEN) {
         bail!("pack header length does not match its entry count");
     }
     let mut entries = Vec::with_capacity(count);
     let mut offset: u64 = 0;
-    for raw in plain[5..].chunks_exact(ENTRY_LEN) {
+    for raw in plain[HEADER_PREFIX_LEN..].chunks_exact(ENTRY_LEN) {
         let kind = BlobType::from_byte(raw[0]).context("pack header has an unknown blob type")?;
         let compression =
             Compression::from_byte(raw[1]).context("pack header has an unknown compression")?;
@@ -152,7 +164,7 @@ impl PackBuilder {
 
     /// Seals the header and returns the finished pack.
     pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
-        let header = encode_header(&self.entries);
+        let header = encode_header(&rand::random(), &self.entries);
         let id = key.id_of(&header);
         let sealed = crypto::seal(key.encryption_key(), &header_ad(&id), &header);
         self.data.extend_from_slice(&sealed);

@@ -24,6 +24,8 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// Last modification time as the storage server recorded it.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A place that stores objects under string keys. Blocking; safe to share

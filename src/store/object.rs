@@ -324,6 +324,7 @@ impl ObjectBackend {
             .map(|m| ObjectInfo {
                 key: m.location.to_string(),
                 size: m.size,
+                modified: Some(m.last_modified),
             })
             .collect())
     }

@@ -1,0 +1,511 @@
+//! `prune`: reclaims space without ever breaking a snapshot, while backups
+//! from other hosts keep running. Two phases (see docs/PRUNE.md):
+//!
+//! 1. **Mark.** Packs no snapshot needs (and packs mostly unused, after their
+//!    used blobs are copied into new packs) are listed in a deletion marker.
+//!    Nothing is deleted; backups that start later see the marker and do not
+//!    deduplicate against those packs.
+//! 2. **Sweep** (a later run, after the grace period): a marker is swept only
+//!    when every live backup lock says its holder had seen the marker before
+//!    loading the index. Marked packs that a snapshot needs after all are
+//!    kept; then a compacted index superseding all index files read is
+//!    written, the packs are deleted, the superseded index files, and last
+//!    the marker. Each step is idempotent, so a prune killed at any point is
+//!    finished by the next one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+use crate::repo::blob::{BlobType, SealedBlob};
+use crate::repo::index::IndexFile;
+use crate::repo::lock::{Lock, is_live, list_locks};
+use crate::repo::pack::{PackBuilder, PackEntry};
+use crate::repo::tree::NodeKind;
+use crate::repo::{ObjectKind, Repository, layout};
+
+/// A deletion marker: packs that will be deleted once it is safe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeletionMarker {
+    /// When prune wrote it (prune's clock; informational).
+    pub created: DateTime<Utc>,
+    /// Packs to delete.
+    pub packs: Vec<Id>,
+}
+
+/// A marker as found, with the server time it was written.
+#[derive(Debug, Clone)]
+pub struct FoundMarker {
+    /// Marker id.
+    pub id: Id,
+    /// Contents.
+    pub marker: DeletionMarker,
+    /// Server modification time.
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// Every deletion marker in the repository.
+pub fn load_markers(repo: &Repository) -> Result<Vec<FoundMarker>> {
+    let mut out = Vec::new();
+    for o in repo.backend().list(layout::prefix(ObjectKind::Deletion))? {
+        let Some(id) = o.key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else {
+            continue;
+        };
+        let plain = repo.load_object(ObjectKind::Deletion, &id)?;
+        let marker: DeletionMarker =
+            serde_json::from_slice(&plain).with_context(|| format!("deletion marker {id}"))?;
+        out.push(FoundMarker {
+            id,
+            marker,
+            modified: o.modified,
+        });
+    }
+    Ok(out)
+}
+
+/// Options of a prune run.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack packs whose unused share is above this percentage.
+    pub max_unused_pct: f64,
+    /// How long a marker must exist before its packs are deleted.
+    pub grace: Duration,
+    /// Report only.
+    pub dry_run: bool,
+}
+
+/// What prune did (or would do).
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Packs deleted in this run.
+    pub packs_deleted: u64,
+    /// Bytes freed in this run.
+    pub bytes_freed: u64,
+    /// Packs newly marked for deletion.
+    pub packs_marked: u64,
+    /// Bytes they hold.
+    pub bytes_marked: u64,
+    /// Packs whose used blobs were copied into new packs.
+    pub packs_repacked: u64,
+    /// Bytes copied by repacking.
+    pub bytes_repacked: u64,
+    /// Marked packs kept because a snapshot needs them after all.
+    pub packs_rescued: u64,
+    /// Markers waiting for their grace period or for running backups.
+    pub markers_waiting: u64,
+    /// Why markers are waiting.
+    pub waiting_reasons: Vec<String>,
+    /// Index files replaced by one compacted index.
+    pub index_files_compacted: u64,
+}
+
+struct PackUse {
+    entries: Vec<PackEntry>,
+    size: u64,
+    used_bytes: u64,
+}
+
+/// Every blob reachable from any snapshot.
+fn used_blobs(repo: &Repository, index: &crate::repo::index::Index) -> Result<HashSet<Id>> {
+    let mut used = HashSet::new();
+    let mut stack: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
+    while let Some(tree_id) = stack.pop() {
+        if !used.insert(tree_id) {
+            continue;
+        }
+        let tree = repo
+            .load_tree(index, &tree_id)
+            .with_context(|| format!("reading tree {tree_id}"))?;
+        for node in &tree.nodes {
+            match node.kind {
+                NodeKind::Dir => stack.extend(node.subtree),
+                NodeKind::File => used.extend(node.content.iter().copied()),
+                _ => {}
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// Runs prune.
+pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut report = PruneReport::default();
+    let lock = if opts.dry_run {
+        None
+    } else {
+        Some(exclusive_prune_lock(repo)?)
+    };
+    let result = run(repo, opts, &mut report);
+    if let Some(l) = lock {
+        l.release();
+    }
+    result.map(|_| report)
+}
+
+/// Takes the prune lock, refusing if another live prune holds one.
+fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
+    let lock = Lock::acquire(repo, "prune")?;
+    let locks = list_locks(repo)?;
+    // Clear away locks left by processes killed on this host.
+    for l in &locks {
+        if l.info.as_ref().is_some_and(crate::repo::lock::is_dead_here) {
+            let _ = repo
+                .backend()
+                .delete(&layout::object(ObjectKind::Lock, &l.id));
+        }
+    }
+    let now = locks
+        .iter()
+        .find(|l| l.id == lock.id())
+        .and_then(|l| l.modified)
+        .unwrap_or_else(Utc::now);
+    let rival = locks.iter().find(|l| {
+        l.id != lock.id()
+            && is_live(l, now)
+            && l.info.as_ref().is_some_and(|i| i.kind == "prune")
+            // Both wrote at once: the smaller id wins, the other backs off.
+            && l.id < lock.id()
+    });
+    if let Some(r) = rival {
+        let who = r
+            .info
+            .as_ref()
+            .map(|i| format!("{} (pid {})", i.hostname, i.pid))
+            .unwrap_or_default();
+        lock.release();
+        bail!("another prune is running on {who}; try again when it is done");
+    }
+    Ok(lock)
+}
+
+fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+    // Server time, from our own freshly written lock (or now, in a dry run).
+    let locks = list_locks(repo)?;
+    let server_now = locks
+        .iter()
+        .filter_map(|l| l.modified)
+        .max()
+        .unwrap_or_else(Utc::now);
+    let live_backups: Vec<_> = locks
+        .iter()
+        .filter(|l| is_live(l, server_now))
+        .filter(|l| l.info.as_ref().is_none_or(|i| i.kind == "backup"))
+        .collect();
+
+    // Listed before loading: whatever is listed now but not loaded below was
+    // superseded (left by a prune that was interrupted) and can go.
+    let listed_index = repo.list_ids(ObjectKind::Index)?;
+    let index_files = repo.load_index_files()?;
+    let loaded: HashSet<Id> = index_files.iter().map(|(id, _)| *id).collect();
+    let stale_index: Vec<Id> = listed_index
+        .into_iter()
+        .filter(|id| !loaded.contains(id))
+        .collect();
+    let mut full_index = crate::repo::index::Index::default();
+    for (_, f) in &index_files {
+        full_index.add_file(f);
+    }
+    let used = used_blobs(repo, &full_index)?;
+    let markers = load_markers(repo)?;
+
+    // Packs and what they hold (a blob may sit in several packs).
+    let mut packs: BTreeMap<Id, PackUse> = BTreeMap::new();
+    for (_, f) in &index_files {
+        for (pack, entries) in &f.packs {
+            packs.entry(*pack).or_insert_with(|| PackUse {
+                size: entries.iter().map(|e| e.stored_len as u64).sum(),
+                entries: entries.clone(),
+                used_bytes: 0,
+            });
+        }
+    }
+    let stored: HashMap<Id, u64> = repo
+        .backend()
+        .list(layout::DATA)?
+        .into_iter()
+        .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
+        .collect();
+
+    // --- Sweep phase ---
+    let mut sweep_markers = Vec::new();
+    let mut to_delete: HashSet<Id> = HashSet::new();
+    for m in &markers {
+        let age = m
+            .modified
+            .map(|t| {
+                server_now
+                    .signed_duration_since(t)
+                    .to_std()
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let blockers: Vec<String> = live_backups
+            .iter()
+            .filter(|l| {
+                l.info
+                    .as_ref()
+                    .is_none_or(|i| !i.seen_markers.contains(&m.id))
+            })
+            .map(|l| {
+                l.info
+                    .as_ref()
+                    .map(|i| format!("{} pid {}", i.hostname, i.pid))
+                    .unwrap_or_else(|| "unknown".into())
+            })
+            .collect();
+        if age < opts.grace {
+            report.markers_waiting += 1;
+            report.waiting_reasons.push(format!(
+                "marker {}: {} packs wait for the grace period ({}s of {}s)",
+                m.id.short(),
+                m.marker.packs.len(),
+                age.as_secs(),
+                opts.grace.as_secs()
+            ));
+        } else if !blockers.is_empty() {
+            report.markers_waiting += 1;
+            report.waiting_reasons.push(format!(
+                "marker {}: {} packs wait for backups that started before it: {}",
+                m.id.short(),
+                m.marker.packs.len(),
+                blockers.join(", ")
+            ));
+        } else {
+            sweep_markers.push(m.id);
+            to_delete.extend(m.marker.packs.iter().copied());
+        }
+    }
+    // A marked pack holding a used blob that no surviving pack holds is kept.
+    let mut holders: HashMap<Id, Vec<Id>> = HashMap::new();
+    for (pack, u) in &packs {
+        for e in &u.entries {
+            holders.entry(e.id).or_default().push(*pack);
+        }
+    }
+    let mut rescued: HashSet<Id> = HashSet::new();
+    for (pack, u) in &packs {
+        if !to_delete.contains(pack) {
+            continue;
+        }
+        let needed = u.entries.iter().any(|e| {
+            used.contains(&e.id)
+                && !holders[&e.id]
+                    .iter()
+                    .any(|h| !to_delete.contains(h) || rescued.contains(h))
+        });
+        if needed {
+            rescued.insert(*pack);
+        }
+    }
+    for p in &rescued {
+        to_delete.remove(p);
+    }
+    report.packs_rescued = rescued.len() as u64;
+    if !opts.dry_run
+        && (!sweep_markers.is_empty() || index_files.len() > 1 || !stale_index.is_empty())
+    {
+        sweep(
+            repo,
+            &index_files,
+            &stale_index,
+            &to_delete,
+            &stored,
+            &sweep_markers,
+            report,
+        )?;
+    } else if opts.dry_run {
+        report.packs_deleted = to_delete.len() as u64;
+        report.bytes_freed = to_delete.iter().filter_map(|p| stored.get(p)).sum();
+    }
+
+    // --- Mark phase ---
+    let already_marked: HashSet<Id> = markers
+        .iter()
+        .filter(|m| !sweep_markers.contains(&m.id))
+        .flat_map(|m| m.marker.packs.iter().copied())
+        .chain(to_delete.iter().copied())
+        .collect();
+    // Each used blob counts once, in the first surviving pack holding it.
+    let mut counted: HashSet<Id> = HashSet::new();
+    for (pack, u) in packs.iter_mut() {
+        if already_marked.contains(pack) {
+            continue;
+        }
+        for e in &u.entries {
+            if used.contains(&e.id) && counted.insert(e.id) {
+                u.used_bytes += e.stored_len as u64;
+            }
+        }
+    }
+    let mut mark: Vec<Id> = Vec::new();
+    let mut repack: Vec<Id> = Vec::new();
+    for (pack, u) in &packs {
+        if already_marked.contains(pack) {
+            continue;
+        }
+        if u.used_bytes == 0 {
+            mark.push(*pack);
+        } else {
+            let unused_pct = 100.0 * (u.size - u.used_bytes) as f64 / u.size.max(1) as f64;
+            if unused_pct > opts.max_unused_pct {
+                repack.push(*pack);
+            }
+        }
+    }
+    report.packs_marked = (mark.len() + repack.len()) as u64;
+    report.bytes_marked = mark
+        .iter()
+        .chain(&repack)
+        .filter_map(|p| stored.get(p))
+        .sum();
+    report.packs_repacked = repack.len() as u64;
+    if opts.dry_run || (mark.is_empty() && repack.is_empty()) {
+        report.bytes_repacked = repack.iter().map(|p| packs[p].used_bytes).sum();
+        return Ok(());
+    }
+    if !repack.is_empty() {
+        report.bytes_repacked = repack_packs(repo, &repack, &packs, &used)?;
+    }
+    mark.extend(repack);
+    let marker = DeletionMarker {
+        created: Utc::now(),
+        packs: mark,
+    };
+    repo.save_object(ObjectKind::Deletion, &serde_json::to_vec(&marker)?)?;
+
+    // With no grace period and no backup running, finish at once.
+    if opts.grace.is_zero() && live_backups.is_empty() {
+        let mut again = PruneReport::default();
+        run(
+            repo,
+            &PruneOptions {
+                dry_run: false,
+                ..opts.clone()
+            },
+            &mut again,
+        )?;
+        report.packs_deleted += again.packs_deleted;
+        report.bytes_freed += again.bytes_freed;
+        report.index_files_compacted += again.index_files_compacted;
+        report.packs_rescued += again.packs_rescued;
+        report.markers_waiting = again.markers_waiting;
+        report.waiting_reasons = again.waiting_reasons;
+    }
+    Ok(())
+}
+
+/// Writes the compacted index, then deletes packs, old index files and markers.
+fn sweep(
+    repo: &Repository,
+    index_files: &[(Id, IndexFile)],
+    stale_index: &[Id],
+    to_delete: &HashSet<Id>,
+    stored: &HashMap<Id, u64>,
+    markers: &[Id],
+    report: &mut PruneReport,
+) -> Result<()> {
+    let mut seen_packs = HashSet::new();
+    let mut compacted = IndexFile {
+        supersedes: index_files.iter().map(|(id, _)| *id).collect(),
+        packs: Vec::new(),
+    };
+    for (_, f) in index_files {
+        for (pack, entries) in &f.packs {
+            if !to_delete.contains(pack) && seen_packs.insert(*pack) {
+                compacted.packs.push((*pack, entries.clone()));
+            }
+        }
+    }
+    // 1. The new index first: from here on the old ones are ignored.
+    repo.save_index(&compacted)?;
+    report.index_files_compacted = index_files.len() as u64;
+    // 2. The packs nobody references any more.
+    for pack in to_delete {
+        repo.backend().delete(&layout::pack(pack))?;
+        report.packs_deleted += 1;
+        report.bytes_freed += stored.get(pack).copied().unwrap_or(0);
+    }
+    // 3. The superseded index files, and last the markers.
+    for id in index_files.iter().map(|(id, _)| id).chain(stale_index) {
+        repo.backend()
+            .delete(&layout::object(ObjectKind::Index, id))?;
+    }
+    for m in markers {
+        repo.backend()
+            .delete(&layout::object(ObjectKind::Deletion, m))?;
+    }
+    Ok(())
+}
+
+/// Copies the used blobs of `victims` into new packs (ciphertext as is: a
+/// blob's encryption binds its type and id, not its pack), then indexes them.
+fn repack_packs(
+    repo: &Repository,
+    victims: &[Id],
+    packs: &BTreeMap<Id, PackUse>,
+    used: &HashSet<Id>,
+) -> Result<u64> {
+    let target = repo.config().pack_size as usize;
+    let mut index = IndexFile::default();
+    let mut builders = [PackBuilder::new(), PackBuilder::new()];
+    let mut copied = 0u64;
+    let mut done: HashSet<Id> = HashSet::new();
+    let flush = |b: PackBuilder, index: &mut IndexFile| -> Result<()> {
+        let pack = b.finish(repo.key());
+        repo.backend().put(&layout::pack(&pack.id), pack.bytes)?;
+        index.packs.push((pack.id, pack.entries));
+        Ok(())
+    };
+    for victim in victims {
+        let name = layout::pack(victim);
+        let bytes = repo.backend().get(&name)?;
+        let entries = crate::repo::pack::read_pack_header(repo.key(), victim, &bytes)
+            .with_context(|| format!("repacking {name}"))?;
+        for e in entries.iter().filter(|e| used.contains(&e.id)) {
+            if !packs[victim].entries.iter().any(|x| x.id == e.id) || !done.insert(e.id) {
+                continue;
+            }
+            let sealed = bytes[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
+            crate::repo::blob::open_blob(
+                repo.key(),
+                e.kind,
+                &e.id,
+                e.compression,
+                e.raw_len,
+                &sealed,
+            )
+            .with_context(|| {
+                format!(
+                    "blob {} in {name} is damaged; not repacking it",
+                    e.id.short()
+                )
+            })?;
+            copied += e.stored_len as u64;
+            let slot = usize::from(e.kind == BlobType::Tree);
+            builders[slot].add(SealedBlob {
+                kind: e.kind,
+                id: e.id,
+                compression: e.compression,
+                raw_len: e.raw_len,
+                bytes: sealed,
+            });
+            if builders[slot].len() >= target {
+                flush(std::mem::take(&mut builders[slot]), &mut index)?;
+            }
+        }
+    }
+    for b in builders {
+        if !b.is_empty() {
+            flush(b, &mut index)?;
+        }
+    }
+    if !index.packs.is_empty() {
+        repo.save_index(&index)?;
+    }
+    Ok(copied)
+}

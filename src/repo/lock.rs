@@ -1,0 +1,218 @@
+//! Non-exclusive backup locks and the exclusive prune lock.
+//!
+//! A backup never waits for anyone: it writes `locks/<random id>` saying it
+//! runs and which deletion markers it has seen, refreshes it every
+//! [`REFRESH`], and deletes it when done. Prune reads these to decide when a
+//! marked pack may really go (see docs/PRUNE.md). Staleness is judged by the
+//! storage server's modification times, never by comparing client clocks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ObjectKind, Repository, layout};
+use crate::id::Id;
+
+/// How often a running backup rewrites its lock.
+pub const REFRESH: Duration = Duration::from_secs(5 * 60);
+/// A lock not rewritten for this long belongs to a dead process.
+pub const STALE: Duration = Duration::from_secs(30 * 60);
+/// A backup whose last successful refresh is older than this must not commit
+/// (prune may already consider it dead).
+const COMMIT_LIMIT: Duration = Duration::from_secs(20 * 60);
+
+/// What a lock says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockInfo {
+    /// "backup" or "prune".
+    pub kind: String,
+    /// Host running it.
+    pub hostname: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it started (the holder's clock; informational).
+    pub started: DateTime<Utc>,
+    /// Deletion markers the holder had seen when it loaded the index.
+    #[serde(default)]
+    pub seen_markers: Vec<Id>,
+}
+
+/// A lock as found in the repository.
+#[derive(Debug, Clone)]
+pub struct FoundLock {
+    /// Lock id.
+    pub id: Id,
+    /// Its contents (None if unreadable).
+    pub info: Option<LockInfo>,
+    /// Server time of its last refresh.
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// Lists every lock with its server modification time.
+pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
+    let mut out = Vec::new();
+    for o in repo.backend().list(layout::prefix(ObjectKind::Lock))? {
+        let Some(id) = o.key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else {
+            continue;
+        };
+        let info = repo
+            .load_object_as(ObjectKind::Lock, &id)
+            .ok()
+            .and_then(|p| serde_json::from_slice::<LockInfo>(&p).ok());
+        out.push(FoundLock {
+            id,
+            info,
+            modified: o.modified,
+        });
+    }
+    Ok(out)
+}
+
+/// True when the lock was written on this host by a process that no longer
+/// exists (killed): it is dead whatever its age.
+pub fn is_dead_here(info: &LockInfo) -> bool {
+    if info.hostname != crate::sysinfo::hostname() || info.pid == std::process::id() {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(info.pid as libc::pid_t, 0) };
+    rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// True when the lock was refreshed within [`STALE`] of `server_now` and its
+/// holder is not known to be dead.
+pub fn is_live(lock: &FoundLock, server_now: DateTime<Utc>) -> bool {
+    if lock.info.as_ref().is_some_and(is_dead_here) {
+        return false;
+    }
+    match lock.modified {
+        Some(m) => server_now
+            .signed_duration_since(m)
+            .to_std()
+            .map(|age| age < STALE)
+            .unwrap_or(true),
+        None => true, // no server time: assume alive (safe side)
+    }
+}
+
+/// A held lock, refreshed in the background until released.
+pub struct Lock {
+    repo: Arc<Repository>,
+    id: Id,
+    info: Arc<Mutex<LockInfo>>,
+    last_ok: Arc<Mutex<Instant>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Lock {
+    /// Writes a new lock of `kind` and starts refreshing it.
+    pub fn acquire(repo: &Arc<Repository>, kind: &str) -> Result<Lock> {
+        let info = LockInfo {
+            kind: kind.into(),
+            hostname: crate::sysinfo::hostname(),
+            pid: std::process::id(),
+            started: Utc::now(),
+            seen_markers: Vec::new(),
+        };
+        let id = Id::random();
+        repo.save_object_as(ObjectKind::Lock, &id, &serde_json::to_vec(&info)?)
+            .context("writing the lock")?;
+        let info = Arc::new(Mutex::new(info));
+        let last_ok = Arc::new(Mutex::new(Instant::now()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (repo, info, last_ok, stop) =
+                (repo.clone(), info.clone(), last_ok.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("strata-lock".into())
+                .spawn(move || {
+                    let mut next = Instant::now() + REFRESH;
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        if Instant::now() < next {
+                            continue;
+                        }
+                        next = Instant::now() + REFRESH;
+                        let body = serde_json::to_vec(&*info.lock().expect("lock info"))
+                            .expect("lock serializes");
+                        if repo.save_object_as(ObjectKind::Lock, &id, &body).is_ok() {
+                            *last_ok.lock().expect("lock time") = Instant::now();
+                        }
+                    }
+                })?
+        };
+        Ok(Lock {
+            repo: repo.clone(),
+            id,
+            info,
+            last_ok,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Records the deletion markers seen and rewrites the lock at once.
+    pub fn set_seen_markers(&self, markers: Vec<Id>) -> Result<()> {
+        let body = {
+            let mut info = self.info.lock().expect("lock info");
+            info.seen_markers = markers;
+            serde_json::to_vec(&*info)?
+        };
+        self.repo
+            .save_object_as(ObjectKind::Lock, &self.id, &body)?;
+        *self.last_ok.lock().expect("lock time") = Instant::now();
+        Ok(())
+    }
+
+    /// This lock's id.
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// Fails when the lock has not been refreshed for so long that prune may
+    /// have taken its holder for dead: such a backup must not commit.
+    pub fn check_fresh(&self) -> Result<()> {
+        let age = self.last_ok.lock().expect("lock time").elapsed();
+        if age > COMMIT_LIMIT {
+            bail!(
+                "this backup could not refresh its lock for {}s (storage unreachable?); not committing a snapshot that prune may have raced",
+                age.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops refreshing and deletes the lock.
+    pub fn release(mut self) {
+        self.stop_thread();
+        let _ = self
+            .repo
+            .backend()
+            .delete(&layout::object(ObjectKind::Lock, &self.id));
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop_thread();
+            let _ = self
+                .repo
+                .backend()
+                .delete(&layout::object(ObjectKind::Lock, &self.id));
+        }
+    }
+}

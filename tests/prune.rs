@@ -1,0 +1,389 @@
+//! Retention and prune while backups run: nothing a kept snapshot needs is
+//! ever deleted, and a prune killed at any moment leaves a consistent
+//! repository that the next prune finishes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "prune test\n").unwrap();
+        let r = Repo { dir };
+        r.ok(&[
+            "init",
+            "--argon2-memory-kib",
+            "1024",
+            "--argon2-iterations",
+            "1",
+            "--argon2-parallelism",
+            "1",
+            "--pack-size-mib",
+            "1",
+        ]);
+        r
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::cargo_bin("strata").unwrap();
+        c.arg("--repo")
+            .arg(self.path("repo"))
+            .arg("--password-file")
+            .arg(self.path("pw"))
+            .args(args)
+            .env_remove("STRATA_CONFIG")
+            .env_remove("STRATA_REPO");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        self.ok(&a)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What host `h` backs up in iteration `i`: shared data, per-host data and
+/// data new in every iteration (which becomes garbage once forgotten).
+fn content(h: usize, i: usize) -> BTreeMap<String, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    m.insert("common.bin".into(), bytes(1, 700_000));
+    m.insert("host.bin".into(), bytes(100 + h as u64, 400_000));
+    m.insert(
+        format!("iter-{i}.bin"),
+        bytes(1000 + (h * 100 + i) as u64, 300_000),
+    );
+    m.insert(
+        "note.txt".into(),
+        format!("host {h} iteration {i}\n").into_bytes(),
+    );
+    m
+}
+
+fn write_tree(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, data) in files {
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+}
+
+/// Restores every snapshot and compares it with what its host and iteration
+/// tags say it must hold.
+fn verify_all_snapshots(repo: &Repo) -> usize {
+    let snaps: Vec<serde_json::Value> = repo
+        .json(&["snapshots"])
+        .into_iter()
+        .filter(|v| v["message_type"] == "snapshot")
+        .collect();
+    for s in &snaps {
+        let id = s["id"].as_str().unwrap();
+        let host: usize = s["hostname"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('h')
+            .parse()
+            .unwrap();
+        let iter: usize = s["tags"][0]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("iter-")
+            .parse()
+            .unwrap();
+        let target = repo.path(&format!("restore-{id}"));
+        repo.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+        let src = repo.path(&format!("src-{host}"));
+        let root = target.join(src.strip_prefix("/").unwrap());
+        let expected = content(host, iter);
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            expected.keys().cloned().collect::<Vec<_>>(),
+            "snapshot {id}"
+        );
+        for (name, data) in &expected {
+            assert!(
+                std::fs::read(root.join(name)).unwrap() == *data,
+                "snapshot {id}: {name} differs"
+            );
+        }
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+    snaps.len()
+}
+
+#[test]
+fn prune_runs_safely_while_backups_run() {
+    let repo = Arc::new(Repo::new());
+    let hosts = 3;
+    let iterations = 5;
+    let running = Arc::new(AtomicUsize::new(hosts));
+    let mut threads = Vec::new();
+    for h in 0..hosts {
+        let (repo, running) = (repo.clone(), running.clone());
+        threads.push(std::thread::spawn(move || {
+            let src = repo.path(&format!("src-{h}"));
+            for i in 0..iterations {
+                write_tree(&src, &content(h, i));
+                let host = format!("h{h}");
+                let tag = format!("iter-{i}");
+                repo.ok(&[
+                    "backup",
+                    "-q",
+                    "--host",
+                    &host,
+                    "--tag",
+                    &tag,
+                    src.to_str().unwrap(),
+                ]);
+            }
+            running.fetch_sub(1, Ordering::SeqCst);
+        }));
+    }
+    let mut prunes = 0;
+    while running.load(Ordering::SeqCst) > 0 || prunes < 3 {
+        repo.ok(&[
+            "forget",
+            "--keep-last",
+            "2",
+            "--group-by",
+            "host",
+            "--prune",
+            "--grace",
+            "0s",
+            "--max-unused",
+            "0",
+        ]);
+        prunes += 1;
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    repo.ok(&["check", "--read-data"]);
+    assert_eq!(
+        verify_all_snapshots(&repo),
+        hosts * 2,
+        "keep-last 2 per host"
+    );
+
+    // With the backups done, one more prune deletes everything left over.
+    let report = repo.json(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--group-by",
+        "host",
+        "--prune",
+        "--grace",
+        "0s",
+    ]);
+    let prune = report
+        .iter()
+        .find(|v| v["message_type"] == "prune")
+        .unwrap();
+    assert_eq!(prune["markers_waiting"], 0, "{prune}");
+    repo.ok(&["check", "--read-data"]);
+    assert_eq!(verify_all_snapshots(&repo), hosts * 2);
+    let deletions = std::fs::read_dir(repo.path("repo/deletions"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(deletions, 0, "no marker may be left behind");
+    eprintln!(
+        "{prunes} prune runs alongside {} backups",
+        hosts * iterations
+    );
+}
+
+fn spawn_quiet(repo: &Repo, args: &[&str]) -> Child {
+    repo.cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn prune_killed_at_random_moments_leaves_a_consistent_repository() {
+    let repo = Repo::new();
+    let src = repo.path("src-0");
+    for i in 0..6 {
+        write_tree(&src, &content(0, i));
+        repo.ok(&[
+            "backup",
+            "-q",
+            "--host",
+            "h0",
+            "--tag",
+            &format!("iter-{i}"),
+            src.to_str().unwrap(),
+        ]);
+    }
+    repo.ok(&["forget", "--keep-last", "2"]);
+    let packs_before = count_files(&repo.path("repo/data"));
+
+    let kills = 12;
+    let mut rng_state = 0x1234_5678u64;
+    for k in 0..kills {
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(5 + (rng_state >> 33) % 400);
+        let mut child = spawn_quiet(&repo, &["prune", "--grace", "0s", "--max-unused", "0"]);
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = repo.run(&["check", "--read-data"]);
+        assert!(
+            out.status.success(),
+            "check failed after prune was killed (kill {k}, after {delay:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A complete run finishes the job.
+    repo.ok(&["prune", "--grace", "0s", "--max-unused", "0"]);
+    repo.ok(&["check", "--read-data"]);
+    assert_eq!(verify_all_snapshots(&repo), 2);
+    let packs_after = count_files(&repo.path("repo/data"));
+    assert!(
+        packs_after < packs_before,
+        "prune freed nothing ({packs_before} -> {packs_after} packs)"
+    );
+    assert_eq!(
+        std::fs::read_dir(repo.path("repo/deletions"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() { count_files(&p) } else { 1 }
+            })
+            .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn forget_dry_run_explains_every_decision_for_200_snapshots() {
+    let repo = Repo::new();
+    let src = repo.path("src-0");
+    write_tree(&src, &content(0, 0));
+    // One snapshot every 22 hours for 200 snapshots (about 6 months).
+    let start = chrono::DateTime::parse_from_rfc3339("2026-03-01T06:00:00Z").unwrap();
+    for i in 0..200 {
+        let t = (start + chrono::Duration::hours(22 * i)).to_rfc3339();
+        repo.ok(&[
+            "backup",
+            "-q",
+            "--host",
+            "h0",
+            "--tag",
+            "iter-0",
+            "--time",
+            &t,
+            src.to_str().unwrap(),
+        ]);
+    }
+    let out = repo.json(&[
+        "forget",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+        "--prune",
+        "--dry-run",
+    ]);
+    let decisions: Vec<_> = out
+        .iter()
+        .filter(|v| v["message_type"] == "decision")
+        .collect();
+    assert_eq!(decisions.len(), 200, "every snapshot gets a decision");
+    for d in &decisions {
+        let reasons = d["reasons"].as_array().unwrap();
+        assert_eq!(
+            d["keep"].as_bool().unwrap(),
+            !reasons.is_empty(),
+            "a kept snapshot says why: {d}"
+        );
+        for r in reasons {
+            let r = r.as_str().unwrap();
+            assert!(
+                r.starts_with("daily ") || r.starts_with("weekly "),
+                "unexpected reason {r}"
+            );
+        }
+    }
+    let kept = decisions.iter().filter(|d| d["keep"] == true).count();
+    // 7 daily (snapshots fall on 7 distinct days) plus weekly ones in 4 weeks,
+    // some of which coincide with the daily ones.
+    assert!((7..=11).contains(&kept), "kept {kept}");
+    let prune = out.iter().find(|v| v["message_type"] == "prune").unwrap();
+    assert_eq!(prune["dry_run"], true);
+    // A dry run changes nothing.
+    assert_eq!(
+        repo.json(&["snapshots"])
+            .iter()
+            .filter(|v| v["message_type"] == "snapshot")
+            .count(),
+        200
+    );
+}
