@@ -169,8 +169,12 @@ fn verify_all_snapshots(repo: &Repo) -> usize {
 #[test]
 fn prune_runs_safely_while_backups_run() {
     let repo = Arc::new(Repo::new());
+    // Short in the suite; STRATA_STRESS_ITERATIONS=200 for a long run by hand.
     let hosts = 3;
-    let iterations = 5;
+    let iterations: usize = std::env::var("STRATA_STRESS_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let running = Arc::new(AtomicUsize::new(hosts));
     let mut threads = Vec::new();
     for h in 0..hosts {
@@ -214,10 +218,12 @@ fn prune_runs_safely_while_backups_run() {
         t.join().unwrap();
     }
     repo.ok(&["check", "--read-data"]);
-    assert_eq!(
-        verify_all_snapshots(&repo),
-        hosts * 2,
-        "keep-last 2 per host"
+    // The last forget may have run before the last backups committed, so a
+    // few more than 2 per host can be left; every one must restore exactly.
+    let left = verify_all_snapshots(&repo);
+    assert!(
+        (hosts * 2..=hosts * iterations).contains(&left),
+        "{left} snapshots left"
     );
 
     // With the backups done, one more prune deletes everything left over.

@@ -45,6 +45,7 @@ pub struct CheckReport {
 
 /// Checks the repository.
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+    repo.bypass_cache();
     let mut r = CheckReport::default();
     let stored: HashMap<Id, u64> = repo
         .backend()

@@ -111,9 +111,16 @@ struct PackUse {
 }
 
 /// Every blob reachable from any snapshot.
-fn used_blobs(repo: &Repository, index: &crate::repo::index::Index) -> Result<HashSet<Id>> {
+///
+/// `roots` must be listed before `index` is loaded: a backup writes its index
+/// before its snapshot, so every snapshot listed earlier is fully indexed.
+fn used_blobs(
+    repo: &Repository,
+    roots: Vec<Id>,
+    index: &crate::repo::index::Index,
+) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
-    let mut stack: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
+    let mut stack = roots;
     while let Some(tree_id) = stack.pop() {
         if !used.insert(tree_id) {
             continue;
@@ -197,6 +204,8 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         .filter(|l| l.info.as_ref().is_none_or(|i| i.kind == "backup"))
         .collect();
 
+    // Snapshots before index files: see `used_blobs`.
+    let roots: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
     // Listed before loading: whatever is listed now but not loaded below was
     // superseded (left by a prune that was interrupted) and can go.
     let listed_index = repo.list_ids(ObjectKind::Index)?;
@@ -210,7 +219,7 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
     for (_, f) in &index_files {
         full_index.add_file(f);
     }
-    let used = used_blobs(repo, &full_index)?;
+    let used = used_blobs(repo, roots, &full_index)?;
     let markers = load_markers(repo)?;
 
     // Packs and what they hold (a blob may sit in several packs).

@@ -2,6 +2,7 @@
 //! and snapshots, and the handle that ties them to a [`Backend`].
 
 pub mod blob;
+mod cache;
 mod config;
 pub mod index;
 pub mod layout;
@@ -64,6 +65,8 @@ pub struct Repository {
     key: MasterKey,
     config: RepoConfig,
     tree_cache: Mutex<HashMap<Id, Arc<Tree>>>,
+    cache_dir: Option<std::path::PathBuf>,
+    use_cache: std::sync::atomic::AtomicBool,
 }
 
 impl Repository {
@@ -106,6 +109,8 @@ impl Repository {
         Ok(Repository {
             backend,
             key,
+            cache_dir: cache::dir_for(&config.id),
+            use_cache: std::sync::atomic::AtomicBool::new(true),
             config,
             tree_cache: Mutex::default(),
         })
@@ -140,6 +145,8 @@ impl Repository {
         Ok(Repository {
             backend,
             key,
+            cache_dir: cache::dir_for(&config.id),
+            use_cache: std::sync::atomic::AtomicBool::new(true),
             config,
             tree_cache: Mutex::default(),
         })
@@ -190,6 +197,13 @@ impl Repository {
         Ok(id)
     }
 
+    /// Reads index files and snapshots from the repository itself, never from
+    /// the local cache (for `check`, which must judge what is stored).
+    pub fn bypass_cache(&self) {
+        self.use_cache
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The storage backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
@@ -221,10 +235,24 @@ impl Repository {
     /// Loads, decrypts and verifies a snapshot or index.
     pub fn load_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
         let name = layout::object(kind, id);
+        let folder = layout::prefix(kind);
+        let cache = self.cache_dir.as_deref().filter(|_| {
+            matches!(kind, ObjectKind::Index | ObjectKind::Snapshot)
+                && self.use_cache.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        if let Some(dir) = cache
+            && let Some(sealed) = cache::get(dir, folder, id)
+            && let Ok(plain) = self.open_object(kind, id, &sealed)
+        {
+            return Ok(plain);
+        }
         let mut plain = Vec::new();
         self.backend
             .read(&name, &mut |sealed| {
                 plain = self.open_object(kind, id, sealed)?;
+                if let Some(dir) = cache {
+                    cache::put(dir, folder, id, sealed);
+                }
                 Ok(())
             })
             .with_context(|| format!("object {name}"))?;
@@ -271,6 +299,11 @@ impl Repository {
             }
         }
         ids.sort();
+        if let Some(dir) = &self.cache_dir
+            && matches!(kind, ObjectKind::Index | ObjectKind::Snapshot)
+        {
+            cache::retain(dir, prefix, &ids);
+        }
         Ok(ids)
     }
 
