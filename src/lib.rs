@@ -11,6 +11,7 @@ pub mod id;
 pub mod inspect;
 pub mod maintenance;
 pub mod pool;
+pub mod progress;
 pub mod repo;
 pub mod report;
 pub mod restore;

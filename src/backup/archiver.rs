@@ -13,8 +13,8 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::saver::Saver;
+use super::sparse::{self, Extent, RangeReader};
 use crate::chunker::Chunker;
 use crate::fsmeta::{node_from, unchanged};
 use crate::id::Id;
@@ -65,6 +66,11 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Concurrent pack uploads.
     pub uploads: usize,
+    /// Updated as files are done, for a progress display.
+    pub progress: Arc<crate::progress::Counters>,
+    /// Count what there is to do first (a second, cheap walk) so progress
+    /// can show totals and an ETA.
+    pub scan_totals: bool,
 }
 
 /// The outcome of a backup.
@@ -92,6 +98,9 @@ struct Shared {
     index: Arc<Index>,
     saver: Saver,
     chunker: Chunker,
+    /// Size and id of the chunk a long run of zeros yields.
+    zero_chunk: OnceLock<(u64, Id)>,
+    progress: Arc<crate::progress::Counters>,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     fatal: Mutex<Option<anyhow::Error>>,
@@ -156,6 +165,8 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         index,
         saver,
         chunker: repo.chunker()?,
+        zero_chunk: OnceLock::new(),
+        progress: opts.progress.clone(),
         counters: Counters::default(),
         warnings: Mutex::default(),
         fatal: Mutex::default(),
@@ -175,7 +186,25 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
                 .as_ref()
                 .and_then(|(_, snap)| repo.load_tree(&shared.index, &snap.tree).ok());
             let excludes = build_excludes(&opts.excludes)?;
+            let scan_done = Arc::new(AtomicBool::new(false));
+            let scan = opts.scan_totals.then(|| {
+                let (paths, excludes) = (paths.clone(), excludes.clone());
+                let (progress, done) = (opts.progress.clone(), scan_done.clone());
+                std::thread::spawn(move || {
+                    let (mut files, mut bytes) = (0, 0);
+                    for p in &paths {
+                        if !scan_totals(&done, p, &excludes, &mut files, &mut bytes) {
+                            return;
+                        }
+                    }
+                    progress.set_totals(files, bytes);
+                })
+            });
             let root = walk_sources(&shared, &paths, parent_root, &excludes, threads)?;
+            scan_done.store(true, Ordering::Relaxed);
+            if let Some(scan) = scan {
+                let _ = scan.join();
+            }
             (shown, root, mode, parent.map(|(id, _)| id))
         }
     };
@@ -257,6 +286,37 @@ fn choose_parent(
         return Ok((BackupMode::Full, None));
     }
     Ok((mode, parent))
+}
+
+/// Adds up the regular files under `path` for the progress display's totals;
+/// false when the backup finished first.
+fn scan_totals(
+    done: &AtomicBool,
+    path: &Path,
+    excludes: &GlobSet,
+    files: &mut u64,
+    bytes: &mut u64,
+) -> bool {
+    if done.load(Ordering::Relaxed) {
+        return false;
+    }
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return true;
+    };
+    if meta.is_file() {
+        *files += 1;
+        *bytes += meta.len();
+    } else if meta.is_dir()
+        && let Ok(entries) = std::fs::read_dir(path)
+    {
+        for e in entries.flatten() {
+            let child = e.path();
+            if !excluded(excludes, &child) && !scan_totals(done, &child, excludes, files, bytes) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
@@ -499,6 +559,7 @@ impl Walker {
                         && p.content.iter().all(|id| self.shared.index.contains(id))
                     {
                         node.content = p.content.clone();
+                        self.shared.progress.file_done(node.size);
                         c.files_unmodified.fetch_add(1, Ordering::Relaxed);
                         c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
                         return Some(Pending::Ready(node));
@@ -563,30 +624,34 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
     let mut node = node_from(OsStr::from_bytes(&walked.name.0), &before);
-    let mut stream = shared.chunker.stream(&file);
-    let mut read = 0u64;
-    loop {
-        match stream.next_chunk() {
-            Ok(Some(chunk)) => {
-                let id = shared.repo.key().id_of(chunk);
-                if shared.saver.claim(&id)
-                    && let Err(e) = shared.saver.save(BlobType::Data, id, chunk.to_vec())
-                {
-                    shared.fatal(e);
-                    return FileOutcome::Failed;
-                }
-                read += chunk.len() as u64;
-                node.content.push(id);
+    let size = before.len();
+    let (mut read, mut holes) = (0u64, 0u64);
+    let outcome = match sparse::extents(&file, size) {
+        Some(extents) => extents.into_iter().try_for_each(|e| match e {
+            Extent::Data { offset, len } => chunk_into(
+                shared,
+                RangeReader::new(&file, offset, len),
+                &mut node.content,
+                &mut read,
+            ),
+            Extent::Hole { len } => {
+                holes += len;
+                zero_chunks(shared, len, &mut node.content)
             }
-            Ok(None) => break,
-            Err(e) => {
-                return fail(format!(
-                    "{}: read error after {read} bytes: {e}",
-                    path.display()
-                ));
-            }
+        }),
+        None => chunk_into(shared, &file, &mut node.content, &mut read),
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(ReadFailure::Fatal) => return FileOutcome::Failed,
+        Err(ReadFailure::Io(e)) => {
+            return fail(format!(
+                "{}: read error after {read} bytes: {e}",
+                path.display()
+            ));
         }
     }
+    let logical = read + holes;
     match file.metadata() {
         Ok(after) if same_version(&before, &after) => {}
         _ => shared.warn(format!(
@@ -594,7 +659,8 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
             path.display()
         )),
     }
-    node.size = read;
+    node.size = logical;
+    shared.progress.files.fetch_add(1, Ordering::Relaxed);
     shared
         .counters
         .bytes_read
@@ -602,8 +668,76 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
     shared
         .counters
         .total_bytes
-        .fetch_add(read, Ordering::Relaxed);
+        .fetch_add(logical, Ordering::Relaxed);
     FileOutcome::Saved(node)
+}
+
+enum ReadFailure {
+    /// The source could not be read; the file is skipped with a warning.
+    Io(std::io::Error),
+    /// Saving failed; the whole backup stops (the error is in `Shared`).
+    Fatal,
+}
+
+/// Chunks `reader` and queues its new chunks; appends their ids to `content`
+/// and adds the bytes read to `read`.
+fn chunk_into<R: Read>(
+    shared: &Shared,
+    reader: R,
+    content: &mut Vec<Id>,
+    read: &mut u64,
+) -> Result<(), ReadFailure> {
+    let mut stream = shared.chunker.stream(reader);
+    while let Some(chunk) = stream.next_chunk().map_err(ReadFailure::Io)? {
+        let id = shared.repo.key().id_of(chunk);
+        queue_if_new(shared, id, || chunk.to_vec())?;
+        *read += chunk.len() as u64;
+        shared
+            .progress
+            .bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        content.push(id);
+    }
+    Ok(())
+}
+
+/// Stands for a hole of `len` bytes with zero chunks, without reading it.
+/// The chunks have the size the chunker gives a long run of zeros, so holes
+/// and zeros written out in full dedup to the same chunk.
+fn zero_chunks(shared: &Shared, len: u64, content: &mut Vec<Id>) -> Result<(), ReadFailure> {
+    shared.progress.bytes.fetch_add(len, Ordering::Relaxed);
+    let (size, id) = *shared.zero_chunk.get_or_init(|| {
+        let zeros = vec![0u8; shared.chunker.params().max_size as usize];
+        let n = shared.chunker.cut(&zeros);
+        (n as u64, shared.repo.key().id_of(&zeros[..n]))
+    });
+    let full = len / size;
+    let rest = (len % size) as usize;
+    if full > 0 {
+        queue_if_new(shared, id, || vec![0; size as usize])?;
+        content.extend(std::iter::repeat_n(id, full as usize));
+    }
+    if rest > 0 {
+        let zeros = vec![0u8; rest];
+        let id = shared.repo.key().id_of(&zeros);
+        queue_if_new(shared, id, || zeros)?;
+        content.push(id);
+    }
+    Ok(())
+}
+
+fn queue_if_new(
+    shared: &Shared,
+    id: Id,
+    data: impl FnOnce() -> Vec<u8>,
+) -> Result<(), ReadFailure> {
+    if shared.saver.claim(&id)
+        && let Err(e) = shared.saver.save(BlobType::Data, id, data())
+    {
+        shared.fatal(e);
+        return Err(ReadFailure::Fatal);
+    }
+    Ok(())
 }
 
 fn finalize_dirs(shared: &Shared, rx: Receiver<DirJob>) {
@@ -648,16 +782,21 @@ fn backup_stdin(shared: &Shared, name: &str, reader: Box<dyn Read + Send>) -> Re
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         bail!("--stdin-name must be a plain file name, got {name:?}");
     }
-    let mut stream = shared.chunker.stream(reader);
     let mut content = Vec::new();
     let mut size = 0u64;
-    while let Some(chunk) = stream.next_chunk().context("reading standard input")? {
-        let id = shared.repo.key().id_of(chunk);
-        if shared.saver.claim(&id) {
-            shared.saver.save(BlobType::Data, id, chunk.to_vec())?;
+    match chunk_into(shared, reader, &mut content, &mut size) {
+        Ok(()) => {}
+        Err(ReadFailure::Io(e)) => {
+            return Err(anyhow::Error::new(e).context("reading standard input"));
         }
-        size += chunk.len() as u64;
-        content.push(id);
+        Err(ReadFailure::Fatal) => {
+            return Err(shared
+                .fatal
+                .lock()
+                .expect("fatal slot")
+                .take()
+                .unwrap_or_else(|| anyhow::anyhow!("saving standard input failed")));
+        }
     }
     let now = chrono::Utc::now();
     // SAFETY: getuid/getgid/umask-free calls with no preconditions.

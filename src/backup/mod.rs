@@ -3,5 +3,6 @@
 
 mod archiver;
 pub mod saver;
+mod sparse;
 
 pub use archiver::{BackupOptions, BackupReport, Source, run_backup};

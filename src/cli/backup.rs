@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::context::{Ctx, default_threads};
+use std::sync::Arc;
+
 use crate::backup::{BackupOptions, Source, run_backup};
 use crate::error::exit;
 use crate::repo::snapshot::BackupMode;
@@ -74,6 +76,8 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         None => None,
     };
     let repo = ctx.open()?;
+    let progress = Arc::new(crate::progress::Counters::default());
+    let display = crate::progress::Display::start("backup", progress.clone(), ctx.out);
     let opts = BackupOptions {
         time,
         source,
@@ -83,8 +87,11 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         excludes: args.excludes,
         threads: args.threads.unwrap_or_else(default_threads),
         uploads: args.uploads as usize,
+        scan_totals: display.active(),
+        progress,
     };
     let result = run_backup(repo.clone(), opts);
+    display.finish();
     ctx.report_notices(repo.backend().as_ref());
     let report = result?;
     for w in &report.warnings {

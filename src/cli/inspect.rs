@@ -48,7 +48,7 @@ pub fn snapshots(ctx: &Ctx, args: SnapshotsArgs) -> Result<i32> {
                 .with_timezone(&chrono::Local)
                 .format("%Y-%m-%d %H:%M:%S"),
             s.hostname,
-            s.mode,
+            s.mode.to_string(),
             s.parent.map(|p| p.short()).unwrap_or_else(|| "-".into()),
             bytes(s.summary.total_bytes),
             s.tags.join(","),

@@ -42,8 +42,11 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         includes: args.includes,
         verify: args.verify,
         threads: args.threads.unwrap_or_else(|| default_threads() * 2),
+        progress: std::sync::Arc::new(crate::progress::Counters::default()),
     };
+    let display = crate::progress::Display::start("restore", opts.progress.clone(), ctx.out);
     let result = restore(&repo, &snap, &opts);
+    display.finish();
     ctx.report_notices(repo.backend().as_ref());
     let r = result?;
     let served = repo.backend().served();
