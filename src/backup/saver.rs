@@ -106,9 +106,10 @@ impl Saver {
             pending_index: Mutex::default(),
             stats: SaveStats::default(),
         });
-        let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 4);
-        let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 4);
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(uploads);
+        let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 2);
+        let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 2);
+        // Every finished pack waiting here is a pack size of memory.
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
 
         let level = repo.config().compression_level;
         let workers = (0..threads)
@@ -270,7 +271,10 @@ fn run_packer(
     tx: Sender<FinishedPack>,
 ) {
     let target = repo.config().pack_size as usize;
-    let mut data = PackBuilder::new();
+    // A pack closes once it reaches the target, so it holds at most one
+    // largest blob (plus its seal overhead) beyond it.
+    let room = target + repo.config().chunker.max_size as usize + 1024;
+    let mut data = PackBuilder::with_capacity(room);
     let mut trees = PackBuilder::new();
     for blob in rx {
         if shared.failed() {
@@ -283,7 +287,7 @@ fn run_packer(
         };
         builder.add(blob);
         if builder.len() >= target {
-            let full = std::mem::take(builder);
+            let full = std::mem::replace(builder, PackBuilder::with_capacity(room));
             if tx.send(full.finish(repo.key())).is_err() {
                 return;
             }

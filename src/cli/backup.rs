@@ -44,9 +44,10 @@ pub struct BackupArgs {
     /// 2026-01-31T23:00:00Z), as when importing older backups.
     #[arg(long, value_name = "TIME")]
     time: Option<String>,
-    /// Pack uploads in flight at once (each to every pool member).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    uploads: u16,
+    /// Pack uploads in flight at once, each to every pool member (default:
+    /// 2 for a local disk, 4 for object stores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    uploads: Option<u16>,
 }
 
 /// Runs a backup.
@@ -86,7 +87,9 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         host: args.host.unwrap_or_else(crate::sysinfo::hostname),
         excludes: args.excludes,
         threads: args.threads.unwrap_or_else(default_threads),
-        uploads: args.uploads as usize,
+        uploads: args
+            .uploads
+            .map_or_else(|| repo.backend().default_uploads(), usize::from),
         scan_totals: display.active(),
         progress,
     };

@@ -255,6 +255,14 @@ impl Backend for Pool {
         format!("pool [{}]", names.join(", "))
     }
 
+    fn default_uploads(&self) -> usize {
+        self.members
+            .iter()
+            .map(|m| m.backend.default_uploads())
+            .max()
+            .unwrap_or(4)
+    }
+
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         if key.starts_with("snapshots/") {
             self.heal();

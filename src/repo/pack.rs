@@ -139,6 +139,15 @@ impl PackBuilder {
         }
     }
 
+    /// An empty pack with room for `bytes` of blobs, so filling it never
+    /// reallocates (a doubling `Vec` would hold up to twice the pack size).
+    pub fn with_capacity(bytes: usize) -> PackBuilder {
+        PackBuilder {
+            data: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
+    }
+
     /// Appends a sealed blob.
     pub fn add(&mut self, blob: SealedBlob) {
         self.entries.push(PackEntry {
@@ -167,6 +176,7 @@ impl PackBuilder {
         let header = encode_header(&rand::random(), &self.entries);
         let id = key.id_of(&header);
         let sealed = crypto::seal(key.encryption_key(), &header_ad(&id), &header);
+        self.data.reserve_exact(sealed.len() + TRAILER_LEN);
         self.data.extend_from_slice(&sealed);
         self.data
             .extend_from_slice(&(sealed.len() as u32).to_le_bytes());

@@ -50,6 +50,12 @@ pub trait Backend: Send + Sync {
     /// Creates the location (bucket, container, directory) where possible.
     fn create(&self) -> Result<()>;
 
+    /// Pack uploads worth running at once: a local disk gains nothing from
+    /// more than two, while object stores hide their latency with more.
+    fn default_uploads(&self) -> usize {
+        4
+    }
+
     /// Reads a whole object and hands it to `accept`, which verifies (and
     /// uses) it. A pool tries the next member when the object is missing,
     /// unreadable or rejected by `accept`.

@@ -357,6 +357,10 @@ impl Backend for ObjectBackend {
         self.location.clone()
     }
 
+    fn default_uploads(&self) -> usize {
+        if self.local_root.is_some() { 2 } else { 4 }
+    }
+
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         block_on(self.put_async(key, Bytes::from(bytes)))
     }
