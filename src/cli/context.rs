@@ -19,6 +19,9 @@ pub struct Ctx {
     pub repo_url: Option<String>,
     /// Password file, from --password-file, STRATA_PASSWORD_FILE or the config.
     pub password_file: Option<PathBuf>,
+    /// Command printing the password, from --password-command or
+    /// STRATA_PASSWORD_COMMAND.
+    pub password_command: Option<String>,
     /// Backend options from the config file.
     pub repo_options: std::collections::BTreeMap<String, String>,
     /// The pool, when the config describes one and no URL overrides it.
@@ -102,6 +105,7 @@ impl Ctx {
             repo_url: repo.or(file.repository.url),
             pool,
             password_file: password_file.or(file.repository.password_file),
+            password_command: None,
             repo_options: file.repository.options,
             out,
         })
@@ -118,46 +122,18 @@ impl Ctx {
         Ok(Arc::new(open_url(url, &self.repo_options)?))
     }
 
-    /// The password: password file, then STRATA_PASSWORD, then a prompt on a
-    /// terminal. Never taken from the command line.
+    /// The password: password file, then password command, then
+    /// STRATA_PASSWORD, then a prompt on a terminal. Never taken from the
+    /// command line.
     pub fn password(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
-        if let Some(path) = &self.password_file {
-            let mut raw = Zeroizing::new(
-                std::fs::read(path)
-                    .with_context(|| format!("cannot read password file {}", path.display()))?,
-            );
-            while raw.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
-                raw.pop();
-            }
-            if raw.is_empty() {
-                bail!("password file {} is empty", path.display());
-            }
-            return Ok(raw);
+        PasswordSource {
+            file: self.password_file.clone(),
+            command: self.password_command.clone(),
+            env_var: "STRATA_PASSWORD",
+            prompt: "repository password: ",
+            hint: "use --password-file, STRATA_PASSWORD_FILE, --password-command or STRATA_PASSWORD",
         }
-        if let Some(pw) = std::env::var_os("STRATA_PASSWORD") {
-            use std::os::unix::ffi::OsStringExt;
-            let pw = Zeroizing::new(pw.into_vec());
-            if pw.is_empty() {
-                bail!("STRATA_PASSWORD is set but empty");
-            }
-            return Ok(pw);
-        }
-        if std::io::stdin().is_terminal() {
-            let pw =
-                Zeroizing::new(rpassword::prompt_password("repository password: ")?.into_bytes());
-            if confirm {
-                let again =
-                    Zeroizing::new(rpassword::prompt_password("enter it again: ")?.into_bytes());
-                if pw != again {
-                    bail!("the passwords do not match");
-                }
-            }
-            if pw.is_empty() {
-                bail!("an empty password is not allowed");
-            }
-            return Ok(pw);
-        }
-        bail!("no password given: use --password-file, STRATA_PASSWORD_FILE or STRATA_PASSWORD")
+        .read(confirm)
     }
 
     /// The pool itself, for `pool status` and `pool repair`.
@@ -200,4 +176,86 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
+}
+
+/// Where a password comes from, in order: a file, a command, an environment
+/// variable, a prompt on a terminal.
+pub struct PasswordSource {
+    /// File whose content (minus trailing newlines) is the password.
+    pub file: Option<PathBuf>,
+    /// Shell command whose first output line is the password.
+    pub command: Option<String>,
+    /// Environment variable holding the password.
+    pub env_var: &'static str,
+    /// Prompt shown on a terminal.
+    pub prompt: &'static str,
+    /// What to tell the user when there is no source.
+    pub hint: &'static str,
+}
+
+impl PasswordSource {
+    /// Reads the password; `confirm` asks twice at a prompt.
+    pub fn read(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+        if let Some(path) = &self.file {
+            let raw = Zeroizing::new(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read password file {}", path.display()))?,
+            );
+            return non_empty(first_line(raw), || {
+                format!("password file {} is empty", path.display())
+            });
+        }
+        if let Some(cmd) = &self.command {
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("cannot run password command {cmd:?}"))?;
+            let raw = Zeroizing::new(output.stdout);
+            if !output.status.success() {
+                bail!("password command {cmd:?} failed ({})", output.status);
+            }
+            return non_empty(first_line(raw), || {
+                format!("password command {cmd:?} printed nothing")
+            });
+        }
+        if let Some(pw) = std::env::var_os(self.env_var) {
+            use std::os::unix::ffi::OsStringExt;
+            return non_empty(Zeroizing::new(pw.into_vec()), || {
+                format!("{} is set but empty", self.env_var)
+            });
+        }
+        if std::io::stdin().is_terminal() {
+            let pw = Zeroizing::new(rpassword::prompt_password(self.prompt)?.into_bytes());
+            if confirm {
+                let again =
+                    Zeroizing::new(rpassword::prompt_password("enter it again: ")?.into_bytes());
+                if pw != again {
+                    bail!("the passwords do not match");
+                }
+            }
+            return non_empty(pw, || "an empty password is not allowed".into());
+        }
+        bail!("no password given: {}", self.hint)
+    }
+}
+
+/// The bytes up to the first line break (a file or command may end in one).
+fn first_line(mut raw: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    if let Some(end) = raw.iter().position(|&b| b == b'\n') {
+        raw.truncate(end);
+    }
+    if raw.last() == Some(&b'\r') {
+        raw.pop();
+    }
+    raw
+}
+
+fn non_empty(pw: Zeroizing<Vec<u8>>, why: impl FnOnce() -> String) -> Result<Zeroizing<Vec<u8>>> {
+    if pw.is_empty() {
+        bail!("{}", why());
+    }
+    Ok(pw)
 }

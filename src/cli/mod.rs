@@ -6,6 +6,7 @@ pub mod context;
 mod forget;
 mod init;
 mod inspect;
+mod key;
 mod pool;
 mod restore;
 
@@ -36,6 +37,14 @@ pub struct Cli {
     /// File holding the repository password (or STRATA_PASSWORD in the environment).
     #[arg(long, global = true, env = "STRATA_PASSWORD_FILE", value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// Shell command that prints the repository password (e.g. `pass show backup`).
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_PASSWORD_COMMAND",
+        value_name = "COMMAND"
+    )]
+    password_command: Option<String>,
     /// Print one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
@@ -75,6 +84,8 @@ enum Command {
     Prune(forget::PruneCmdArgs),
     /// Inspect and repair the members of a storage pool.
     Pool(pool::PoolArgs),
+    /// Manage the passwords (key files) that open the repository.
+    Key(key::KeyArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -95,8 +106,13 @@ pub fn main() -> i32 {
         json: cli.json,
         quiet: cli.quiet,
     };
-    let result =
-        Ctx::new(cli.repo, cli.config, cli.password_file, out).and_then(|ctx| match cli.command {
+    let password_command = cli.password_command;
+    let result = Ctx::new(cli.repo, cli.config, cli.password_file, out)
+        .map(|mut ctx| {
+            ctx.password_command = password_command;
+            ctx
+        })
+        .and_then(|ctx| match cli.command {
             Command::Init(a) => init::run(&ctx, a),
             Command::Backup(a) => backup::run(&ctx, a),
             Command::Snapshots(a) => inspect::snapshots(&ctx, a),
@@ -107,6 +123,7 @@ pub fn main() -> i32 {
             Command::Check(a) => check::run(&ctx, a),
             Command::Stats(a) => inspect::stats(&ctx, a),
             Command::Pool(a) => pool::run(&ctx, a),
+            Command::Key(a) => key::run(&ctx, a),
             Command::Forget(a) => forget::forget(&ctx, a),
             Command::Prune(a) => forget::run_prune(&ctx, a),
         });

@@ -25,6 +25,11 @@ pub fn key(id: &Id) -> String {
     format!("keys/{id}")
 }
 
+/// The id in a key file's name, if it is one.
+pub fn key_id_of(name: &str) -> Option<Id> {
+    name.strip_prefix(KEYS)?.parse().ok()
+}
+
 /// A pack's name.
 pub fn pack(id: &Id) -> String {
     let h = id.to_hex();

@@ -67,6 +67,8 @@ pub struct Repository {
     tree_cache: Mutex<HashMap<Id, Arc<Tree>>>,
     cache_dir: Option<std::path::PathBuf>,
     use_cache: std::sync::atomic::AtomicBool,
+    /// The key file that unlocked the repository.
+    key_file: Id,
 }
 
 impl Repository {
@@ -99,6 +101,7 @@ impl Repository {
         let kf_bytes = kf.encode();
         let kf_id = Id(*blake3::hash(&kf_bytes).as_bytes());
         backend.put(&layout::key(&kf_id), kf_bytes)?;
+        let key_file = kf_id;
         let plain = config.encode();
         let sealed = crypto::seal(
             key.encryption_key(),
@@ -113,6 +116,7 @@ impl Repository {
             use_cache: std::sync::atomic::AtomicBool::new(true),
             config,
             tree_cache: Mutex::default(),
+            key_file,
         })
     }
 
@@ -125,7 +129,7 @@ impl Repository {
             }
             Err(e) => return Err(e),
         }
-        let (key, repo_id) = Self::unlock(backend.as_ref(), password)?;
+        let (key, repo_id, key_file) = Self::unlock(backend.as_ref(), password)?;
         let mut plain = Vec::new();
         backend
             .read(layout::CONFIG, &mut |sealed| {
@@ -149,11 +153,13 @@ impl Repository {
             use_cache: std::sync::atomic::AtomicBool::new(true),
             config,
             tree_cache: Mutex::default(),
+            key_file,
         })
     }
 
-    /// Tries every key file with the password.
-    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+    /// Tries every key file with the password; returns the master key, the
+    /// repository id and the key file's id.
+    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String, Id)> {
         let keys = backend.list(layout::KEYS)?;
         if keys.is_empty() {
             bail!("the repository has no key files (keys/ is empty or missing)");
@@ -171,7 +177,10 @@ impl Repository {
                 KeyFile::decode(&b)?.open(password)
             });
             match attempt {
-                Ok(Some(found)) => return Ok(found),
+                Ok(Some((key, repo_id))) => {
+                    let id = layout::key_id_of(&info.key).unwrap_or_default();
+                    return Ok((key, repo_id, id));
+                }
                 Ok(None) => {}
                 Err(e) => broken.push(format!("{}: {}", info.key, crate::error::one_line(&e))),
             }
@@ -186,6 +195,45 @@ impl Repository {
             eprintln!("warning: unusable key files: {}", broken.join("; "));
         }
         Err(Fatal::WrongPassword.into())
+    }
+
+    /// The key file this session unlocked with.
+    pub fn key_file(&self) -> Id {
+        self.key_file
+    }
+
+    /// Every key file: its id and its public fields (or why it is unreadable).
+    pub fn key_files(&self) -> Result<Vec<(Id, Result<KeyFile>)>> {
+        let mut out = Vec::new();
+        for info in self.backend.list(layout::KEYS)? {
+            let Some(id) = layout::key_id_of(&info.key) else {
+                continue;
+            };
+            let kf = self
+                .backend
+                .get(&info.key)
+                .and_then(|b| KeyFile::decode(&b));
+            out.push((id, kf));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a key file. Refuses the last one and the one in use (a
+    /// session must not saw off the branch it sits on).
+    pub fn remove_key(&self, id: &Id) -> Result<()> {
+        let keys = self.key_files()?;
+        if !keys.iter().any(|(k, _)| k == id) {
+            bail!("no key file {}; see `strata key list`", id.short());
+        }
+        if keys.len() == 1 {
+            bail!("refusing to remove the only key: the repository would be lost for good");
+        }
+        if *id == self.key_file {
+            bail!(
+                "refusing to remove the key in use; unlock with another password to remove it, or use `strata key passwd`"
+            );
+        }
+        self.backend.delete(&layout::key(id))
     }
 
     /// Adds a key file for another password.

@@ -1,0 +1,245 @@
+//! Key management as a user does it: several passwords, removal rules,
+//! password change, and every way a password may be given.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo { dir };
+        repo.write("pw1", "first password\n");
+        let out = repo.run(&[
+            "init",
+            "--password-file",
+            repo.path("pw1").to_str().unwrap(),
+            "--argon2-memory-kib",
+            "1024",
+            "--argon2-iterations",
+            "1",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        repo
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = std::process::Command::cargo_bin("strata").unwrap();
+        cmd.arg("--repo").arg(self.path("repo"));
+        cmd.args(args);
+        cmd.env_remove("STRATA_PASSWORD")
+            .env_remove("STRATA_PASSWORD_FILE")
+            .env_remove("STRATA_REPO")
+            .env("STRATA_NO_CACHE", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Runs with the password file named `pw`; returns stdout, panicking on failure.
+    fn ok(&self, pw: &str, args: &[&str]) -> String {
+        let pw_path = self.path(pw);
+        let mut all = vec!["--password-file", pw_path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn keys(&self, pw: &str) -> Vec<serde_json::Value> {
+        self.ok(pw, &["--json", "key", "list"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn cheap() -> [&'static str; 4] {
+    ["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]
+}
+
+#[test]
+fn several_passwords_open_the_same_repository() {
+    let repo = Repo::new();
+    repo.write("pw2", "second password\n");
+    let mut args = vec!["key", "add", "--new-password-file"];
+    let pw2 = repo.path("pw2");
+    args.push(pw2.to_str().unwrap());
+    args.extend(cheap());
+    repo.ok("pw1", &args);
+
+    let keys = repo.keys("pw2");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.iter().filter(|k| k["current"] == true).count(), 1);
+    // Both passwords open it, and see the same snapshots.
+    let src = repo.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    repo.ok("pw1", &["backup", "-q", src.to_str().unwrap()]);
+    let s1 = repo.ok("pw1", &["--json", "snapshots"]);
+    let s2 = repo.ok("pw2", &["--json", "snapshots"]);
+    assert_eq!(s1, s2);
+    assert!(s1.contains("\"snapshot\""));
+
+    // The key of pw1, removed while unlocked with pw2: pw1 no longer opens it.
+    let first = repo
+        .keys("pw1")
+        .into_iter()
+        .find(|k| k["current"] == true)
+        .unwrap();
+    let prefix = &first["id"].as_str().unwrap()[..8];
+    repo.ok("pw2", &["key", "remove", prefix]);
+    let out = repo.run(&[
+        "--password-file",
+        repo.path("pw1").to_str().unwrap(),
+        "snapshots",
+    ]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert_eq!(repo.keys("pw2").len(), 1);
+}
+
+#[test]
+fn refuses_to_remove_the_last_key_or_the_one_in_use() {
+    let repo = Repo::new();
+    let only = repo.keys("pw1")[0]["id"].as_str().unwrap().to_string();
+    let out = repo.run(&[
+        "--password-file",
+        repo.path("pw1").to_str().unwrap(),
+        "key",
+        "remove",
+        &only,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only key"),
+        "{}",
+        text(&out)
+    );
+
+    repo.write("pw2", "second\n");
+    let pw2 = repo.path("pw2");
+    let mut args = vec!["key", "add", "--new-password-file", pw2.to_str().unwrap()];
+    args.extend(cheap());
+    repo.ok("pw1", &args);
+    let out = repo.run(&[
+        "--password-file",
+        repo.path("pw1").to_str().unwrap(),
+        "key",
+        "remove",
+        &only,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(repo.keys("pw1").len(), 2, "nothing was removed");
+
+    let out = repo.run(&[
+        "--password-file",
+        repo.path("pw1").to_str().unwrap(),
+        "key",
+        "remove",
+        "zz",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn passwd_replaces_the_password_in_use() {
+    let repo = Repo::new();
+    let pw1_path = repo.path("pw1");
+    let mut args = vec![
+        "--password-file",
+        pw1_path.to_str().unwrap(),
+        "key",
+        "passwd",
+    ];
+    args.extend(cheap());
+    let out = repo.run_env(&args, &[("STRATA_NEW_PASSWORD", "brand new")]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let old = repo.run(&["--password-file", pw1_path.to_str().unwrap(), "snapshots"]);
+    assert_eq!(old.status.code(), Some(12), "{}", text(&old));
+    let new = repo.run_env(&["snapshots"], &[("STRATA_PASSWORD", "brand new")]);
+    assert!(new.status.success(), "{}", text(&new));
+    let keys = repo.run_env(
+        &["--json", "key", "list"],
+        &[("STRATA_PASSWORD", "brand new")],
+    );
+    assert_eq!(String::from_utf8_lossy(&keys.stdout).lines().count(), 1);
+}
+
+#[test]
+fn password_sources_and_their_errors() {
+    let repo = Repo::new();
+    let pw1 = repo.path("pw1");
+    // A command printing the password.
+    let cmd = format!("cat {}", pw1.display());
+    let out = repo.run(&["--password-command", &cmd, "snapshots"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = repo.run_env(&["snapshots"], &[("STRATA_PASSWORD_COMMAND", &cmd)]);
+    assert!(out.status.success(), "{}", text(&out));
+    // STRATA_PASSWORD_FILE from the environment.
+    let out = repo.run_env(
+        &["snapshots"],
+        &[("STRATA_PASSWORD_FILE", pw1.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A failing command: exit 1, the command named, one line.
+    let out = repo.run(&["--password-command", "exit 7", "snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("password command"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // A wrong password is never echoed back.
+    let secret = "hunter2-wrong-secret";
+    let out = repo.run_env(&["snapshots"], &[("STRATA_PASSWORD", secret)]);
+    assert_eq!(out.status.code(), Some(12));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+
+    // No source at all (stdin is not a terminal here).
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no password given"));
+
+    // An empty password file.
+    let empty = repo.write("empty", "\n");
+    let out = repo.run(&["--password-file", empty.to_str().unwrap(), "snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}
