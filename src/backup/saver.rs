@@ -21,7 +21,10 @@ use crate::repo::layout;
 use crate::repo::pack::{FinishedPack, PackBuilder};
 
 /// Packs per index file written while a backup runs.
-const PACKS_PER_INDEX: usize = 32;
+const PACKS_PER_INDEX: usize = 16;
+/// An index is also written once its oldest pack has waited this long, so an
+/// interrupted backup leaves little that the next run cannot re-use.
+const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Final figures of a save session.
 #[derive(Default, Debug, Clone, Copy)]
@@ -51,6 +54,8 @@ struct Shared {
     in_flight: Mutex<HashSet<Id>>,
     error: Mutex<Option<anyhow::Error>>,
     pending_index: Mutex<IndexFile>,
+    /// When the oldest pack in `pending_index` was uploaded.
+    pending_since: Mutex<Option<std::time::Instant>>,
     stats: SaveStats,
 }
 
@@ -71,9 +76,16 @@ impl Shared {
     fn flush_index(&self, force: bool) -> Result<()> {
         let file = {
             let mut pending = self.pending_index.lock().expect("pending index");
-            if pending.packs.is_empty() || (!force && pending.packs.len() < PACKS_PER_INDEX) {
+            let mut since = self.pending_since.lock().expect("pending since");
+            if pending.packs.is_empty() {
                 return Ok(());
             }
+            let oldest = *since.get_or_insert_with(std::time::Instant::now);
+            let due = pending.packs.len() >= PACKS_PER_INDEX || oldest.elapsed() >= INDEX_MAX_AGE;
+            if !force && !due {
+                return Ok(());
+            }
+            *since = None;
             std::mem::take(&mut *pending)
         };
         self.repo.save_index(&file)?;
@@ -104,6 +116,7 @@ impl Saver {
             in_flight: Mutex::default(),
             error: Mutex::default(),
             pending_index: Mutex::default(),
+            pending_since: Mutex::default(),
             stats: SaveStats::default(),
         });
         let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 2);
