@@ -102,6 +102,8 @@ pub fn metadata(dest: &Path, node: &Node) -> Result<()> {
     }
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(node.mode & 0o7777))
         .context("cannot set permissions")?;
-    filetime::set_file_times(dest, mtime, mtime).context("cannot set times")?;
+    // By path, without following or opening it: filetime's set_file_times
+    // opens the file, which blocks forever on a FIFO.
+    filetime::set_symlink_file_times(dest, mtime, mtime).context("cannot set times")?;
     Ok(())
 }
