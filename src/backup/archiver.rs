@@ -247,6 +247,9 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         program_version: format!("strata {}", env!("CARGO_PKG_VERSION")),
     };
     // The commit point: everything the snapshot references is durable now.
+    // Heal lagging pool members first: it can take a while, and the lock
+    // must still be fresh when the snapshot is written.
+    repo.backend().heal_lagging();
     lock.check_fresh()?;
     let snapshot_id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode())?;
     lock.release();

@@ -52,6 +52,7 @@ pub struct BackupArgs {
 
 /// Runs a backup.
 pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
+    super::interrupt::release_locks_on_interrupt();
     let source = if args.stdin {
         if !args.paths.is_empty() {
             bail!("--stdin takes no paths");

@@ -117,6 +117,7 @@ fn grouping(s: &str) -> Result<Grouping> {
 
 /// Applies a retention policy.
 pub fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<i32> {
+    super::interrupt::release_locks_on_interrupt();
     let within = match &args.keep_within {
         Some(d) => Some(
             chrono::Duration::from_std(
@@ -221,6 +222,7 @@ pub struct PruneCmdArgs {
 
 /// Reclaims space.
 pub fn run_prune(ctx: &Ctx, args: PruneCmdArgs) -> Result<i32> {
+    super::interrupt::release_locks_on_interrupt();
     let opts = args.prune_args.options(args.dry_run)?;
     let repo = ctx.open()?;
     let r = prune(&repo, &opts)?;

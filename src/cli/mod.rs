@@ -6,6 +6,7 @@ pub mod context;
 mod forget;
 mod init;
 mod inspect;
+mod interrupt;
 mod key;
 mod pool;
 mod restore;

@@ -55,6 +55,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         .collect();
     r.packs = stored.len();
 
+    // Snapshots are listed before the index is read: a backup writes its
+    // index first, so a snapshot that finishes meanwhile is not reported as
+    // pointing at unindexed data.
+    let snapshot_ids = repo.list_ids(ObjectKind::Snapshot)?;
+
     // Index files, one by one so a bad one is named.
     let mut index = Index::default();
     let mut files: Vec<(Id, IndexFile)> = Vec::new();
@@ -112,7 +117,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
 
     // Snapshots and the trees they reach.
     let mut seen_trees: HashSet<Id> = HashSet::new();
-    for id in repo.list_ids(ObjectKind::Snapshot)? {
+    for id in snapshot_ids {
         let name = layout::object(ObjectKind::Snapshot, &id);
         let snap = match repo
             .load_object(ObjectKind::Snapshot, &id)

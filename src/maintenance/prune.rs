@@ -171,12 +171,10 @@ fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
         .find(|l| l.id == lock.id())
         .and_then(|l| l.modified)
         .unwrap_or_else(Utc::now);
+    // Any other live prune wins: a running one never re-checks, so the
+    // newcomer must back off (two starting at once both do; try again).
     let rival = locks.iter().find(|l| {
-        l.id != lock.id()
-            && is_live(l, now)
-            && l.info.as_ref().is_some_and(|i| i.kind == "prune")
-            // Both wrote at once: the smaller id wins, the other backs off.
-            && l.id < lock.id()
+        l.id != lock.id() && is_live(l, now) && l.info.as_ref().is_none_or(|i| i.kind == "prune")
     });
     if let Some(r) = rival {
         let who = r
@@ -432,6 +430,13 @@ fn sweep(
     }
     // 1. The new index first: from here on the old ones are ignored.
     repo.save_index(&compacted)?;
+    // A pool member that missed it would be left with no index at all once
+    // the old ones go: stop here; a re-run finishes once the member is back.
+    if !repo.backend().heal_lagging() {
+        bail!(
+            "a pool member missed the compacted index; nothing was deleted. Run `strata pool repair` when it is reachable, then prune again"
+        );
+    }
     report.index_files_compacted = index_files.len() as u64;
     // 2. The packs nobody references any more.
     for pack in to_delete {

@@ -255,6 +255,11 @@ impl Backend for Pool {
         format!("pool [{}]", names.join(", "))
     }
 
+    fn heal_lagging(&self) -> bool {
+        self.heal();
+        self.lagging.lock().expect("lagging").is_empty()
+    }
+
     fn default_uploads(&self) -> usize {
         self.members
             .iter()

@@ -86,7 +86,8 @@ pub struct SealedBlob {
 
 /// Compresses (when that helps) and encrypts a blob.
 pub fn seal_blob(key: &MasterKey, kind: BlobType, id: Id, plain: &[u8], level: i32) -> SealedBlob {
-    let compressed = if level > 0 {
+    // 0 turns compression off; negative levels are zstd's fast modes.
+    let compressed = if level != 0 {
         zstd::bulk::compress(plain, level).ok()
     } else {
         None

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
@@ -40,6 +40,29 @@ pub struct LockInfo {
     /// Deletion markers the holder had seen when it loaded the index.
     #[serde(default)]
     pub seen_markers: Vec<Id>,
+    /// The holder's PID namespace (`/proc/self/ns/pid`): containers of one
+    /// pod share a host name but not their process ids.
+    #[serde(default)]
+    pub pid_namespace: Option<String>,
+}
+
+/// This process's PID namespace, as the kernel names it.
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Time since boot, suspend included: a backup host that sleeps for an hour
+/// must count that hour when it asks whether its lock is still fresh.
+fn since_boot() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// A lock as found in the repository.
@@ -73,11 +96,16 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
     Ok(out)
 }
 
-/// True when the lock was written on this host by a process that no longer
-/// exists (killed): it is dead whatever its age.
+/// True when the lock was written on this host, in this PID namespace, by a
+/// process that no longer exists (killed): it is dead whatever its age.
 pub fn is_dead_here(info: &LockInfo) -> bool {
     if info.hostname != crate::sysinfo::hostname() || info.pid == std::process::id() {
         return false;
+    }
+    // Same host name is not the same process table (sidecar containers).
+    match (&info.pid_namespace, pid_namespace()) {
+        (Some(theirs), Some(ours)) if *theirs == ours => {}
+        _ => return false,
     }
     // SAFETY: kill with signal 0 only checks whether the process exists.
     let rc = unsafe { libc::kill(info.pid as libc::pid_t, 0) };
@@ -100,12 +128,32 @@ pub fn is_live(lock: &FoundLock, server_now: DateTime<Utc>) -> bool {
     }
 }
 
+/// Locks this process holds, so an interrupted command can remove them.
+static HELD: Mutex<Vec<(Arc<Repository>, Id)>> = Mutex::new(Vec::new());
+
+/// Deletes every lock this process holds (on SIGINT/SIGTERM, before exit).
+pub fn release_all_held() {
+    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(|e| e.into_inner()));
+    for (repo, id) in held {
+        let _ = repo
+            .backend()
+            .delete(&layout::object(ObjectKind::Lock, &id));
+    }
+}
+
+fn forget_held(id: &Id) {
+    HELD.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(_, h)| h != id);
+}
+
 /// A held lock, refreshed in the background until released.
 pub struct Lock {
     repo: Arc<Repository>,
     id: Id,
     info: Arc<Mutex<LockInfo>>,
-    last_ok: Arc<Mutex<Instant>>,
+    /// [`since_boot`] at the last successful write of the lock.
+    last_ok: Arc<Mutex<Duration>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -119,12 +167,16 @@ impl Lock {
             pid: std::process::id(),
             started: Utc::now(),
             seen_markers: Vec::new(),
+            pid_namespace: pid_namespace(),
         };
         let id = Id::random();
         repo.save_object_as(ObjectKind::Lock, &id, &serde_json::to_vec(&info)?)
             .context("writing the lock")?;
+        HELD.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((repo.clone(), id));
         let info = Arc::new(Mutex::new(info));
-        let last_ok = Arc::new(Mutex::new(Instant::now()));
+        let last_ok = Arc::new(Mutex::new(since_boot()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (repo, info, last_ok, stop) =
@@ -132,17 +184,17 @@ impl Lock {
             std::thread::Builder::new()
                 .name("strata-lock".into())
                 .spawn(move || {
-                    let mut next = Instant::now() + REFRESH;
+                    let mut next = since_boot() + REFRESH;
                     while !stop.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(200));
-                        if Instant::now() < next {
+                        if since_boot() < next {
                             continue;
                         }
-                        next = Instant::now() + REFRESH;
+                        next = since_boot() + REFRESH;
                         let body = serde_json::to_vec(&*info.lock().expect("lock info"))
                             .expect("lock serializes");
                         if repo.save_object_as(ObjectKind::Lock, &id, &body).is_ok() {
-                            *last_ok.lock().expect("lock time") = Instant::now();
+                            *last_ok.lock().expect("lock time") = since_boot();
                         }
                     }
                 })?
@@ -166,7 +218,7 @@ impl Lock {
         };
         self.repo
             .save_object_as(ObjectKind::Lock, &self.id, &body)?;
-        *self.last_ok.lock().expect("lock time") = Instant::now();
+        *self.last_ok.lock().expect("lock time") = since_boot();
         Ok(())
     }
 
@@ -178,7 +230,7 @@ impl Lock {
     /// Fails when the lock has not been refreshed for so long that prune may
     /// have taken its holder for dead: such a backup must not commit.
     pub fn check_fresh(&self) -> Result<()> {
-        let age = self.last_ok.lock().expect("lock time").elapsed();
+        let age = since_boot().saturating_sub(*self.last_ok.lock().expect("lock time"));
         if age > COMMIT_LIMIT {
             bail!(
                 "this backup could not refresh its lock for {}s (storage unreachable?); not committing a snapshot that prune may have raced",
@@ -191,6 +243,7 @@ impl Lock {
     /// Stops refreshing and deletes the lock.
     pub fn release(mut self) {
         self.stop_thread();
+        forget_held(&self.id);
         let _ = self
             .repo
             .backend()
@@ -209,6 +262,7 @@ impl Drop for Lock {
     fn drop(&mut self) {
         if self.thread.is_some() {
             self.stop_thread();
+            forget_held(&self.id);
             let _ = self
                 .repo
                 .backend()

@@ -118,8 +118,10 @@ pub fn restore(
                 let mut offset = 0u64;
                 for id in &node.content {
                     let Some((pack, entry)) = index.get(id) else {
+                        // Its length is unknown, so nothing after it has a
+                        // known offset: the file stops here, reported damaged.
                         missing.push((pos, *id));
-                        continue;
+                        break;
                     };
                     let target = Target {
                         file: file_no,

@@ -50,6 +50,12 @@ pub trait Backend: Send + Sync {
     /// Creates the location (bucket, container, directory) where possible.
     fn create(&self) -> Result<()>;
 
+    /// Copies to pool members whatever they missed this session; true when
+    /// every member is whole again. A single store has nothing to heal.
+    fn heal_lagging(&self) -> bool {
+        true
+    }
+
     /// Pack uploads worth running at once: a local disk gains nothing from
     /// more than two, while object stores hide their latency with more.
     fn default_uploads(&self) -> usize {
