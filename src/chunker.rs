@@ -107,7 +107,18 @@ impl Chunker {
 
     /// Chunks a reader; see [`ChunkStream::next_chunk`].
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        let cap = (self.params.max_size as usize * 2).max(8 * 1024 * 1024);
+        self.stream_sized(reader, u64::MAX)
+    }
+
+    /// Chunks a reader expected to hold about `size_hint` bytes: a small
+    /// file gets a small buffer (zeroing megabytes per file would dominate a
+    /// tree of small files).
+    pub fn stream_sized<R: Read>(&self, reader: R, size_hint: u64) -> ChunkStream<'_, R> {
+        let full = (self.params.max_size as usize * 2).max(8 * 1024 * 1024);
+        // One byte more than the hint, so the end is seen without a refill.
+        let cap = usize::try_from(size_hint.saturating_add(1))
+            .unwrap_or(full)
+            .clamp(64 * 1024, full);
         ChunkStream {
             chunker: self,
             reader,

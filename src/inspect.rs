@@ -15,38 +15,44 @@ use crate::repo::tree::{Node, NodeKind, Tree};
 
 /// Finds the node at `path` (absolute inside the snapshot). The root itself
 /// has no node; `Ok(None)` is returned for it.
-pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Result<Option<Node>> {
+pub fn find_node(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    path: &Path,
+) -> Result<Option<Node>> {
     let mut tree_id = *root;
     let mut found: Option<Node> = None;
-    for comp in Path::new(path).components() {
+    let shown = path.display();
+    for comp in path.components() {
         let name = match comp {
             Component::RootDir | Component::CurDir => continue,
             Component::Normal(n) => n,
-            _ => bail!("path {path:?} must not contain `..`"),
+            _ => bail!("path {shown} must not contain `..`"),
         };
         if let Some(n) = &found {
             tree_id = n
                 .subtree
-                .with_context(|| format!("{path}: {} is not a directory", n.name.display()))?;
+                .with_context(|| format!("{shown}: {} is not a directory", n.name.display()))?;
         }
         let tree = repo.load_tree(index, &tree_id)?;
         let node = tree
             .find(name.as_bytes())
-            .with_context(|| format!("{path}: no such file or directory in the snapshot"))?;
+            .with_context(|| format!("{shown}: no such file or directory in the snapshot"))?;
         found = Some(node.clone());
     }
     Ok(found)
 }
 
 /// The tree id for a directory path inside a snapshot.
-pub fn tree_at(repo: &Repository, index: &Index, root: &Id, path: &str) -> Result<(Id, PathBuf)> {
+pub fn tree_at(repo: &Repository, index: &Index, root: &Id, path: &Path) -> Result<(Id, PathBuf)> {
     match find_node(repo, index, root, path)? {
         None => Ok((*root, PathBuf::from("/"))),
         Some(n) if n.kind == NodeKind::Dir => Ok((
             n.subtree.context("directory without subtree")?,
-            Path::new("/").join(path.trim_start_matches('/')),
+            Path::new("/").join(path.strip_prefix("/").unwrap_or(path)),
         )),
-        Some(_) => bail!("{path} is not a directory"),
+        Some(_) => bail!("{} is not a directory", path.display()),
     }
 }
 

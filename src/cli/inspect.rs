@@ -65,7 +65,7 @@ pub struct LsArgs {
     /// Snapshot id, unique id prefix, or `latest`.
     snapshot: String,
     /// Directory inside the snapshot to list (default: everything).
-    path: Option<String>,
+    path: Option<std::path::PathBuf>,
     /// Show mode, owner, size and time.
     #[arg(long, short)]
     long: bool,
@@ -80,10 +80,11 @@ pub fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
         &repo,
         &index,
         &snap.tree,
-        args.path.as_deref().unwrap_or("/"),
+        args.path.as_deref().unwrap_or(Path::new("/")),
     )?;
     walk(&repo, &index, &tree, &dir, &mut |path: &Path, node| {
-        let shown = path.display().to_string();
+        use std::os::unix::ffi::OsStrExt;
+        let shown = crate::repo::tree::escape_bytes(path.as_os_str().as_bytes());
         let mtime = chrono::DateTime::from_timestamp(node.mtime, node.mtime_ns).unwrap_or_default();
         ctx.out.json(&serde_json::json!({
             "message_type": "node", "path": shown, "type": node.kind, "size": node.size,

@@ -107,8 +107,8 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
 pub struct DumpArgs {
     /// Snapshot id, unique id prefix, or `latest`.
     snapshot: String,
-    /// Path of a file inside the snapshot.
-    path: String,
+    /// Path of a file inside the snapshot (any bytes, as the file system has them).
+    path: std::path::PathBuf,
 }
 
 /// Writes one file's content to stdout.
@@ -119,13 +119,13 @@ pub fn dump(ctx: &Ctx, args: DumpArgs) -> Result<i32> {
     let node = find_node(&repo, &index, &snap.tree, &args.path)?.with_context(|| {
         format!(
             "{}: the snapshot root is a directory; dump takes a file",
-            args.path
+            args.path.display()
         )
     })?;
     if node.kind != NodeKind::File {
         bail!(
             "{} is not a regular file; dump takes a file (use restore --include for directories)",
-            args.path
+            args.path.display()
         );
     }
     let stdout = std::io::stdout();

@@ -19,21 +19,17 @@ pub struct AeadError;
 
 /// Encrypts `plaintext`, binding `ad` (object type and id) into the tag.
 pub fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    use chacha20poly1305::aead::AeadInPlace;
     let cipher = XChaCha20Poly1305::new(key.into());
     let nonce_bytes: [u8; NONCE_LEN] = rand::random();
-    let nonce = XNonce::from_slice(&nonce_bytes);
-    let ct = cipher
-        .encrypt(
-            nonce,
-            Payload {
-                msg: plaintext,
-                aad: ad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    // One buffer, encrypted in place: nonce, then ciphertext, then tag.
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
     out.extend_from_slice(&nonce_bytes);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce_bytes), ad, &mut out[NONCE_LEN..])
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    out.extend_from_slice(&tag);
     out
 }
 

@@ -84,25 +84,46 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
+thread_local! {
+    /// Per thread: a zstd context (and its level) and an output buffer, kept
+    /// across blobs; a fresh context per blob costs megabytes of allocation.
+    static COMPRESS: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESS: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses (when that helps) and encrypts a blob.
 pub fn seal_blob(key: &MasterKey, kind: BlobType, id: Id, plain: &[u8], level: i32) -> SealedBlob {
-    // 0 turns compression off; negative levels are zstd's fast modes.
-    let compressed = if level != 0 {
-        zstd::bulk::compress(plain, level).ok()
-    } else {
-        None
-    };
-    let (compression, payload): (Compression, &[u8]) = match &compressed {
-        Some(c) if c.len() < plain.len() => (Compression::Zstd, c),
-        _ => (Compression::None, plain),
-    };
-    SealedBlob {
+    let seal = |compression, payload: &[u8]| SealedBlob {
         kind,
         id,
         compression,
         raw_len: plain.len() as u32,
         bytes: crypto::seal(key.encryption_key(), &blob_ad(kind, &id), payload),
+    };
+    // 0 turns compression off; negative levels are zstd's fast modes.
+    if level == 0 {
+        return seal(Compression::None, plain);
     }
+    COMPRESS.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
+            *slot = zstd::bulk::Compressor::new(level)
+                .ok()
+                .map(|c| (level, c, Vec::new()));
+        }
+        let Some((_, ctx, out)) = slot.as_mut() else {
+            return seal(Compression::None, plain);
+        };
+        out.clear();
+        // Only worth it if it ends up smaller: cap the output there.
+        out.reserve(plain.len());
+        match ctx.compress_to_buffer(plain, out) {
+            Ok(n) if n < plain.len() => seal(Compression::Zstd, &out[..n]),
+            _ => seal(Compression::None, plain),
+        }
+    })
 }
 
 /// Decrypts, decompresses and verifies a blob against its id.
@@ -118,7 +139,14 @@ pub fn open_blob(
     let plain = match compression {
         Compression::None => payload,
         Compression::Zstd => {
-            let out = zstd::bulk::decompress(&payload, raw_len as usize)?;
+            let out = DECOMPRESS.with(|cell| -> Result<Vec<u8>> {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new()?);
+                }
+                let ctx = slot.as_mut().expect("decompressor just set");
+                Ok(ctx.decompress(&payload, raw_len as usize)?)
+            })?;
             if out.len() != raw_len as usize {
                 bail!(
                     "blob decompressed to {} bytes, expected {raw_len}",

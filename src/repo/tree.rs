@@ -17,8 +17,21 @@ pub struct RawName(pub Vec<u8>);
 impl RawName {
     /// Lossy text for display.
     pub fn display(&self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
+        escape_bytes(&self.0)
     }
+}
+
+/// Text for bytes that may not be UTF-8: valid parts as they are, each
+/// invalid byte as `\xNN`, so two different names never look the same.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 #[derive(Serialize, Deserialize)]
