@@ -15,12 +15,7 @@ use crate::repo::tree::{Node, NodeKind, Tree};
 
 /// Finds the node at `path` (absolute inside the snapshot). The root itself
 /// has no node; `Ok(None)` is returned for it.
-pub fn find_node(
-    repo: &Repository,
-    index: &Index,
-    root: &Id,
-    path: &Path,
-) -> Result<Option<Node>> {
+pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &Path) -> Result<Option<Node>> {
     let mut tree_id = *root;
     let mut found: Option<Node> = None;
     let shown = path.display();

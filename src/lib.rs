@@ -1,6 +1,7 @@
 //! strata: a deduplicating, end-to-end encrypted backup agent for cloud object
 //! storage. See `docs/` for the architecture and the repository format.
 
+pub mod agent;
 pub mod backup;
 pub mod chunker;
 pub mod cli;

@@ -71,6 +71,11 @@ pub struct BackupOptions {
     /// Count what there is to do first (a second, cheap walk) so progress
     /// can show totals and an ETA.
     pub scan_totals: bool,
+    /// Set from another thread to stop the backup early: reading stops,
+    /// what was read is packed, uploaded and indexed (the next run re-uses
+    /// it), no snapshot is written, and the run fails with
+    /// [`Fatal::Interrupted`](crate::error::Fatal::Interrupted).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// The outcome of a backup.
@@ -104,6 +109,7 @@ struct Shared {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     fatal: Mutex<Option<anyhow::Error>>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Shared {
@@ -111,7 +117,20 @@ impl Shared {
         self.warnings.lock().expect("warnings").push(msg);
     }
     fn stopped(&self) -> bool {
-        self.fatal.lock().expect("fatal slot").is_some()
+        self.cancelled() || self.fatal.lock().expect("fatal slot").is_some()
+    }
+
+    /// True once the caller asked to stop; records the interruption as the
+    /// backup's error the first time.
+    fn cancelled(&self) -> bool {
+        let stop = self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed));
+        if stop {
+            self.fatal(crate::error::Fatal::Interrupted.into());
+        }
+        stop
     }
 
     fn fatal(&self, e: anyhow::Error) {
@@ -130,6 +149,8 @@ enum FileOutcome {
 struct FileJob {
     path: PathBuf,
     node: Node,
+    /// Counted as changed (it was in the parent) or new once it is saved.
+    in_parent: bool,
     reply: Sender<FileOutcome>,
 }
 
@@ -170,12 +191,21 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         counters: Counters::default(),
         warnings: Mutex::default(),
         fatal: Mutex::default(),
+        cancel: opts.cancel.clone(),
     });
 
     let (paths, root, mode, parent) = match opts.source {
         Source::Stdin { name, reader } => {
-            let root = backup_stdin(&shared, &name, reader)?;
-            (vec![format!("/{name}")], Some(root), opts.mode, None)
+            // On failure the saver still finishes below, so what was
+            // uploaded gets indexed and the next run re-uses it.
+            let root = match backup_stdin(&shared, &name, reader) {
+                Ok(root) => Some(root),
+                Err(e) => {
+                    shared.fatal(e);
+                    None
+                }
+            };
+            (vec![format!("/{name}")], root, opts.mode, None)
         }
         Source::Paths(paths) => {
             let paths = normalize_paths(&paths)?;
@@ -389,6 +419,13 @@ fn walk_sources(
                 .spawn(move || {
                     for job in rx {
                         let out = read_file(&shared, &job.path, job.node);
+                        if let FileOutcome::Saved(_) = out {
+                            let c = &shared.counters;
+                            match job.in_parent {
+                                true => c.files_changed.fetch_add(1, Ordering::Relaxed),
+                                false => c.files_new.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
                         let _ = job.reply.send(out);
                     }
                 })?,
@@ -557,24 +594,21 @@ impl Walker {
             },
             NodeKind::File => {
                 let c = &self.shared.counters;
-                if let Some(p) = parent {
-                    if unchanged(p, &node)
-                        && p.content.iter().all(|id| self.shared.index.contains(id))
-                    {
-                        node.content = p.content.clone();
-                        self.shared.progress.file_done(node.size);
-                        c.files_unmodified.fetch_add(1, Ordering::Relaxed);
-                        c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
-                        return Some(Pending::Ready(node));
-                    }
-                    c.files_changed.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    c.files_new.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = parent
+                    && unchanged(p, &node)
+                    && p.content.iter().all(|id| self.shared.index.contains(id))
+                {
+                    node.content = p.content.clone();
+                    self.shared.progress.file_done(node.size);
+                    c.files_unmodified.fetch_add(1, Ordering::Relaxed);
+                    c.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+                    return Some(Pending::Ready(node));
                 }
                 let (reply, rx) = bounded(1);
                 let _ = self.file_tx.send(FileJob {
                     path: path.to_path_buf(),
                     node,
+                    in_parent: parent.is_some(),
                     reply,
                 });
                 Some(Pending::File(rx))
@@ -634,6 +668,7 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
             Extent::Data { offset, len } => chunk_into(
                 shared,
                 RangeReader::new(&file, offset, len),
+                len,
                 &mut node.content,
                 &mut read,
             ),
@@ -642,7 +677,7 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
                 zero_chunks(shared, len, &mut node.content)
             }
         }),
-        None => chunk_into(shared, &file, &mut node.content, &mut read),
+        None => chunk_into(shared, &file, size, &mut node.content, &mut read),
     };
     match outcome {
         Ok(()) => {}
@@ -687,11 +722,15 @@ enum ReadFailure {
 fn chunk_into<R: Read>(
     shared: &Shared,
     reader: R,
+    size_hint: u64,
     content: &mut Vec<Id>,
     read: &mut u64,
 ) -> Result<(), ReadFailure> {
-    let mut stream = shared.chunker.stream(reader);
+    let mut stream = shared.chunker.stream_sized(reader, size_hint);
     while let Some(chunk) = stream.next_chunk().map_err(ReadFailure::Io)? {
+        if shared.cancelled() {
+            return Err(ReadFailure::Fatal);
+        }
         let id = shared.repo.key().id_of(chunk);
         queue_if_new(shared, id, || chunk.to_vec())?;
         *read += chunk.len() as u64;
@@ -787,7 +826,7 @@ fn backup_stdin(shared: &Shared, name: &str, reader: Box<dyn Read + Send>) -> Re
     }
     let mut content = Vec::new();
     let mut size = 0u64;
-    match chunk_into(shared, reader, &mut content, &mut size) {
+    match chunk_into(shared, reader, u64::MAX, &mut content, &mut size) {
         Ok(()) => {}
         Err(ReadFailure::Io(e)) => {
             return Err(anyhow::Error::new(e).context("reading standard input"));

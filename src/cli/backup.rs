@@ -93,6 +93,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
             .map_or_else(|| repo.backend().default_uploads(), usize::from),
         scan_totals: display.active(),
         progress,
+        cancel: None,
     };
     let result = run_backup(repo.clone(), opts);
     display.finish();

@@ -40,9 +40,9 @@ pub struct ConfigFile {
     /// A storage pool of several members.
     pub pool: Option<crate::pool::config::PoolConfig>,
     /// Agent settings (used by `strata agent`).
-    pub agent: Option<toml::Value>,
-    /// Scheduled jobs (used by `strata agent`).
-    pub jobs: Option<toml::Value>,
+    pub agent: Option<crate::agent::config::AgentConfig>,
+    /// Scheduled backups (used by `strata agent`).
+    pub jobs: Option<Vec<crate::agent::config::JobConfig>>,
 }
 
 /// `[repository]`.
@@ -58,18 +58,39 @@ pub struct RepositorySection {
     pub options: std::collections::BTreeMap<String, String>,
 }
 
-/// Reads and parses a config file, naming the file and field on error.
+/// Reads and parses a config file, naming the file, line and field on
+/// error; applies the environment overrides (see [`crate::agent::config`]).
 pub fn load_config(path: &Path) -> Result<ConfigFile> {
+    load_config_text(path).map(|(file, _)| file)
+}
+
+/// [`load_config`], also returning the file's text (for line numbers in
+/// later checks).
+pub fn load_config_text(path: &Path) -> Result<(ConfigFile, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let msg = e.to_string().replace('\n', " ");
-        anyhow::anyhow!(
-            "config file {}: {}",
-            path.display(),
-            msg.split_whitespace().collect::<Vec<_>>().join(" ")
-        )
-    })
+    let mut file: ConfigFile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("config file {}: {}", path.display(), toml_error(&text, &e))
+    })?;
+    crate::agent::config::apply_env(&mut file)
+        .with_context(|| format!("config file {}", path.display()))?;
+    Ok((file, text))
+}
+
+/// A TOML error as one line: `line L, column C: message`.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let line = crate::agent::config::line_of(text, start);
+            let before = text.get(..start).unwrap_or_default();
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    }
 }
 
 impl Ctx {
@@ -155,7 +176,12 @@ impl Ctx {
 
     /// Opens the repository.
     pub fn open(&self) -> Result<Arc<Repository>> {
-        let backend = self.backend()?;
+        self.open_on(self.backend()?)
+    }
+
+    /// Opens the repository on a backend made by [`Ctx::backend`] (so the
+    /// caller keeps it, e.g. for its request counts).
+    pub fn open_on(&self, backend: Arc<dyn Backend>) -> Result<Arc<Repository>> {
         let missing = || crate::error::Fatal::NoRepository(backend.location());
         if !backend.exists()? {
             return Err(missing().into());

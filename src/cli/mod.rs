@@ -1,5 +1,6 @@
 //! The command line: global options and dispatch to one module per command.
 
+mod agent;
 mod backup;
 mod check;
 pub mod context;
@@ -87,6 +88,12 @@ enum Command {
     Pool(pool::PoolArgs),
     /// Manage the passwords (key files) that open the repository.
     Key(key::KeyArgs),
+    /// Run scheduled backups, prune and check as a long-running process,
+    /// with /healthz, /readyz and /metrics (config from --config / STRATA_CONFIG).
+    Agent(agent::AgentArgs),
+    /// GET the agent's /healthz and exit 0 when it answers (for container
+    /// HEALTHCHECKs in images without curl).
+    Healthcheck(agent::HealthcheckArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -108,12 +115,32 @@ pub fn main() -> i32 {
         quiet: cli.quiet,
     };
     let password_command = cli.password_command;
+    // The agent reads (and re-reads) its config itself; a health check
+    // needs no config at all.
+    let command = match cli.command {
+        Command::Agent(a) => {
+            let g = agent::AgentGlobals {
+                config: cli.config,
+                globals: crate::agent::Globals {
+                    repo: cli.repo,
+                    password_file: cli.password_file,
+                    password_command,
+                    listen: None,
+                },
+                verbose: cli.verbose,
+                quiet: cli.quiet,
+            };
+            return finish(agent::run(g, a), out);
+        }
+        Command::Healthcheck(a) => return finish(agent::healthcheck(a), out),
+        other => other,
+    };
     let result = Ctx::new(cli.repo, cli.config, cli.password_file, out)
         .map(|mut ctx| {
             ctx.password_command = password_command;
             ctx
         })
-        .and_then(|ctx| match cli.command {
+        .and_then(|ctx| match command {
             Command::Init(a) => init::run(&ctx, a),
             Command::Backup(a) => backup::run(&ctx, a),
             Command::Snapshots(a) => inspect::snapshots(&ctx, a),
@@ -127,7 +154,13 @@ pub fn main() -> i32 {
             Command::Key(a) => key::run(&ctx, a),
             Command::Forget(a) => forget::forget(&ctx, a),
             Command::Prune(a) => forget::run_prune(&ctx, a),
+            Command::Agent(_) | Command::Healthcheck(_) => unreachable!("dispatched above"),
         });
+    finish(result, out)
+}
+
+/// The exit code of a command's result; errors are printed as one line.
+fn finish(result: anyhow::Result<i32>, out: Output) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {

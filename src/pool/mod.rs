@@ -458,6 +458,20 @@ impl Backend for Pool {
             .collect()
     }
 
+    fn request_counts(&self) -> Vec<crate::store::RequestCounts> {
+        self.members
+            .iter()
+            .map(|m| {
+                let (requests, errors) = m.backend.request_counts();
+                crate::store::RequestCounts {
+                    member: m.name.clone(),
+                    requests,
+                    errors,
+                }
+            })
+            .collect()
+    }
+
     fn take_bad_copies(&self) -> Vec<String> {
         std::mem::take(&mut *self.bad_copies.lock().expect("bad copies"))
     }

@@ -28,6 +28,18 @@ pub struct ObjectInfo {
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Requests sent to one store (a pool member, or the single store), for
+/// metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Pool member name; empty for a single store.
+    pub member: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that failed (a missing object does not count).
+    pub errors: u64,
+}
+
 /// A place that stores objects under string keys. Blocking; safe to share
 /// between threads.
 pub trait Backend: Send + Sync {
@@ -83,6 +95,11 @@ pub trait Backend: Send + Sync {
 
     /// Bytes served per member (name, bytes), for reports; empty for a single store.
     fn served(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    /// Requests sent so far, per store (one entry per pool member).
+    fn request_counts(&self) -> Vec<RequestCounts> {
         Vec::new()
     }
 

@@ -47,6 +47,29 @@ pub struct ObjectBackend {
     store: OnceLock<Arc<dyn ObjectStore>>,
     location: String,
     local_root: Option<PathBuf>,
+    /// Requests sent and how many failed (a missing object is no failure).
+    counts: RequestCounter,
+}
+
+/// Requests sent to a store and how many of them failed, for metrics.
+#[derive(Default)]
+struct RequestCounter {
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl RequestCounter {
+    /// Counts one request and passes its result through.
+    fn count<T>(&self, r: Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        if let Err(e) = &r
+            && !super::is_not_found(e)
+        {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        r
+    }
 }
 
 /// Opens a repository URL: a plain path, `file:///path`, `s3://bucket/prefix`,
@@ -84,6 +107,7 @@ fn local(path: PathBuf, options: &BTreeMap<String, String>) -> Result<ObjectBack
         store: OnceLock::new(),
         location: abs.display().to_string(),
         local_root: Some(abs),
+        counts: RequestCounter::default(),
     })
 }
 
@@ -168,6 +192,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         store: cell,
         location,
         local_root: None,
+        counts: RequestCounter::default(),
     })
 }
 
@@ -255,7 +280,7 @@ impl ObjectBackend {
 
     /// Writes a whole object; large ones go up as a multipart upload whose
     /// parts are sent concurrently (and aborted on failure).
-    pub async fn put_async(&self, key: &str, bytes: Bytes) -> Result<()> {
+    async fn put_async_uncounted(&self, key: &str, bytes: Bytes) -> Result<()> {
         let path = ObjPath::from(key);
         let store = self.store_creating(true)?;
         let result = if bytes.len() >= MULTIPART_THRESHOLD && self.local_root.is_none() {
@@ -275,7 +300,7 @@ impl ObjectBackend {
     }
 
     /// Reads a whole object.
-    pub async fn get_async(&self, key: &str) -> Result<Bytes> {
+    async fn get_async_uncounted(&self, key: &str) -> Result<Bytes> {
         let path = ObjPath::from(key);
         let store = self.store()?;
         async {
@@ -288,7 +313,7 @@ impl ObjectBackend {
     }
 
     /// Reads a byte range, refusing short reads.
-    pub async fn get_range_async(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+    async fn get_range_async_uncounted(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let path = ObjPath::from(key);
         let want = range.end - range.start;
         let bytes = self
@@ -304,7 +329,7 @@ impl ObjectBackend {
     }
 
     /// Lists objects under a prefix.
-    pub async fn list_async(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    async fn list_async_uncounted(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let p = ObjPath::from(prefix.trim_end_matches('/'));
         let store = match self.store() {
             Ok(s) => s,
@@ -330,7 +355,7 @@ impl ObjectBackend {
     }
 
     /// Size of an object.
-    pub async fn size_async(&self, key: &str) -> Result<u64> {
+    async fn size_async_uncounted(&self, key: &str) -> Result<u64> {
         let path = ObjPath::from(key);
         self.store()?
             .head(&path)
@@ -341,7 +366,7 @@ impl ObjectBackend {
     }
 
     /// Deletes an object; a missing one is fine.
-    pub async fn delete_async(&self, key: &str) -> Result<()> {
+    async fn delete_async_uncounted(&self, key: &str) -> Result<()> {
         let path = ObjPath::from(key);
         match self.store()?.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -352,6 +377,50 @@ impl ObjectBackend {
     }
 }
 
+impl ObjectBackend {
+    /// Writes a whole object; large ones go up as a multipart upload whose
+    /// parts are sent concurrently (and aborted on failure).
+    pub async fn put_async(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.counts
+            .count(self.put_async_uncounted(key, bytes).await)
+    }
+
+    /// Reads a whole object.
+    pub async fn get_async(&self, key: &str) -> Result<Bytes> {
+        self.counts.count(self.get_async_uncounted(key).await)
+    }
+
+    /// Reads a byte range, refusing short reads.
+    pub async fn get_range_async(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.counts
+            .count(self.get_range_async_uncounted(key, range).await)
+    }
+
+    /// Lists objects under a prefix.
+    pub async fn list_async(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.counts.count(self.list_async_uncounted(prefix).await)
+    }
+
+    /// Size of an object.
+    pub async fn size_async(&self, key: &str) -> Result<u64> {
+        self.counts.count(self.size_async_uncounted(key).await)
+    }
+
+    /// Deletes an object; a missing one is fine.
+    pub async fn delete_async(&self, key: &str) -> Result<()> {
+        self.counts.count(self.delete_async_uncounted(key).await)
+    }
+
+    /// Requests sent so far and how many failed.
+    pub fn request_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.counts.requests.load(Relaxed),
+            self.counts.errors.load(Relaxed),
+        )
+    }
+}
+
 impl Backend for ObjectBackend {
     fn location(&self) -> String {
         self.location.clone()
@@ -359,6 +428,15 @@ impl Backend for ObjectBackend {
 
     fn default_uploads(&self) -> usize {
         if self.local_root.is_some() { 2 } else { 4 }
+    }
+
+    fn request_counts(&self) -> Vec<super::RequestCounts> {
+        let (requests, errors) = ObjectBackend::request_counts(self);
+        vec![super::RequestCounts {
+            member: String::new(),
+            requests,
+            errors,
+        }]
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {

@@ -1,0 +1,398 @@
+//! Running one job: a backup (then its retention policy), a prune or a
+//! check, through the same library calls as the CLI commands.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+
+use super::config::{CheckJob, JobConfig, PruneJob};
+use super::schedule::Schedule;
+use crate::backup::{BackupOptions, Source, run_backup};
+use crate::cli::context::{ConfigFile, Ctx, default_threads};
+use crate::maintenance::check::{ReadData, check};
+use crate::maintenance::prune::{PruneOptions, prune};
+use crate::maintenance::retention::{Grouping, apply};
+use crate::repo::{ObjectKind, Repository, layout};
+use crate::store::RequestCounts;
+
+/// What a job does.
+#[derive(Debug, Clone)]
+pub enum Task {
+    /// A backup, then its retention policy.
+    Backup(Box<JobConfig>),
+    /// `prune`.
+    Prune(PruneJob),
+    /// `check`, optionally reading a share of the data.
+    Check(CheckJob),
+}
+
+/// A scheduled job.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Unique name (the prune and check jobs are named `prune` and `check`).
+    pub name: String,
+    /// What it does.
+    pub task: Task,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// Up to this much random delay per run.
+    pub jitter: Duration,
+    /// Run once at start-up when a scheduled run was missed.
+    pub run_missed: bool,
+}
+
+impl JobSpec {
+    /// `backup`, `prune` or `check` (a metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self.task {
+            Task::Backup(_) => "backup",
+            Task::Prune(_) => "prune",
+            Task::Check(_) => "check",
+        }
+    }
+}
+
+/// The jobs a config describes.
+pub fn specs(file: &ConfigFile) -> Result<Vec<JobSpec>> {
+    let agent = file.agent.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for job in file.jobs.as_deref().unwrap_or_default() {
+        out.push(JobSpec {
+            name: job.name().to_string(),
+            schedule: job.schedule.clone(),
+            jitter: job.jitter.unwrap_or_default().0,
+            run_missed: job.run_missed.unwrap_or(agent.run_missed),
+            task: Task::Backup(Box::new(job.clone())),
+        });
+    }
+    for (name, sched, jitter, task) in [
+        agent
+            .prune
+            .map(|p| ("prune", p.schedule.clone(), p.jitter, Task::Prune(p))),
+        agent
+            .check
+            .map(|c| ("check", c.schedule.clone(), c.jitter, Task::Check(c))),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if out.iter().any(|j| j.name == name) {
+            bail!(
+                "a [[jobs]] entry is named {name:?}, the name of the [agent.{name}] job; rename it"
+            );
+        }
+        out.push(JobSpec {
+            name: name.into(),
+            schedule: sched,
+            jitter: jitter.unwrap_or_default().0,
+            run_missed: false,
+            task,
+        });
+    }
+    Ok(out)
+}
+
+/// Figures of a finished backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupFigures {
+    /// Source bytes read.
+    pub bytes_read: u64,
+    /// Bytes added to the repository.
+    pub bytes_added: u64,
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Total size over duration, bytes per second.
+    pub rate: f64,
+    /// Source files that could not be read completely.
+    pub warnings: u64,
+}
+
+/// What a successful run reports.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// One line for the log.
+    pub message: String,
+    /// For backups.
+    pub backup: Option<BackupFigures>,
+}
+
+/// Runs a job once. Returns its outcome and the requests it sent per store
+/// (also when it failed).
+pub fn run(
+    spec: &JobSpec,
+    ctx: &Ctx,
+    host: &str,
+    cancel: &Arc<AtomicBool>,
+) -> (Result<Outcome>, Vec<RequestCounts>) {
+    let backend = match ctx.backend() {
+        Ok(b) => b,
+        Err(e) => return (Err(e), Vec::new()),
+    };
+    let result = ctx
+        .open_on(backend.clone())
+        .and_then(|repo| match &spec.task {
+            Task::Backup(job) => backup(&repo, job, host, cancel),
+            Task::Prune(p) => run_prune(&repo, p),
+            Task::Check(c) => run_check(&repo, c),
+        });
+    for n in backend.take_notices() {
+        tracing::warn!(job = %spec.name, "{n}");
+    }
+    (result, backend.request_counts())
+}
+
+fn backup(
+    repo: &Arc<Repository>,
+    job: &JobConfig,
+    host: &str,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Outcome> {
+    let source = match &job.command {
+        Some(cmd) => Source::Stdin {
+            name: job.stdin_file_name(),
+            reader: Box::new(ChildReader::spawn(job.name(), cmd, cancel.clone())?),
+        },
+        None => Source::Paths(job.paths.clone()),
+    };
+    let opts = BackupOptions {
+        time: None,
+        source,
+        mode: job.mode,
+        tags: job.tags.clone(),
+        host: host.to_string(),
+        excludes: job.excludes.clone(),
+        threads: job.threads.unwrap_or_else(default_threads),
+        uploads: job
+            .uploads
+            .unwrap_or_else(|| repo.backend().default_uploads()),
+        progress: Arc::new(crate::progress::Counters::default()),
+        scan_totals: false,
+        cancel: Some(cancel.clone()),
+    };
+    let report = run_backup(repo.clone(), opts)?;
+    for w in &report.warnings {
+        tracing::warn!(job = %job.name(), "{w}");
+    }
+    let s = &report.snapshot.summary;
+    let figures = BackupFigures {
+        bytes_read: s.bytes_read,
+        bytes_added: s.data_added,
+        files: s.files_new + s.files_changed + s.files_unmodified,
+        rate: crate::report::rate(s.total_bytes, s.duration_s),
+        warnings: report.warnings.len() as u64,
+    };
+    let mut message = format!(
+        "snapshot {} saved: {} files ({} new, {} changed), read {}, added {} in {:.1}s",
+        report.snapshot_id.short(),
+        figures.files,
+        s.files_new,
+        s.files_changed,
+        crate::report::bytes(s.bytes_read),
+        crate::report::bytes(s.data_added),
+        s.duration_s
+    );
+    if let Some(r) = &job.retention {
+        let removed = forget(repo, r, host, &report.snapshot.paths, &report.snapshot_id)
+            .context("snapshot saved, but applying the retention policy failed")?;
+        message.push_str(&format!("; retention removed {removed} snapshot(s)"));
+    }
+    Ok(Outcome {
+        message,
+        backup: Some(figures),
+    })
+}
+
+/// Applies a job's retention policy to its snapshots (this host, these
+/// paths); never removes `keep`. Returns how many were removed.
+fn forget(
+    repo: &Repository,
+    retention: &super::config::Retention,
+    host: &str,
+    paths: &[String],
+    keep: &crate::id::Id,
+) -> Result<usize> {
+    let mut paths = paths.to_vec();
+    paths.sort();
+    let mine: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| {
+            let mut p = s.paths.clone();
+            p.sort();
+            s.hostname == host && p == paths
+        })
+        .collect();
+    let decisions = apply(
+        &mine,
+        &retention.policy(),
+        Grouping {
+            host: true,
+            paths: true,
+            tags: false,
+        },
+    );
+    let mut removed = 0;
+    for d in decisions.iter().filter(|d| !d.keep && d.id != *keep) {
+        repo.backend()
+            .delete(&layout::object(ObjectKind::Snapshot, &d.id))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+fn run_prune(repo: &Arc<Repository>, p: &PruneJob) -> Result<Outcome> {
+    let opts = PruneOptions {
+        max_unused_pct: p.max_unused.map_or(5.0, |v| v.0),
+        grace: p.grace.map_or(Duration::from_secs(3600), |g| g.0),
+        dry_run: false,
+    };
+    let r = prune(repo, &opts)?;
+    let mut message = format!(
+        "deleted {} packs ({}), marked {} ({}), repacked {}",
+        r.packs_deleted,
+        crate::report::bytes(r.bytes_freed),
+        r.packs_marked,
+        crate::report::bytes(r.bytes_marked),
+        r.packs_repacked
+    );
+    for w in &r.waiting_reasons {
+        message.push_str(&format!("; waiting: {w}"));
+    }
+    Ok(Outcome {
+        message,
+        backup: None,
+    })
+}
+
+fn run_check(repo: &Repository, c: &CheckJob) -> Result<Outcome> {
+    let read = match c.read_data_subset {
+        Some(p) if p.0 > 0.0 => ReadData::Subset(p.0),
+        _ => ReadData::None,
+    };
+    let r = check(repo, read)?;
+    for w in &r.warnings {
+        tracing::warn!(job = "check", "{w}");
+    }
+    for e in &r.errors {
+        tracing::error!(job = "check", "{e}");
+    }
+    if !r.errors.is_empty() {
+        bail!(
+            "check found {} error(s): the repository is damaged",
+            r.errors.len()
+        );
+    }
+    Ok(Outcome {
+        message: format!(
+            "checked {} snapshots, {} trees, {} packs ({} read, {} blobs verified): no errors",
+            r.snapshots, r.trees, r.packs, r.packs_read, r.blobs_read
+        ),
+        backup: None,
+    })
+}
+
+/// When each backup job last saved a snapshot (its host and paths), for
+/// catching up missed runs.
+pub fn last_backups(
+    repo: &Repository,
+    jobs: &[JobSpec],
+    host: &str,
+) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
+    let snaps = repo.snapshots()?;
+    Ok(jobs
+        .iter()
+        .filter_map(|j| match &j.task {
+            Task::Backup(cfg) => Some((j.name.clone(), cfg.snapshot_paths())),
+            _ => None,
+        })
+        .map(|(name, paths)| {
+            let last = snaps
+                .iter()
+                .filter(|(_, s)| {
+                    let mut p = s.paths.clone();
+                    p.sort();
+                    s.hostname == host && p == paths
+                })
+                .map(|(_, s)| s.time)
+                .max();
+            (name, last)
+        })
+        .collect())
+}
+
+/// The standard output of a command, as a backup source. A command that
+/// fails (non-zero exit) fails the backup, so a broken dump never becomes a
+/// snapshot; a cancelled backup kills the command.
+struct ChildReader {
+    name: String,
+    child: Child,
+    stdout: ChildStdout,
+    cancel: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl ChildReader {
+    fn spawn(job: &str, argv: &[String], cancel: Arc<AtomicBool>) -> Result<ChildReader> {
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run the job's command {:?}", argv[0]))?;
+        let stdout = child.stdout.take().context("command has no stdout")?;
+        if let Some(stderr) = child.stderr.take() {
+            let (job, program) = (job.to_string(), argv[0].clone());
+            let _ = std::thread::Builder::new()
+                .name("strata-cmd-stderr".into())
+                .spawn(move || {
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        tracing::warn!(job = %job, command = %program, "{line}");
+                    }
+                });
+        }
+        Ok(ChildReader {
+            name: argv[0].clone(),
+            child,
+            stdout,
+            cancel,
+            done: false,
+        })
+    }
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            let _ = self.child.kill();
+            // Not ErrorKind::Interrupted: readers retry on that.
+            return Err(std::io::Error::other("backup cancelled"));
+        }
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !self.done {
+            self.done = true;
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!(
+                    "command {:?} failed ({status})",
+                    self.name
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! `strata agent` end to end: scheduled backups, /metrics, a run triggered
+//! over HTTP, SIGTERM within the grace period (also in the middle of a
+//! backup), start-up refusal of bad configs, and `--check-config` on every
+//! shipped config. Runs against a local repository, and also against S3
+//! when STRATA_TEST_S3_ENDPOINT (and _BUCKET, _KEY, _SECRET) are set, as
+//! `scripts/test` does; without them the S3 case says so and passes.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata");
+const TOKEN: &str = "test-token-0123";
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "agent test password\n").unwrap();
+        Env { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("STRATA_NO_CACHE", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a CLI command with the repository and password of `config`.
+    fn strata(&self, config: &Path, args: &[&str]) -> Output {
+        self.cmd()
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn write_config(&self, name: &str, repo_section: &str, port: u16, extra: &str) -> PathBuf {
+        let text = format!(
+            "{repo_section}\npassword_file = {pw:?}\n\n[agent]\nlisten = \"127.0.0.1:{port}\"\ngrace_period = \"20s\"\nprobe_interval = \"1s\"\nlog_format = \"json\"\n\n{extra}",
+            pw = self.path("pw").to_str().unwrap(),
+        );
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn spawn_agent(&self, config: &Path) -> Child {
+        self.cmd()
+            .arg("agent")
+            .arg("--config")
+            .arg(config)
+            .env("STRATA_AGENT_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 request; returns (status, body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    Some((status, body.to_string()))
+}
+
+/// A metric's value for a label selector such as `job="vol"`.
+fn metric(text: &str, name: &str, selector: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| l.contains(selector))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn sigterm(child: &Child) {
+    signal(child, libc::SIGTERM);
+}
+
+/// Waits for exit; returns (status code, seconds taken, stderr).
+fn wait_exit(mut child: Child, limit: Duration) -> (Option<i32>, f64, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), start.elapsed().as_secs_f64(), err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the agent did not exit within {limit:?}; its log:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The scenario of the acceptance criteria against one repository.
+fn scheduled_backups(env: &Env, repo_section: &str) {
+    let data = env.path("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let payload: Vec<u8> = (0..2_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(data.join("big.bin"), &payload).unwrap();
+    std::fs::write(data.join("sub/small.txt"), b"hello agent\n").unwrap();
+    let port = free_port();
+    let config = env.write_config(
+        "agent.toml",
+        repo_section,
+        port,
+        &format!(
+            "[[jobs]]\nname = \"vol\"\npaths = [{:?}]\nschedule = \"*/2 * * * * *\"\ntags = [\"agent\"]\nretention = {{ keep_last = 50 }}\n",
+            data.to_str().unwrap()
+        ),
+    );
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    let started = chrono::Utc::now().timestamp() as f64;
+    let agent = env.spawn_agent(&config);
+
+    // Process alive: /healthz answers without a token.
+    wait_for("/healthz", Duration::from_secs(20), || {
+        http(port, "GET", "/healthz", None).filter(|(s, _)| *s == 200)
+    });
+    // Everything else needs the token.
+    assert_eq!(http(port, "GET", "/metrics", None).unwrap().0, 401);
+    assert_eq!(http(port, "GET", "/metrics", Some("wrong")).unwrap().0, 401);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+
+    // Two successful scheduled runs.
+    let text = wait_for("two successful runs", Duration::from_secs(60), || {
+        let (status, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+        assert_eq!(status, 200);
+        let runs = metric(&body, "strata_job_runs_total", "job=\"vol\"")?;
+        let errors = metric(&body, "strata_job_errors_total", "job=\"vol\"")?;
+        let running = metric(&body, "strata_job_running", "job=\"vol\"")?;
+        assert_eq!(errors, 0.0, "a run failed:\n{body}");
+        (runs - running >= 2.0).then_some(body)
+    });
+    let last = metric(
+        &text,
+        "strata_job_last_success_timestamp_seconds",
+        "job=\"vol\"",
+    )
+    .unwrap();
+    assert!(
+        last >= started && last <= chrono::Utc::now().timestamp() as f64 + 1.0,
+        "last success {last}, started {started}"
+    );
+    let read = metric(&text, "strata_backup_bytes_read_total", "job=\"vol\"").unwrap();
+    let added = metric(&text, "strata_backup_bytes_added_total", "job=\"vol\"").unwrap();
+    assert!(
+        read >= payload.len() as f64,
+        "bytes read {read} < {}",
+        payload.len()
+    );
+    assert!(added > 0.0, "nothing added");
+    assert!(
+        metric(&text, "strata_backup_last_files", "job=\"vol\"").unwrap() >= 2.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "strata_pool_member_requests_total", "member=").unwrap() > 0.0,
+        "{text}"
+    );
+    assert!(text.contains("strata_build_info{version=\""), "{text}");
+    assert!(text.contains("strata_repository_ready 1"), "{text}");
+
+    // A run triggered over HTTP (409 while a scheduled one is running).
+    let before = metric(&text, "strata_job_runs_total", "job=\"vol\"").unwrap();
+    wait_for("a triggered run", Duration::from_secs(30), || {
+        let (status, body) = http(port, "POST", "/jobs/vol/run", Some(TOKEN))?;
+        assert!(status == 202 || status == 409, "{status} {body}");
+        (status == 202).then_some(())
+    });
+    let (status, _) = http(port, "POST", "/jobs/nope/run", Some(TOKEN)).unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(
+        http(port, "POST", "/jobs/vol/run", None).unwrap().0,
+        401,
+        "trigger without token"
+    );
+    wait_for(
+        "the triggered run to count",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+            (metric(&body, "strata_job_runs_total", "job=\"vol\"")? > before).then_some(())
+        },
+    );
+
+    // SIGHUP: a broken config is refused (the running one stays), a good
+    // one is applied.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("[[jobs]]", "[[jobs]]\nbogus = 1")).unwrap();
+    signal(&agent, libc::SIGHUP);
+    wait_for("a refused reload", Duration::from_secs(20), || {
+        let (_, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+        (body.contains("strata_agent_reload_errors_total 1")).then_some(())
+    });
+    let extra = format!(
+        "{good}\n[[jobs]]\nname = \"later\"\npaths = [{:?}]\nschedule = \"0 0 1 1 *\"\n",
+        data.join("sub").to_str().unwrap()
+    );
+    std::fs::write(&config, extra).unwrap();
+    signal(&agent, libc::SIGHUP);
+    wait_for("the reloaded job", Duration::from_secs(20), || {
+        let (_, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+        metric(&body, "strata_job_runs_total", "job=\"later\"")
+    });
+    assert_eq!(
+        http(port, "POST", "/jobs/later/run", Some(TOKEN))
+            .unwrap()
+            .0,
+        202
+    );
+
+    // SIGTERM: a clean exit within the grace period.
+    sigterm(&agent);
+    let (code, took, log) = wait_exit(agent, Duration::from_secs(25));
+    assert_eq!(code, Some(0), "exit code; log:\n{log}");
+    assert!(took < 20.0, "took {took}s");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("agent test password"), "password logged");
+    assert!(!log.contains(TOKEN), "token logged");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    assert!(log.contains("snapshot"), "{log}");
+
+    // A consistent repository with the snapshots.
+    assert_ok(&env.strata(&config, &["check"]), "check");
+    let out = env.strata(&config, &["--json", "snapshots"]);
+    assert_ok(&out, "snapshots");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.matches("agent").count() >= 3, "{listing}");
+}
+
+#[test]
+fn scheduled_backups_metrics_trigger_and_sigterm_on_a_local_repository() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    scheduled_backups(
+        &env,
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+    );
+}
+
+#[test]
+fn scheduled_backups_metrics_trigger_and_sigterm_on_s3() {
+    let get = |k: &str| std::env::var(k).ok();
+    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
+        eprintln!("skipped: STRATA_TEST_S3_ENDPOINT is not set (run ./scripts/test)");
+        return;
+    };
+    let bucket = get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into());
+    let prefix = format!("agent-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let env = Env::new();
+    let section = format!(
+        "[repository]\nurl = \"s3://{bucket}/{prefix}\"\noptions = {{ aws_endpoint = {endpoint:?}, aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = {:?}, aws_secret_access_key = {:?} }}",
+        get("STRATA_TEST_S3_KEY").unwrap_or_default(),
+        get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
+    );
+    scheduled_backups(&env, &section);
+}
+
+#[test]
+fn sigterm_during_a_backup_checkpoints_and_exits_zero() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let port = free_port();
+    // A dump that never ends: the backup can only stop by checkpointing.
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        "[[jobs]]\nname = \"endless\"\ncommand = [\"sh\", \"-c\", \"while :; do head -c 1048576 /dev/urandom; done\"]\nschedule = \"0 0 1 1 *\"\n",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("grace_period = \"20s\"", "grace_period = \"6s\"");
+    std::fs::write(&config, text).unwrap();
+    assert_ok(
+        &env.strata(&config, &["init", "--pack-size-mib", "1"]),
+        "init",
+    );
+    let agent = env.spawn_agent(&config);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+    let (status, body) = http(port, "POST", "/jobs/endless/run", Some(TOKEN)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    // Let it upload a few packs.
+    wait_for("packs to be uploaded", Duration::from_secs(30), || {
+        let n = walk_count(&repo.join("data"));
+        (n >= 3).then_some(())
+    });
+    sigterm(&agent);
+    let (code, took, log) = wait_exit(agent, Duration::from_secs(12));
+    assert_eq!(code, Some(0), "exit code; log:\n{log}");
+    assert!(took <= 7.0, "took {took}s, grace 6s; log:\n{log}");
+    assert!(log.contains("re-used by the next run"), "{log}");
+    // No snapshot, but the uploaded packs are indexed and the repository
+    // is consistent (and unlocked).
+    assert!(walk_count(&repo.join("index")) >= 1, "no index written");
+    assert_eq!(walk_count(&repo.join("locks")), 0, "a lock was left");
+    assert_ok(&env.strata(&config, &["check"]), "check");
+    let out = env.strata(&config, &["snapshots"]);
+    assert_ok(&out, "snapshots");
+}
+
+fn walk_count(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                walk_count(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn bad_configs_are_refused_at_start_naming_line_and_field() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let pw = env.path("pw");
+    let base = format!(
+        "[repository]\nurl = {:?}\npassword_file = {:?}\n\n[[jobs]]\nname = \"vol\"\npaths = [\"/tmp\"]\nschedule = \"*/5 * * * *\"\n",
+        repo.to_str().unwrap(),
+        pw.to_str().unwrap()
+    );
+    let cases = [
+        (
+            "unknown key",
+            base.replace("paths = [", "pathz = [\"/x\"]\npaths = ["),
+            vec!["line 7", "pathz"],
+        ),
+        (
+            "bad cron",
+            base.replace("*/5 * * * *", "*/5 * * * * * *"),
+            vec!["line 8", "cron"],
+        ),
+        (
+            "bad cron value",
+            base.replace("*/5 * * * *", "99 * * * *"),
+            vec!["line 8", "cron"],
+        ),
+        (
+            "missing password",
+            base.replace(&format!("password_file = {:?}\n", pw.to_str().unwrap()), ""),
+            vec!["password_file", "STRATA_PASSWORD"],
+        ),
+        (
+            "unreadable password file",
+            base.replace("/pw\"", "/no-such-pw\""),
+            vec!["line 3", "password_file"],
+        ),
+        (
+            "bad duration",
+            base.replace("schedule", "jitter = \"soon\"\nschedule"),
+            vec!["line 8", "duration"],
+        ),
+        (
+            "duplicate job",
+            format!(
+                "{base}\n[[jobs]]\nname = \"vol\"\npaths = [\"/x\"]\nschedule = \"* * * * *\"\n"
+            ),
+            vec!["line 11", "name"],
+        ),
+    ];
+    for (what, text, needles) in cases {
+        let cfg = env.path("bad.toml");
+        std::fs::write(&cfg, &text).unwrap();
+        for args in [vec!["agent", "--config"], vec!["agent", "--check-config"]] {
+            if what.contains("password") && args[1] == "--check-config" {
+                continue; // secrets are only needed to start
+            }
+            let out = env.cmd().args(&args).arg(&cfg).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{what} {args:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+            for n in &needles {
+                assert!(err.contains(n), "{what} {args:?}: {n:?} not in {err}");
+            }
+            assert!(!err.contains("panicked"), "{what}: {err}");
+        }
+    }
+}
+
+/// Every shipped config passes `strata agent --check-config`, and the
+/// Dockerfile's commands exist.
+#[test]
+fn shipped_configs_and_dockerfile_match_the_binary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut configs = vec![root.join("config/strata.example.toml")];
+    let mut stack = vec![root.join("examples")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                configs.push(p);
+            }
+        }
+    }
+    assert!(configs.len() >= 3, "{configs:?}");
+    for c in &configs {
+        let out = Command::new(BIN)
+            .env_remove("STRATA_CONFIG")
+            .env_remove("STRATA_REPO")
+            .args(["agent", "--check-config"])
+            .arg(c)
+            .output()
+            .unwrap();
+        assert_ok(&out, &format!("--check-config {}", c.display()));
+    }
+    let docker = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    assert!(docker.contains("ENTRYPOINT [\"strata\"]"), "{docker}");
+    assert!(docker.contains("CMD [\"agent\"]"), "{docker}");
+    assert!(docker.contains("HEALTHCHECK"), "{docker}");
+    assert!(docker.contains("\"healthcheck\""), "{docker}");
+    assert!(docker.contains("USER "), "{docker}");
+    for args in [["agent", "--help"], ["healthcheck", "--help"]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_ok(&out, &args.join(" "));
+    }
+    let help = Command::new(BIN)
+        .args(["agent", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--check-config", "--log-format", "--listen", "--config"] {
+        assert!(help.contains(flag), "{flag} missing from agent --help");
+    }
+    // Nothing listens there: the health check fails with exit 1.
+    let out = Command::new(BIN)
+        .args(["healthcheck", "--url"])
+        .arg(format!("http://127.0.0.1:{}/healthz", free_port()))
+        .args(["--timeout", "2s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
