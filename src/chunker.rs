@@ -36,7 +36,10 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     /// Checks the bounds fastcdc supports and that min < avg < max.
     pub fn validate(&self) -> Result<()> {
-        let ok = self.min_size >= 64
+        // FastCDC 2020 hashes two bytes a step from min_size rounded down to
+        // even, so an odd minimum could be undercut by one byte.
+        let ok = self.min_size.is_multiple_of(2)
+            && self.min_size >= 64
             && self.min_size < self.avg_size
             && self.avg_size < self.max_size
             && self.avg_size >= 256
@@ -44,7 +47,7 @@ impl ChunkerParams {
             && self.max_size <= 16 * 1024 * 1024;
         if !ok {
             bail!(
-                "invalid chunker sizes min {} avg {} max {}: need 64 <= min < avg < max <= 16 MiB, avg <= 4 MiB",
+                "invalid chunker sizes min {} avg {} max {}: need an even min, 64 <= min < avg < max <= 16 MiB, avg <= 4 MiB",
                 self.min_size,
                 self.avg_size,
                 self.max_size

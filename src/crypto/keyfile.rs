@@ -49,7 +49,7 @@ impl Default for KdfParams {
 
 impl KdfParams {
     fn validate(&self) -> Result<()> {
-        if self.memory_kib < 8 * self.parallelism.max(1)
+        if u64::from(self.memory_kib) < 8 * u64::from(self.parallelism.max(1))
             || self.memory_kib > MAX_MEMORY_KIB
             || self.iterations == 0
             || self.iterations > MAX_ITERATIONS

@@ -83,6 +83,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// Serializes the snapshot.
     pub fn encode(&self) -> Vec<u8> {
+        // JSON has no NaN or infinity: a nonsense duration is stored as 0
+        // rather than making the snapshot unreadable.
+        if !self.summary.duration_s.is_finite() {
+            let mut s = self.clone();
+            s.summary.duration_s = 0.0;
+            return s.encode();
+        }
         serde_json::to_vec(self).expect("snapshot serializes")
     }
 
