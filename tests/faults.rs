@@ -173,6 +173,21 @@ fn backup_killed_at_random_moments_leaves_a_usable_repository() {
     }
     let out = run(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Prune reclaims what the killed runs left unindexed, and nothing else.
+    let out = run(&["prune", "--grace", "0s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains("not in any index"),
+        "orphans left after prune: {all}"
+    );
     let target = dir.path().join("restored");
     let out = run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));

@@ -253,6 +253,12 @@ fn print_prune(ctx: &Ctx, r: &PruneReport, dry_run: bool) {
         r.packs_repacked,
         bytes(r.bytes_repacked)
     ));
+    if r.orphans_marked > 0 {
+        ctx.out.line(format!(
+            "{} of the marked packs are left over from interrupted backups (no index names them)",
+            r.orphans_marked
+        ));
+    }
     if r.packs_rescued > 0 {
         ctx.out.line(format!(
             "kept {} marked packs that a snapshot still needs",

@@ -90,6 +90,8 @@ pub struct PruneReport {
     pub packs_marked: u64,
     /// Bytes they hold.
     pub bytes_marked: u64,
+    /// Of the packs marked, those no index names (left by a killed backup).
+    pub orphans_marked: u64,
     /// Packs whose used blobs were copied into new packs.
     pub packs_repacked: u64,
     /// Bytes copied by repacking.
@@ -231,11 +233,24 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
             });
         }
     }
-    let stored: HashMap<Id, u64> = repo
-        .backend()
-        .list(layout::DATA)?
-        .into_iter()
+    let listed_packs = repo.backend().list(layout::DATA)?;
+    let stored: HashMap<Id, u64> = listed_packs
+        .iter()
         .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
+        .collect();
+    // Packs no index names, older than the grace period by server time: left
+    // by killed backups. They go through the same marker protocol as any
+    // other pack, so one a live backup is still about to index is rescued.
+    let orphans: Vec<Id> = listed_packs
+        .iter()
+        .filter_map(|o| {
+            let id = layout::pack_id_of(&o.key)?;
+            let age = server_now
+                .signed_duration_since(o.modified?)
+                .to_std()
+                .ok()?;
+            (!packs.contains_key(&id) && age >= opts.grace).then_some(id)
+        })
         .collect();
 
     // --- Sweep phase ---
@@ -364,6 +379,12 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
             }
         }
     }
+    let orphans: Vec<Id> = orphans
+        .into_iter()
+        .filter(|p| !already_marked.contains(p))
+        .collect();
+    report.orphans_marked = orphans.len() as u64;
+    mark.extend(orphans);
     report.packs_marked = (mark.len() + repack.len()) as u64;
     report.bytes_marked = mark
         .iter()
