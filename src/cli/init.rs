@@ -7,9 +7,9 @@ use super::context::Ctx;
 use crate::crypto::keyfile::KdfParams;
 use crate::repo::Repository;
 
-/// Arguments of `init`.
+/// Argon2id cost of a new key file (shared by `init` and `key add|passwd`).
 #[derive(Args, Debug)]
-pub struct InitArgs {
+pub struct KdfArgs {
     /// Argon2id memory in KiB for the new key.
     #[arg(long, default_value_t = KdfParams::default().memory_kib)]
     argon2_memory_kib: u32,
@@ -19,6 +19,24 @@ pub struct InitArgs {
     /// Argon2id lanes.
     #[arg(long, default_value_t = KdfParams::default().parallelism)]
     argon2_parallelism: u32,
+}
+
+impl KdfArgs {
+    /// The KDF parameters chosen.
+    pub fn kdf(&self) -> KdfParams {
+        KdfParams {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+}
+
+/// Arguments of `init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    kdf: KdfArgs,
     /// Target pack size in MiB (larger packs mean fewer objects; smaller
     /// ones let prune reclaim space at a finer grain).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -28,11 +46,7 @@ pub struct InitArgs {
 impl InitArgs {
     /// The KDF parameters chosen.
     pub fn kdf(&self) -> KdfParams {
-        KdfParams {
-            memory_kib: self.argon2_memory_kib,
-            iterations: self.argon2_iterations,
-            parallelism: self.argon2_parallelism,
-        }
+        self.kdf.kdf()
     }
 }
 

@@ -38,15 +38,8 @@ struct NewKeyArgs {
     /// File holding the new password.
     #[arg(long, env = "STRATA_NEW_PASSWORD_FILE", value_name = "FILE")]
     new_password_file: Option<PathBuf>,
-    /// Argon2id memory in KiB for the new key.
-    #[arg(long, default_value_t = KdfParams::default().memory_kib)]
-    argon2_memory_kib: u32,
-    /// Argon2id passes.
-    #[arg(long, default_value_t = KdfParams::default().iterations)]
-    argon2_iterations: u32,
-    /// Argon2id lanes.
-    #[arg(long, default_value_t = KdfParams::default().parallelism)]
-    argon2_parallelism: u32,
+    #[command(flatten)]
+    kdf: super::init::KdfArgs,
 }
 
 impl NewKeyArgs {
@@ -62,11 +55,7 @@ impl NewKeyArgs {
     }
 
     fn kdf(&self) -> KdfParams {
-        KdfParams {
-            memory_kib: self.argon2_memory_kib,
-            iterations: self.argon2_iterations,
-            parallelism: self.argon2_parallelism,
-        }
+        self.kdf.kdf()
     }
 }
 
