@@ -121,7 +121,7 @@ impl Chunker {
         // One byte more than the hint, so the end is seen without a refill.
         let cap = usize::try_from(size_hint.saturating_add(1))
             .unwrap_or(full)
-            .clamp(64 * 1024, full);
+            .clamp(4096, full);
         ChunkStream {
             chunker: self,
             reader,

@@ -393,3 +393,73 @@ fn forget_dry_run_explains_every_decision_for_200_snapshots() {
         200
     );
 }
+
+/// Blobs stored twice (two backups that raced each other) must not make
+/// prune repack the same data back and forth: a second prune finds nothing.
+#[test]
+fn duplicated_blobs_settle_after_one_prune() {
+    let repo = Repo::new();
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Even-numbered files now, odd ones later: read in name order, so the
+    // second backup's packs mix shared blobs with new ones.
+    for i in (0..24).step_by(2) {
+        std::fs::write(src.join(format!("f{i:02}")), bytes(100 + i, 300_000)).unwrap();
+    }
+    repo.ok(&["backup", "-q", "--host", "a", src.to_str().unwrap()]);
+    // Hide the first index so the second backup stores the same blobs again,
+    // next to new ones, then bring it back: every shared blob is in two packs.
+    let index_dir = repo.path("repo/index");
+    let hidden = repo.path("hidden-index");
+    std::fs::rename(&index_dir, &hidden).unwrap();
+    std::fs::create_dir(&index_dir).unwrap();
+    for i in (1..24).step_by(2) {
+        std::fs::write(src.join(format!("f{i:02}")), bytes(100 + i, 300_000)).unwrap();
+    }
+    let out = repo
+        .cmd(&["backup", "-q", "--host", "b", src.to_str().unwrap()])
+        .env("STRATA_NO_CACHE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for e in std::fs::read_dir(&hidden).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), index_dir.join(e.file_name())).unwrap();
+    }
+
+    let prune = |label: &str| {
+        let report = repo.json(&["prune", "--grace", "0s", "--max-unused", "0"]);
+        let p = report
+            .iter()
+            .find(|v| v["message_type"] == "prune")
+            .unwrap_or_else(|| panic!("{label}: no prune report"))
+            .clone();
+        repo.ok(&["check", "--read-data"]);
+        p
+    };
+    let first = prune("first");
+    let second = prune("second");
+    assert_eq!(second["packs_marked"], 0, "first {first}\nsecond {second}");
+    assert_eq!(
+        second["packs_repacked"], 0,
+        "first {first}\nsecond {second}"
+    );
+    for s in repo
+        .json(&["snapshots"])
+        .iter()
+        .filter(|v| v["message_type"] == "snapshot")
+    {
+        let id = s["id"].as_str().unwrap();
+        let target = repo.path(&format!("restored-{id}"));
+        repo.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+        let restored = target.join(src.strip_prefix("/").unwrap());
+        for i in (0..24).step_by(2) {
+            let name = format!("f{i:02}");
+            assert!(std::fs::read(restored.join(&name)).unwrap() == bytes(100 + i, 300_000));
+        }
+    }
+}

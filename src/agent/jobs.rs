@@ -250,6 +250,7 @@ fn run_prune(repo: &Arc<Repository>, p: &PruneJob) -> Result<Outcome> {
         max_unused_pct: p.max_unused.map_or(5.0, |v| v.0),
         grace: p.grace.map_or(Duration::from_secs(3600), |g| g.0),
         dry_run: false,
+        finishing: false,
     };
     let r = prune(repo, &opts)?;
     let mut message = format!(

@@ -663,7 +663,7 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
     let mut node = node_from(OsStr::from_bytes(&walked.name.0), &before);
     let size = before.len();
     let (mut read, mut holes) = (0u64, 0u64);
-    let outcome = match sparse::extents(&file, size) {
+    let outcome = match sparse::extents(&file, &before, size) {
         Some(extents) => extents.into_iter().try_for_each(|e| match e {
             Extent::Data { offset, len } => chunk_into(
                 shared,

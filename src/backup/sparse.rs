@@ -15,10 +15,10 @@ pub enum Extent {
     Hole { len: u64 },
 }
 
-/// The extents of `file` up to `size`, or `None` when the file has no holes
-/// worth skipping (or the file system cannot say where they are).
-pub fn extents(file: &File, size: u64) -> Option<Vec<Extent>> {
-    let meta = file.metadata().ok()?;
+/// The extents of `file` (whose `meta` the caller has) up to `size`, or
+/// `None` when the file has no holes worth skipping (or the file system
+/// cannot say where they are).
+pub fn extents(file: &File, meta: &std::fs::Metadata, size: u64) -> Option<Vec<Extent>> {
     // Allocated less than its length: it has holes (or is compressed or
     // inline; then SEEK_DATA finds one extent and nothing changes).
     if meta.blocks().saturating_mul(512) >= size || size == 0 {
@@ -115,7 +115,7 @@ mod tests {
         f.write_all_at(&[9u8; 1 << 20], 40 * mib).unwrap();
         f.sync_all().unwrap();
         let f = File::open(&path).unwrap();
-        let Some(ext) = extents(&f, 64 * mib) else {
+        let Some(ext) = extents(&f, &f.metadata().unwrap(), 64 * mib) else {
             // A file system without hole support (e.g. some overlays): nothing to check.
             return;
         };
@@ -153,6 +153,6 @@ mod tests {
         let path = dir.path().join("dense");
         std::fs::write(&path, vec![1u8; 100_000]).unwrap();
         let f = File::open(&path).unwrap();
-        assert_eq!(extents(&f, 100_000), None);
+        assert_eq!(extents(&f, &f.metadata().unwrap(), 100_000), None);
     }
 }

@@ -46,6 +46,7 @@ impl PruneArgs {
             max_unused_pct: pct,
             grace,
             dry_run,
+            finishing: false,
         })
     }
 }

@@ -77,6 +77,8 @@ pub struct PruneOptions {
     pub grace: Duration,
     /// Report only.
     pub dry_run: bool,
+    /// Set on the immediate second pass after marking with no grace period.
+    pub finishing: bool,
 }
 
 /// What prune did (or would do).
@@ -397,7 +399,16 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         return Ok(());
     }
     if !repack.is_empty() {
-        report.bytes_repacked = repack_packs(repo, &repack, &packs, &used)?;
+        // Blobs a pack that stays already holds are not copied again: a copy
+        // would make the survivor "partly unused" in turn, and the next run
+        // would repack it back, and so on forever.
+        let leaving: HashSet<&Id> = already_marked.iter().chain(&mark).chain(&repack).collect();
+        let kept_elsewhere: HashSet<Id> = packs
+            .iter()
+            .filter(|(p, _)| !leaving.contains(p))
+            .flat_map(|(_, u)| u.entries.iter().map(|e| e.id))
+            .collect();
+        report.bytes_repacked = repack_packs(repo, &repack, &packs, &used, &kept_elsewhere)?;
     }
     mark.extend(repack);
     let marker = DeletionMarker {
@@ -406,13 +417,15 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
     };
     repo.save_object(ObjectKind::Deletion, &serde_json::to_vec(&marker)?)?;
 
-    // With no grace period and no backup running, finish at once.
-    if opts.grace.is_zero() && live_backups.is_empty() {
+    // With no grace period and no backup running, finish at once (one more
+    // pass; whatever that pass marks waits for the next prune).
+    if opts.grace.is_zero() && live_backups.is_empty() && !opts.finishing {
         let mut again = PruneReport::default();
         run(
             repo,
             &PruneOptions {
                 dry_run: false,
+                finishing: true,
                 ..opts.clone()
             },
             &mut again,
@@ -484,6 +497,7 @@ fn repack_packs(
     victims: &[Id],
     packs: &BTreeMap<Id, PackUse>,
     used: &HashSet<Id>,
+    kept_elsewhere: &HashSet<Id>,
 ) -> Result<u64> {
     let target = repo.config().pack_size as usize;
     let mut index = IndexFile::default();
@@ -501,7 +515,10 @@ fn repack_packs(
         let bytes = repo.backend().get(&name)?;
         let entries = crate::repo::pack::read_pack_header(repo.key(), victim, &bytes)
             .with_context(|| format!("repacking {name}"))?;
-        for e in entries.iter().filter(|e| used.contains(&e.id)) {
+        for e in entries
+            .iter()
+            .filter(|e| used.contains(&e.id) && !kept_elsewhere.contains(&e.id))
+        {
             if !packs[victim].entries.iter().any(|x| x.id == e.id) || !done.insert(e.id) {
                 continue;
             }
