@@ -180,6 +180,15 @@ fn prune_runs_safely_while_backups_run() {
     for h in 0..hosts {
         let (repo, running) = (repo.clone(), running.clone());
         threads.push(std::thread::spawn(move || {
+            // Counts this host as done even if a backup fails (the panic
+            // then surfaces at join instead of the prune loop spinning).
+            struct Done(Arc<AtomicUsize>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _done = Done(running.clone());
             let src = repo.path(&format!("src-{h}"));
             for i in 0..iterations {
                 write_tree(&src, &content(h, i));
@@ -195,7 +204,6 @@ fn prune_runs_safely_while_backups_run() {
                     src.to_str().unwrap(),
                 ]);
             }
-            running.fetch_sub(1, Ordering::SeqCst);
         }));
     }
     let mut prunes = 0;

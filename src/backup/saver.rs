@@ -21,10 +21,10 @@ use crate::repo::layout;
 use crate::repo::pack::{FinishedPack, PackBuilder};
 
 /// Packs per index file written while a backup runs.
-const PACKS_PER_INDEX: usize = 16;
+const PACKS_PER_INDEX: usize = 4;
 /// An index is also written once its oldest pack has waited this long, so an
 /// interrupted backup leaves little that the next run cannot re-use.
-const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(20);
+const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Final figures of a save session.
 #[derive(Default, Debug, Clone, Copy)]

@@ -56,7 +56,13 @@ pub fn load_markers(repo: &Repository) -> Result<Vec<FoundMarker>> {
         let Some(id) = o.key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else {
             continue;
         };
-        let plain = repo.load_object(ObjectKind::Deletion, &id)?;
+        let plain = match repo.load_object(ObjectKind::Deletion, &id) {
+            Ok(p) => p,
+            // Swept between the listing and the read: its packs are gone and
+            // the compacted index, written first, no longer names them.
+            Err(e) if crate::store::is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
         let marker: DeletionMarker =
             serde_json::from_slice(&plain).with_context(|| format!("deletion marker {id}"))?;
         out.push(FoundMarker {

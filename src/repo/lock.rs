@@ -83,10 +83,12 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
         let Some(id) = o.key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else {
             continue;
         };
-        let info = repo
-            .load_object_as(ObjectKind::Lock, &id)
-            .ok()
-            .and_then(|p| serde_json::from_slice::<LockInfo>(&p).ok());
+        let info = match repo.load_object_as(ObjectKind::Lock, &id) {
+            Ok(p) => serde_json::from_slice::<LockInfo>(&p).ok(),
+            // Released between the listing and the read.
+            Err(e) if crate::store::is_not_found(&e) => continue,
+            Err(_) => None,
+        };
         out.push(FoundLock {
             id,
             info,
