@@ -4,6 +4,8 @@
 //! Whatever happens, a restore that reports success is bit-identical, and a
 //! failure is one clear line — never a panic, never silently wrong data.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -50,25 +52,12 @@ fn assert_clean_failure(out: &Output) {
     );
 }
 
-/// Pseudo-random bytes (xorshift), distinct per seed.
-fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn make_tree(dir: &Path, big: usize, big_len: usize, small: usize) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     for i in 0..big {
         files.insert(
             PathBuf::from(format!("big/{i}.bin")),
-            bytes(i as u64, big_len),
+            common::random_bytes(i as u64, big_len),
         );
     }
     for i in 0..small {

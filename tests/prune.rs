@@ -2,6 +2,8 @@
 //! ever deleted, and a prune killed at any moment leaves a consistent
 //! repository that the next prune finishes.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -81,27 +83,18 @@ impl Repo {
     }
 }
 
-fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// What host `h` backs up in iteration `i`: shared data, per-host data and
 /// data new in every iteration (which becomes garbage once forgotten).
 fn content(h: usize, i: usize) -> BTreeMap<String, Vec<u8>> {
     let mut m = BTreeMap::new();
-    m.insert("common.bin".into(), bytes(1, 700_000));
-    m.insert("host.bin".into(), bytes(100 + h as u64, 400_000));
+    m.insert("common.bin".into(), common::random_bytes(1, 700_000));
+    m.insert(
+        "host.bin".into(),
+        common::random_bytes(100 + h as u64, 400_000),
+    );
     m.insert(
         format!("iter-{i}.bin"),
-        bytes(1000 + (h * 100 + i) as u64, 300_000),
+        common::random_bytes(1000 + (h * 100 + i) as u64, 300_000),
     );
     m.insert(
         "note.txt".into(),
@@ -412,7 +405,11 @@ fn duplicated_blobs_settle_after_one_prune() {
     // Even-numbered files now, odd ones later: read in name order, so the
     // second backup's packs mix shared blobs with new ones.
     for i in (0..24).step_by(2) {
-        std::fs::write(src.join(format!("f{i:02}")), bytes(100 + i, 300_000)).unwrap();
+        std::fs::write(
+            src.join(format!("f{i:02}")),
+            common::random_bytes(100 + i, 300_000),
+        )
+        .unwrap();
     }
     repo.ok(&["backup", "-q", "--host", "a", src.to_str().unwrap()]);
     // Hide the first index so the second backup stores the same blobs again,
@@ -422,7 +419,11 @@ fn duplicated_blobs_settle_after_one_prune() {
     std::fs::rename(&index_dir, &hidden).unwrap();
     std::fs::create_dir(&index_dir).unwrap();
     for i in (1..24).step_by(2) {
-        std::fs::write(src.join(format!("f{i:02}")), bytes(100 + i, 300_000)).unwrap();
+        std::fs::write(
+            src.join(format!("f{i:02}")),
+            common::random_bytes(100 + i, 300_000),
+        )
+        .unwrap();
     }
     let out = repo
         .cmd(&["backup", "-q", "--host", "b", src.to_str().unwrap()])
@@ -467,7 +468,10 @@ fn duplicated_blobs_settle_after_one_prune() {
         let restored = target.join(src.strip_prefix("/").unwrap());
         for i in (0..24).step_by(2) {
             let name = format!("f{i:02}");
-            assert!(std::fs::read(restored.join(&name)).unwrap() == bytes(100 + i, 300_000));
+            assert!(
+                std::fs::read(restored.join(&name)).unwrap()
+                    == common::random_bytes(100 + i, 300_000)
+            );
         }
     }
 }
