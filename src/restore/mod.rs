@@ -3,16 +3,17 @@
 
 mod apply;
 mod plan;
+mod target;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use crossbeam_channel::unbounded;
 
 pub use plan::{Entry, walk_snapshot};
@@ -25,6 +26,7 @@ use crate::repo::layout;
 use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
+use target::TargetFault;
 
 /// Options of a restore.
 pub struct RestoreOptions {
@@ -69,53 +71,70 @@ struct Target {
 }
 
 /// Restores a snapshot into `opts.target`.
+///
+/// The target is created if missing and probed for writability first. If the
+/// target file system fails a write with "no space left", "quota exceeded"
+/// or "read-only", the restore stops at once: every file not completely
+/// written (and its hard links) is removed, the complete ones get their
+/// metadata, and the error names the file, the cause and how many files were
+/// restored. Running restore again into the same target completes it.
 pub fn restore(
     repo: &Repository,
     snapshot: &Snapshot,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    target::prepare(&opts.target)?;
     let index = repo.load_index()?;
     let entries = walk_snapshot(repo, &index, &snapshot.tree, &opts.includes)?;
-    std::fs::create_dir_all(&opts.target)
-        .with_context(|| format!("cannot create restore target {}", opts.target.display()))?;
     let mut report = RestoreReport::default();
 
     // Phase 1: create every entry; collect where each blob goes.
     let mut files: Vec<usize> = Vec::new(); // entry positions of regular files to fill
+    let mut placements: Vec<AtomicU32> = Vec::new(); // per file, blob placements
+    let mut links: Vec<(usize, u32)> = Vec::new(); // (entry position, file linked to)
     let mut by_pack: HashMap<Id, Vec<(PackEntry, Vec<Target>)>> = HashMap::new();
     let mut blob_slot: HashMap<Id, (Id, usize)> = HashMap::new();
-    let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut first_link: HashMap<(u64, u64), u32> = HashMap::new();
     let mut missing: Vec<(usize, Id)> = Vec::new();
     let mut created = vec![false; entries.len()];
+    let mut fault: Option<(TargetFault, PathBuf)> = None;
     for (pos, e) in entries.iter().enumerate() {
         let dest = opts.target.join(&e.path);
         let node = &e.node;
-        if node.kind == NodeKind::File && node.links > 1 {
-            if let Some(first) = first_link.get(&(node.device, node.inode)) {
-                match apply::hard_link(first, &dest) {
-                    Ok(()) => {
-                        report.files_restored += 1;
-                        created[pos] = true;
-                    }
-                    Err(e) => report.errors.push(format!("{}: {e:#}", dest.display())),
-                }
-                continue;
+        let linked_to = (node.kind == NodeKind::File && node.links > 1)
+            .then(|| first_link.get(&(node.device, node.inode)).copied())
+            .flatten();
+        let made = match linked_to {
+            Some(file_no) => apply::hard_link(
+                &opts.target.join(&entries[files[file_no as usize]].path),
+                &dest,
+            ),
+            None => apply::create(&dest, node),
+        };
+        if let Err(err) = made {
+            if let Some(f) = TargetFault::of(&err) {
+                fault = Some((f, dest));
+                break;
             }
-            first_link.insert((node.device, node.inode), dest.clone());
-        }
-        if let Err(err) = apply::create(&dest, node) {
             report.errors.push(format!("{}: {err:#}", dest.display()));
             continue;
         }
         created[pos] = true;
+        if let Some(file_no) = linked_to {
+            links.push((pos, file_no));
+            continue;
+        }
         match node.kind {
             NodeKind::Dir => report.dirs_restored += 1,
             NodeKind::File => {
-                report.files_restored += 1;
                 let file_no = files.len() as u32;
                 files.push(pos);
+                if node.links > 1 {
+                    first_link.insert((node.device, node.inode), file_no);
+                }
                 let mut offset = 0u64;
+                let mut count = 0u32;
                 for id in &node.content {
                     let Some((pack, entry)) = index.get(id) else {
                         // Its length is unknown, so nothing after it has a
@@ -128,6 +147,7 @@ pub fn restore(
                         offset,
                     };
                     offset += entry.raw_len as u64;
+                    count += 1;
                     match blob_slot.get(id) {
                         Some((p, i)) => by_pack.get_mut(p).expect("pack listed")[*i].1.push(target),
                         None => {
@@ -137,11 +157,12 @@ pub fn restore(
                         }
                     }
                 }
+                placements.push(AtomicU32::new(count));
             }
             _ => report.others_restored += 1,
         }
     }
-    let mut damaged: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+    let mut damaged: BTreeSet<usize> = BTreeSet::new();
     for (pos, id) in missing {
         report.errors.push(format!(
             "{}: blob {} is missing from the index",
@@ -160,32 +181,92 @@ pub fn restore(
         files.len() as u64,
         files.iter().map(|&p| entries[p].node.size).sum(),
     );
-    let written = &opts.progress.bytes;
-    let failures: Mutex<Vec<(String, Vec<u32>)>> = Mutex::default();
-    let (tx, rx) = unbounded();
-    for job in by_pack {
-        tx.send(job).expect("queue");
-    }
-    drop(tx);
-    std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
-            let rx = rx.clone();
-            let (file_paths, failures) = (&file_paths, &failures);
-            s.spawn(move || {
-                for (pack, blobs) in rx {
-                    restore_pack(repo, &pack, blobs, file_paths, written, failures);
-                }
-            });
+    let fill = Fill {
+        paths: &file_paths,
+        remaining: placements,
+        written: &opts.progress.bytes,
+        failures: Mutex::default(),
+        stopped: AtomicBool::new(fault.is_some()),
+        fault: Mutex::new(fault),
+    };
+    if !fill.stopped.load(Ordering::Relaxed) {
+        let (tx, rx) = unbounded();
+        for job in by_pack {
+            tx.send(job).expect("queue");
         }
-    });
-    for (msg, file_nos) in failures.into_inner().expect("failures") {
+        drop(tx);
+        std::thread::scope(|s| {
+            for _ in 0..opts.threads.max(1) {
+                let rx = rx.clone();
+                let fill = &fill;
+                s.spawn(move || {
+                    for (pack, blobs) in rx {
+                        if fill.stopped.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        restore_pack(repo, &pack, blobs, fill);
+                    }
+                });
+            }
+        });
+    }
+    for (msg, file_nos) in lock(&fill.failures).drain(..) {
         report.errors.push(msg);
         damaged.extend(file_nos.into_iter().map(|f| files[f as usize]));
     }
-    report.bytes_restored = written.load(Ordering::Relaxed);
+    report.bytes_restored = fill.written.load(Ordering::Relaxed);
     opts.progress
         .files
         .store(files.len() as u64, Ordering::Relaxed);
+    let complete: Vec<bool> = (0..files.len())
+        .map(|f| fill.remaining[f].load(Ordering::Relaxed) == 0 && !damaged.contains(&files[f]))
+        .collect();
+    report.files_restored = complete.iter().filter(|&&c| c).count() as u64
+        + links.iter().filter(|(_, f)| complete[*f as usize]).count() as u64;
+
+    let fault = lock(&fill.fault).take();
+    if let Some((fault, path)) = fault {
+        // Remove what is not complete, so nothing half-written looks restored.
+        let mut left = 0usize;
+        let incomplete = files
+            .iter()
+            .enumerate()
+            .filter(|(f, _)| !complete[*f])
+            .map(|(_, &pos)| pos)
+            .chain(
+                links
+                    .iter()
+                    .filter(|(_, f)| !complete[*f as usize])
+                    .map(|(pos, _)| *pos),
+            );
+        for pos in incomplete {
+            created[pos] = false;
+            if std::fs::remove_file(opts.target.join(&entries[pos].path)).is_err() {
+                left += 1;
+            }
+        }
+        // Complete entries get their metadata, best effort: the fault is the story.
+        for (pos, e) in entries.iter().enumerate().rev() {
+            if created[pos] {
+                let _ = apply::metadata(&opts.target.join(&e.path), &e.node);
+            }
+        }
+        let total = entries
+            .iter()
+            .filter(|e| e.node.kind == NodeKind::File)
+            .count();
+        let removed = match left {
+            0 => "incomplete files removed".to_string(),
+            n => format!("{n} incomplete file(s) could not be removed"),
+        };
+        bail!(
+            "{} writing {}: {} of {total} files restored, {removed}; {}",
+            fault.cause(),
+            path.display(),
+            report.files_restored,
+            fault.advice()
+        );
+    }
 
     // Phase 3: metadata, deepest entries first so directory mtimes stick.
     for (pos, e) in entries.iter().enumerate().rev() {
@@ -228,6 +309,27 @@ pub fn restore(
     Ok(report)
 }
 
+/// Locks a mutex, ignoring poisoning (the data are plain lists).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State shared by the workers that fill file contents.
+struct Fill<'a> {
+    /// Destination path of each file.
+    paths: &'a [PathBuf],
+    /// Per file: blob placements not yet written; 0 means complete.
+    remaining: Vec<AtomicU32>,
+    /// Plaintext bytes written.
+    written: &'a AtomicU64,
+    /// Problems, with the files they damaged.
+    failures: Mutex<Vec<(String, Vec<u32>)>>,
+    /// The first fault of the target file system and the file it hit.
+    fault: Mutex<Option<(TargetFault, PathBuf)>>,
+    /// Set with `fault`: workers stop taking work.
+    stopped: AtomicBool,
+}
+
 /// Largest gap between needed blobs that is read through rather than split
 /// into two requests.
 const MAX_GAP: u64 = 1 << 20;
@@ -239,14 +341,12 @@ fn restore_pack(
     repo: &Repository,
     pack: &Id,
     mut blobs: Vec<(PackEntry, Vec<Target>)>,
-    file_paths: &[PathBuf],
-    written: &AtomicU64,
-    failures: &Mutex<Vec<(String, Vec<u32>)>>,
+    fill: &Fill,
 ) {
     let name = layout::pack(pack);
     blobs.sort_by_key(|(e, _)| e.offset);
     let mut i = 0;
-    while i < blobs.len() {
+    while i < blobs.len() && !fill.stopped.load(Ordering::Relaxed) {
         let start = blobs[i].0.offset as u64;
         let mut end = start + blobs[i].0.stored_len as u64;
         let mut j = i + 1;
@@ -282,26 +382,18 @@ fn restore_pack(
         match read {
             Ok(()) => {
                 for ((_, targets), plain) in group.iter().zip(&plains) {
-                    match write_targets(plain, targets, file_paths) {
-                        Ok(()) => {
-                            written.fetch_add(
-                                plain.len() as u64 * targets.len() as u64,
-                                Ordering::Relaxed,
-                            );
-                        }
-                        Err(e) => failures
-                            .lock()
-                            .expect("failures")
-                            .push((format!("{e:#}"), targets.iter().map(|t| t.file).collect())),
-                    }
+                    fill.write(plain, targets);
                 }
             }
             Err(_) => {
-                // Find out blob by blob which ones are bad, keeping the good ones.
+                // Find out blob by blob which ones are bad, keeping the good
+                // ones. Writing happens outside `accept`: a local write error
+                // must not make a pool reject a good copy.
                 for (entry, targets) in group {
                     let range = entry.offset as u64..entry.offset as u64 + entry.stored_len as u64;
+                    let mut plain = Vec::new();
                     let result = repo.backend().read_range(&name, range, &mut |sealed| {
-                        let plain = open_blob(
+                        plain = open_blob(
                             repo.key(),
                             entry.kind,
                             &entry.id,
@@ -309,22 +401,18 @@ fn restore_pack(
                             entry.raw_len,
                             sealed,
                         )?;
-                        write_targets(&plain, targets, file_paths)?;
-                        written.fetch_add(
-                            plain.len() as u64 * targets.len() as u64,
-                            Ordering::Relaxed,
-                        );
                         Ok(())
                     });
-                    if let Err(e) = result {
-                        failures.lock().expect("failures").push((
+                    match result {
+                        Ok(()) => fill.write(&plain, targets),
+                        Err(e) => lock(&fill.failures).push((
                             format!(
                                 "pack {name}: blob {}: {}",
                                 entry.id.short(),
                                 crate::error::one_line(&e)
                             ),
                             targets.iter().map(|t| t.file).collect(),
-                        ));
+                        )),
                     }
                 }
             }
@@ -356,26 +444,55 @@ fn data_runs(plain: &[u8], at: u64) -> Vec<std::ops::Range<usize>> {
     runs
 }
 
-fn write_targets(plain: &[u8], targets: &[Target], file_paths: &[PathBuf]) -> Result<()> {
-    // Files are created at full length: an all-zero chunk (a hole of a VM
-    // image, often thousands of times over) needs no write at all.
-    if plain.iter().all(|&b| b == 0) {
+impl Fill<'_> {
+    /// Writes one blob's plaintext to its targets, counting each target
+    /// written; a failure is recorded, and a fault of the target file system
+    /// also stops every worker.
+    fn write(&self, plain: &[u8], targets: &[Target]) {
+        // Files are created at full length: an all-zero chunk (a hole of a
+        // VM image, often thousands of times over) needs no write at all.
+        let zero = plain.iter().all(|&b| b == 0);
+        for (k, t) in targets.iter().enumerate() {
+            if self.stopped.load(Ordering::Relaxed) {
+                return; // left incomplete, removed at the end
+            }
+            let path = &self.paths[t.file as usize];
+            let result = if zero {
+                Ok(())
+            } else {
+                write_at(plain, t.offset, path)
+            };
+            match result {
+                Ok(()) => {
+                    self.remaining[t.file as usize].fetch_sub(1, Ordering::Relaxed);
+                    self.written
+                        .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if let Some(f) = TargetFault::of_io(&e) {
+                        lock(&self.fault).get_or_insert_with(|| (f, path.clone()));
+                        self.stopped.store(true, Ordering::Relaxed);
+                    }
+                    let msg = format!("writing {}: {e}", path.display());
+                    let files = targets[k..].iter().map(|t| t.file).collect();
+                    lock(&self.failures).push((msg, files));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `plain` at offset `at` of the file at `path`, skipping all-zero
+/// blocks: files are created at full length, so those stay holes.
+fn write_at(plain: &[u8], at: u64, path: &Path) -> std::io::Result<()> {
+    let runs = data_runs(plain, at);
+    if runs.is_empty() {
         return Ok(());
     }
-    for t in targets {
-        let runs = data_runs(plain, t.offset);
-        if runs.is_empty() {
-            continue;
-        }
-        let path = &file_paths[t.file as usize];
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        for r in runs {
-            f.write_all_at(&plain[r.clone()], t.offset + r.start as u64)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
+    let f = OpenOptions::new().write(true).open(path)?;
+    for r in runs {
+        f.write_all_at(&plain[r.clone()], at + r.start as u64)?;
     }
     Ok(())
 }
