@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::repo::Repository;
 use crate::report::Output;
-use crate::store::{Backend, open_url};
+use crate::store::{Backend, ObjectLockConfig, open_store};
 
 /// Global options, after flags, environment and config file are merged.
 pub struct Ctx {
@@ -24,6 +24,8 @@ pub struct Ctx {
     pub password_command: Option<String>,
     /// Backend options from the config file.
     pub repo_options: std::collections::BTreeMap<String, String>,
+    /// S3 Object Lock retention for every object written, from the config.
+    pub repo_object_lock: Option<ObjectLockConfig>,
     /// The pool, when the config describes one and no URL overrides it.
     pub pool: Option<crate::pool::config::PoolConfig>,
     /// Output mode.
@@ -56,6 +58,9 @@ pub struct RepositorySection {
     /// Backend options (object_store configuration keys).
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, String>,
+    /// S3 Object Lock retention for every object written
+    /// (`object_lock = { mode = "governance", days = 30 }`).
+    pub object_lock: Option<ObjectLockConfig>,
 }
 
 /// Reads and parses a config file, naming the file, line and field on
@@ -122,12 +127,25 @@ impl Ctx {
         // A URL from the flag or environment names one store and wins over
         // the pool: that is how a single surviving member is used directly.
         let pool = if repo.is_some() { None } else { file.pool };
+        let repo_url = repo.or(file.repository.url);
+        if let Some(lock) = &file.repository.object_lock {
+            let shown = config.as_deref().unwrap_or(Path::new("")).display();
+            match &repo_url {
+                Some(url) => lock
+                    .check(url)
+                    .with_context(|| format!("config file {shown}: [repository]"))?,
+                None => bail!(
+                    "config file {shown}: [repository] object_lock applies to [repository] url; for a pool, set object_lock on each [[pool.members]]"
+                ),
+            }
+        }
         Ok(Ctx {
-            repo_url: repo.or(file.repository.url),
+            repo_url,
             pool,
             password_file: password_file.or(file.repository.password_file),
             password_command: None,
             repo_options: file.repository.options,
+            repo_object_lock: file.repository.object_lock,
             out,
         })
     }
@@ -140,7 +158,11 @@ impl Ctx {
             return Ok(Arc::new(pool));
         }
         let url = self.repo_url.as_deref().unwrap_or_default();
-        Ok(Arc::new(open_url(url, &self.repo_options)?))
+        Ok(Arc::new(open_store(
+            url,
+            &self.repo_options,
+            self.repo_object_lock.as_ref(),
+        )?))
     }
 
     /// The password: password file, then password command, then

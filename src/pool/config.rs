@@ -46,6 +46,8 @@ pub struct MemberConfig {
     /// serve restores.
     #[serde(default = "default_priority")]
     pub read_priority: u32,
+    /// S3 Object Lock retention for every object written to this member.
+    pub object_lock: Option<crate::store::ObjectLockConfig>,
 }
 
 fn default_priority() -> u32 {
@@ -76,6 +78,10 @@ impl PoolConfig {
             }
             if !names.insert(m.name.as_str()) {
                 bail!("[[pool.members]] name {:?} is used twice", m.name);
+            }
+            if let Some(lock) = &m.object_lock {
+                lock.check(&m.url)
+                    .map_err(|e| anyhow::anyhow!("[[pool.members]] {:?}: {e}", m.name))?;
             }
         }
         let n = self.members.len();

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use crate::store::{
-    Backend, NotFound, ObjectBackend, ObjectInfo, block_on, is_not_found, open_url,
+    Backend, NotFound, ObjectBackend, ObjectInfo, block_on, is_not_found, open_store,
 };
 use config::PoolConfig;
 
@@ -62,7 +62,7 @@ impl Pool {
         let write_quorum = cfg.validate()?;
         let mut members = Vec::new();
         for m in &cfg.members {
-            let backend = open_url(&m.url, &m.options)
+            let backend = open_store(&m.url, &m.options, m.object_lock.as_ref())
                 .map_err(|e| anyhow!("pool member {}: {e:#}", m.name))?;
             members.push(Member {
                 name: m.name.clone(),

@@ -3,12 +3,16 @@
 //! The format layer (`repo`) only sees the [`Backend`] trait, so it never knows
 //! which cloud it is on; the virtual storage pool implements the same trait.
 
+pub mod immutable;
 mod object;
+#[cfg(feature = "object-lock")]
+mod s3lock;
 
 use std::ops::Range;
 
 use anyhow::Result;
 
+pub use immutable::{ObjectLockConfig, open_store};
 pub use object::{ObjectBackend, block_on, open_url};
 
 /// An object was not found (distinct from other failures so callers can tell

@@ -47,6 +47,9 @@ pub struct ObjectBackend {
     store: OnceLock<Arc<dyn ObjectStore>>,
     location: String,
     local_root: Option<PathBuf>,
+    /// S3 Object Lock: every write goes through aws-sdk-s3 with retention
+    /// (set by [`super::open_store`]; docs/IMMUTABILITY.md).
+    pub(super) locked: Option<super::immutable::LockedWriter>,
     /// Requests sent and how many failed (a missing object is no failure).
     counts: RequestCounter,
 }
@@ -107,6 +110,7 @@ fn local(path: PathBuf, options: &BTreeMap<String, String>) -> Result<ObjectBack
         store: OnceLock::new(),
         location: abs.display().to_string(),
         local_root: Some(abs),
+        locked: None,
         counts: RequestCounter::default(),
     })
 }
@@ -192,6 +196,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         store: cell,
         location,
         local_root: None,
+        locked: None,
         counts: RequestCounter::default(),
     })
 }
@@ -281,6 +286,12 @@ impl ObjectBackend {
     /// Writes a whole object; large ones go up as a multipart upload whose
     /// parts are sent concurrently (and aborted on failure).
     async fn put_async_uncounted(&self, key: &str, bytes: Bytes) -> Result<()> {
+        if let Some(locked) = &self.locked {
+            return locked
+                .put(key, bytes)
+                .await
+                .with_context(|| format!("writing {key} to {}", self.location));
+        }
         let path = ObjPath::from(key);
         let store = self.store_creating(true)?;
         let result = if bytes.len() >= MULTIPART_THRESHOLD && self.local_root.is_none() {
@@ -474,6 +485,13 @@ impl Backend for ObjectBackend {
         if let Some(root) = &self.local_root {
             std::fs::create_dir_all(root)
                 .with_context(|| format!("creating repository directory {}", root.display()))?;
+        }
+        if let Some(locked) = &self.locked {
+            // Object Lock can only be enabled when a bucket is created.
+            return self
+                .counts
+                .count(block_on(locked.ensure_bucket()))
+                .with_context(|| format!("creating {}", self.location));
         }
         Ok(())
     }
