@@ -145,6 +145,10 @@ pub fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<i32> {
     let group = grouping(&args.group_by)?;
     let prune_opts = args.prune_args.options(args.dry_run)?;
     let repo = ctx.open()?;
+    if args.prune && !args.dry_run {
+        // Refuse before forgetting anything rather than half-way.
+        crate::maintenance::append_only::check_prune_may_delete(&repo)?;
+    }
     let all = repo.snapshots()?;
     let mut remove = Vec::new();
     for spec in &args.snapshots {

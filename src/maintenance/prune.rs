@@ -155,6 +155,8 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
     let lock = if opts.dry_run {
         None
     } else {
+        // Before writing anything: append-only credentials cannot prune.
+        crate::maintenance::append_only::check_prune_may_delete(repo)?;
         Some(exclusive_prune_lock(repo)?)
     };
     let result = run(repo, opts, &mut report);

@@ -433,6 +433,20 @@ impl Backend for Pool {
         Ok(())
     }
 
+    fn delete_refused(&self, key: &str) -> Result<Vec<String>> {
+        let mut refused = Vec::new();
+        for m in &self.members {
+            for place in m
+                .backend
+                .delete_refused(key)
+                .map_err(|e| anyhow!("pool member {}: {}", m.name, crate::error::one_line(&e)))?
+            {
+                refused.push(format!("pool member {} ({place})", m.name));
+            }
+        }
+        Ok(refused)
+    }
+
     fn exists(&self) -> Result<bool> {
         for m in &self.members {
             if m.backend.exists()? {

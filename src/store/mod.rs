@@ -66,6 +66,17 @@ pub trait Backend: Send + Sync {
     /// Creates the location (bucket, container, directory) where possible.
     fn create(&self) -> Result<()>;
 
+    /// Where these credentials may not delete `key` (which need not exist:
+    /// permission is checked before existence, so nothing is removed). Empty
+    /// when deleting is allowed; a pool names each member that refuses.
+    fn delete_refused(&self, key: &str) -> Result<Vec<String>> {
+        match self.delete(key) {
+            Ok(()) => Ok(Vec::new()),
+            Err(e) if is_access_denied(&e) => Ok(vec![self.location()]),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Copies to pool members whatever they missed this session; true when
     /// every member is whole again. A single store has nothing to heal.
     fn heal_lagging(&self) -> bool {
@@ -122,4 +133,14 @@ pub trait Backend: Send + Sync {
 /// True when the error chain holds a [`NotFound`].
 pub fn is_not_found(err: &anyhow::Error) -> bool {
     err.chain().any(|c| c.is::<NotFound>())
+}
+
+/// True when the storage refused a request for lack of permission: a 401/403
+/// answer (reported as "access denied: ...") or an S3 multi-object delete
+/// whose entry failed with code AccessDenied.
+pub fn is_access_denied(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        let text = c.to_string();
+        text.starts_with("access denied") || text.contains("(code: AccessDenied)")
+    })
 }
