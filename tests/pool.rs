@@ -1,5 +1,5 @@
-//! The virtual storage pool against real servers: SeaweedFS over S3, Azurite
-//! and a local folder. `scripts/test` starts the servers and exports
+//! The virtual storage pool against real servers: SeaweedFS over S3, Azurite,
+//! fake-gcs-server and a local folder. `scripts/test` starts the servers and exports
 //! STRATA_TEST_*; without them these tests say so and pass only outside CI.
 
 use std::collections::BTreeMap;
@@ -21,16 +21,23 @@ struct Servers {
     s3_bucket: String,
     s3_key: String,
     s3_secret: String,
+    /// fake-gcs-server's address (through scripts/gcs-adapter).
+    gcs: String,
 }
 
 fn servers() -> Option<Servers> {
     let get = |k: &str| std::env::var(k).ok();
-    match (get("STRATA_TEST_S3_ENDPOINT"), get("STRATA_TEST_AZURITE")) {
-        (Some(s3_endpoint), Some(_)) => Some(Servers {
+    match (
+        get("STRATA_TEST_S3_ENDPOINT"),
+        get("STRATA_TEST_AZURITE"),
+        get("STRATA_TEST_GCS"),
+    ) {
+        (Some(s3_endpoint), Some(_), Some(gcs)) => Some(Servers {
             s3_endpoint,
             s3_bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
             s3_key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
             s3_secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
+            gcs,
         }),
         _ => {
             assert!(
@@ -76,6 +83,42 @@ impl MemberSpec {
         }
     }
 
+    /// An S3 member in a bucket of its own, which `init` must create.
+    fn s3_own_bucket(s: &Servers, tag: &str) -> MemberSpec {
+        let mut m = MemberSpec::s3(s, "repo");
+        m.url = format!("s3://{}/repo", unique(tag));
+        m
+    }
+
+    /// An Azure member in a container of its own, which `init` must create.
+    fn azure_own_container(tag: &str) -> MemberSpec {
+        let mut m = MemberSpec::azure("repo");
+        m.url = format!("az://{}/repo", unique(tag));
+        m
+    }
+
+    /// A GCS member in a bucket of its own, which `init` must create.
+    fn gcs(s: &Servers, tag: &str) -> MemberSpec {
+        let key = format!(
+            r#"{{"gcs_base_url": "{}", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": "", "project_id": "strata-test"}}"#,
+            s.gcs
+        );
+        MemberSpec {
+            name: "gcs",
+            url: format!("gs://{}/repo", unique(tag)),
+            options: [
+                ("google_service_account_key".to_string(), key),
+                ("allow_http".to_string(), "true".to_string()),
+            ]
+            .into(),
+            priority: None,
+        }
+    }
+
+    fn backend(&self) -> strata::store::ObjectBackend {
+        open_url(&self.url, &self.options).unwrap()
+    }
+
     fn azure(prefix: &str) -> MemberSpec {
         let options = [("azure_storage_use_emulator".to_string(), "true".to_string())].into();
         MemberSpec {
@@ -101,13 +144,25 @@ impl MemberSpec {
             std::fs::remove_dir_all(&self.url).unwrap();
             return;
         }
-        let b = open_url(&self.url, &self.options).unwrap();
+        let b = self.backend();
         let all = b.list("").unwrap();
         assert!(!all.is_empty(), "{} had nothing to wipe", self.name);
         for o in all {
             b.delete(&o.key).unwrap();
         }
         assert!(b.list("").unwrap().is_empty());
+    }
+
+    /// Deletes the member's repository and then its bucket, container or
+    /// folder itself (the member must own it).
+    fn destroy(&self) {
+        let b = self.backend();
+        assert!(b.exists().unwrap(), "{} has no location", self.name);
+        if !self.options.is_empty() {
+            self.wipe();
+        }
+        b.remove_location().unwrap();
+        assert!(!b.exists().unwrap(), "{} still exists", self.name);
     }
 }
 
@@ -138,7 +193,7 @@ impl Env {
                 let opts: Vec<String> = m
                     .options
                     .iter()
-                    .map(|(k, v)| format!("{k} = \"{v}\""))
+                    .map(|(k, v)| format!("{k} = '{v}'"))
                     .collect();
                 toml += &format!("options = {{ {} }}\n", opts.join(", "));
             }
@@ -312,22 +367,33 @@ fn s3_env(s: &Servers) -> Vec<(&str, &str)> {
 #[test]
 fn losing_any_one_member_loses_nothing() {
     let Some(s) = servers() else { return };
-    let prefix = unique("lose-one");
     let tmp = tempfile::tempdir().unwrap();
+    // Each member in a bucket/container/folder of its own, so losing one
+    // can mean losing it whole.
     let members = vec![
-        MemberSpec::s3(&s, &prefix),
-        MemberSpec::azure(&prefix),
+        MemberSpec::s3_own_bucket(&s, "lose-one"),
+        MemberSpec::azure_own_container("lose-one"),
         MemberSpec::local(&tmp.path().join("local")),
     ];
+    for m in &members {
+        assert!(!m.backend().exists().unwrap(), "{} exists already", m.name);
+    }
     let env = Env::new(&members, 2);
     env.init();
+    for m in &members {
+        assert!(
+            m.backend().exists().unwrap(),
+            "init did not create {}",
+            m.url
+        );
+    }
     let src = env.path("src");
     make_source(&src);
     env.ok(&["backup", src.to_str().unwrap()]);
     assert!(env.missing().values().all(|&n| n == 0));
 
     for (i, member) in members.iter().enumerate() {
-        member.wipe();
+        member.destroy();
         let missing = env.missing();
         assert!(
             missing[member.name] >= 6,
@@ -664,13 +730,89 @@ fn bad_members_give_one_line_errors_naming_them() {
         "{line}"
     );
 
-    // SeaweedFS creates buckets on first write; Azurite does not.
-    let mut no_container = MemberSpec::azure("x");
-    no_container.url = "az://no-such-container/x".into();
-    let env = Env::new(&[no_container, local], 2);
-    let line = one_line_error(&env.run(&["init"]));
+    // A member whose container was deleted after init: writes to it fail
+    // (write_quorum 2 of 2) with the member and the cause named.
+    let lost = MemberSpec::azure_own_container("lost");
+    let env = Env::new(&[lost.clone(), local], 2);
+    env.init();
+    lost.destroy();
+    let src = env.path("src");
+    make_source(&src);
+    let line = one_line_error(&env.run(&["backup", src.to_str().unwrap()]));
     assert!(
-        line.contains("azure") && line.contains("does not exist"),
+        line.contains("azure") && line.contains("does not exist") && line.contains("pool repair"),
         "{line}"
     );
+    // An invalid container name cannot be created: init says so.
+    let mut bad_name = MemberSpec::azure("x");
+    bad_name.url = "az://Not_A_Valid_Name/x".into();
+    let env = Env::new(&[bad_name], 1);
+    let line = one_line_error(&env.run(&["init"]));
+    assert!(
+        line.contains("azure") && line.contains("rejected container Not_A_Valid_Name"),
+        "{line}"
+    );
+}
+
+#[test]
+fn gcs_member_backs_up_prunes_and_restores_alone() {
+    let Some(s) = servers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let gcs = MemberSpec::gcs(&s, "gcs");
+    let local = MemberSpec::local(&tmp.path().join("local"));
+    assert!(!gcs.backend().exists().unwrap());
+    let env = Env::new(&[gcs.clone(), local.clone()], 2);
+    env.init();
+    assert!(
+        gcs.backend().exists().unwrap(),
+        "init did not create the bucket"
+    );
+    let src = env.path("src");
+    make_source(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("small.txt"), b"changed\n").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // Prune deletes on GCS too (the first snapshot's unique data and locks).
+    env.ok(&["forget", "--keep-last", "1", "--prune", "--grace", "0s"]);
+    assert!(env.missing().values().all(|&n| n == 0));
+
+    // Only GCS is left: restore from a plain gs:// repository.
+    local.destroy();
+    let single = env.path("gcs-only.toml");
+    let opts: Vec<String> = gcs
+        .options
+        .iter()
+        .map(|(k, v)| format!("{k} = '{v}'"))
+        .collect();
+    std::fs::write(
+        &single,
+        format!(
+            "[repository]\nurl = \"{}\"\npassword_file = \"{}\"\noptions = {{ {} }}\n",
+            gcs.url,
+            env.path("pw").display(),
+            opts.join(", ")
+        ),
+    )
+    .unwrap();
+    let target = env.path("r");
+    let run = |args: &[&str]| {
+        let out = Command::cargo_bin("strata")
+            .unwrap()
+            .arg("--config")
+            .arg(&single)
+            .args(args)
+            .env_remove("STRATA_REPO")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(run(&["--json", "snapshots"]).matches("\"id\"").count(), 1);
+    run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+    run(&["check", "--read-data"]);
 }

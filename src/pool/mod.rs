@@ -448,12 +448,22 @@ impl Backend for Pool {
     }
 
     fn exists(&self) -> Result<bool> {
+        // One reachable member holding the location is enough; an unreachable
+        // one only matters when no other member answers.
+        let mut first_error = None;
         for m in &self.members {
-            if m.backend.exists()? {
-                return Ok(true);
+            match m.backend.exists() {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    first_error.get_or_insert_with(|| anyhow!("pool member {}: {e:#}", m.name));
+                }
             }
         }
-        Ok(false)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(false),
+        }
     }
 
     fn create(&self) -> Result<()> {

@@ -126,6 +126,17 @@ pub fn repair(pool: &Pool, dry_run: bool) -> RepairReport {
             ));
             continue;
         }
+        if !dry_run && !s.missing.is_empty() {
+            // A member that lost its bucket, container or folder gets it back.
+            if let Err(e) = crate::store::Backend::create(&pool.members()[i].backend) {
+                report.errors.push(format!(
+                    "member {}: {}; not repaired",
+                    s.name,
+                    crate::error::one_line(&e)
+                ));
+                continue;
+            }
+        }
         let mut missing: BTreeSet<(u8, &str)> = BTreeSet::new();
         for k in &s.missing {
             missing.insert((write_rank(k), k.as_str()));

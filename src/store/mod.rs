@@ -3,6 +3,7 @@
 //! The format layer (`repo`) only sees the [`Backend`] trait, so it never knows
 //! which cloud it is on; the virtual storage pool implements the same trait.
 
+mod bucket;
 pub mod immutable;
 mod object;
 #[cfg(feature = "object-lock")]

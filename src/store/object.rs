@@ -12,14 +12,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, RetryConfig, WriteMultipart};
+use object_store::{ClientConfigKey, ClientOptions, RetryConfig, WriteMultipart};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::bucket::{AzureSite, Bucket};
 use super::{Backend, NotFound, ObjectInfo};
 
 /// Runs a future to completion on the shared I/O runtime (from blocking code).
@@ -47,6 +48,8 @@ pub struct ObjectBackend {
     store: OnceLock<Arc<dyn ObjectStore>>,
     location: String,
     local_root: Option<PathBuf>,
+    /// The bucket or container of a cloud store, for `create`.
+    bucket: Option<Bucket>,
     /// S3 Object Lock: every write goes through aws-sdk-s3 with retention
     /// (set by [`super::open_store`]; docs/IMMUTABILITY.md).
     pub(super) locked: Option<super::immutable::LockedWriter>,
@@ -110,6 +113,7 @@ fn local(path: PathBuf, options: &BTreeMap<String, String>) -> Result<ObjectBack
         store: OnceLock::new(),
         location: abs.display().to_string(),
         local_root: Some(abs),
+        bucket: None,
         locked: None,
         counts: RequestCounter::default(),
     })
@@ -135,6 +139,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         ..RetryConfig::default()
     };
     let bad_key = |k: &str| anyhow!("unknown option {k:?} for {location}");
+    let bucket_of;
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" => {
             let mut b = AmazonS3Builder::from_env()
@@ -150,13 +155,20 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
             {
                 b = b.with_allow_http(true);
             }
-            if b.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
-                b = b.with_region("us-east-1");
-            }
-            Arc::new(
+            let region = b
+                .get_config_value(&AmazonS3ConfigKey::Region)
+                .unwrap_or_else(|| "us-east-1".into());
+            b = b.with_region(&region);
+            let allow_http = b
+                .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+                .is_some_and(|v| v == "true");
+            let s3 = Arc::new(
                 b.build()
                     .with_context(|| format!("configuring {location}"))?,
-            )
+            );
+            let client = client.clone().with_allow_http(allow_http);
+            bucket_of = Bucket::s3(bucket, s3.clone(), region, &client)?;
+            s3
         }
         "az" | "azure" => {
             let mut b = MicrosoftAzureBuilder::from_env()
@@ -166,10 +178,26 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
             for (k, v) in options {
                 b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
             }
-            Arc::new(
+            let flag = |k: AzureConfigKey| {
+                b.get_config_value(&k).is_some_and(|v| {
+                    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+                })
+            };
+            let site = AzureSite {
+                account: b.get_config_value(&AzureConfigKey::AccountName),
+                endpoint: b.get_config_value(&AzureConfigKey::Endpoint),
+                use_emulator: flag(AzureConfigKey::UseEmulator),
+                use_fabric: flag(AzureConfigKey::UseFabricEndpoint),
+            };
+            let client = client.clone().with_allow_http(
+                site.use_emulator || flag(AzureConfigKey::Client(ClientConfigKey::AllowHttp)),
+            );
+            let az = Arc::new(
                 b.build()
                     .with_context(|| format!("configuring {location}"))?,
-            )
+            );
+            bucket_of = Bucket::azure(bucket, az.clone(), site, &client)?;
+            az
         }
         _ => {
             let mut b = GoogleCloudStorageBuilder::from_env()
@@ -179,10 +207,22 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
             for (k, v) in options {
                 b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
             }
-            Arc::new(
+            let key_json = b
+                .get_config_value(&GoogleConfigKey::ServiceAccountKey)
+                .or_else(|| {
+                    b.get_config_value(&GoogleConfigKey::ServiceAccount)
+                        .and_then(|path| std::fs::read_to_string(path).ok())
+                });
+            let client = client.clone().with_allow_http(
+                b.get_config_value(&GoogleConfigKey::Client(ClientConfigKey::AllowHttp))
+                    .is_some_and(|v| v == "true"),
+            );
+            let gcs = Arc::new(
                 b.build()
                     .with_context(|| format!("configuring {location}"))?,
-            )
+            );
+            bucket_of = Bucket::gcs(bucket, gcs.clone(), key_json.as_deref(), &client)?;
+            gcs
         }
     };
     let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
@@ -196,6 +236,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         store: cell,
         location,
         local_root: None,
+        bucket: Some(bucket_of),
         locked: None,
         counts: RequestCounter::default(),
     })
@@ -228,18 +269,23 @@ async fn put_multipart(
     writer.finish().await.map(|_| ())
 }
 
+/// The messages of an error and its sources, outermost first.
+fn error_chain(e: &object_store::Error) -> Vec<String> {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// The message for a refused request.
+pub(super) const ACCESS_DENIED: &str = "access denied: check the credentials (AWS_*, AZURE_STORAGE_*, GOOGLE_* or the config's options) and the bucket policy";
+
 fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => anyhow!(NotFound(key.to_string())),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow!(
-            "access denied: check the credentials (AWS_*, AZURE_STORAGE_*, GOOGLE_* or the config's options) and the bucket policy"
-        ),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow!(ACCESS_DENIED),
         other => {
-            let chain: Vec<String> =
-                std::iter::successors(Some(&other as &dyn std::error::Error), |e| e.source())
-                    .map(|e| e.to_string())
-                    .collect();
+            let chain = error_chain(&other);
             let text = chain.join(": ");
             if text.contains("tcp connect error")
                 || text.contains("dns error")
@@ -303,7 +349,7 @@ impl ObjectBackend {
             .map_err(|e| match e {
                 // Writing cannot miss an object: the bucket itself is missing.
                 object_store::Error::NotFound { .. } => anyhow!(
-                    "the bucket or container does not exist: create it first (strata does not create buckets)"
+                    "the bucket or container does not exist: `strata init` creates it for a new repository, `strata pool repair` for a pool member that lost it"
                 ),
                 other => map_err(key, other),
             })
@@ -350,6 +396,10 @@ impl ObjectBackend {
         let metas: Vec<object_store::ObjectMeta> = match store.list(Some(&p)).try_collect().await {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            // A missing bucket holds nothing (a member that lost it lacks all).
+            Err(_) if self.bucket.is_some() && !self.bucket_exists().await.unwrap_or(true) => {
+                Vec::new()
+            }
             Err(e) => {
                 return Err(map_err(prefix, e))
                     .with_context(|| format!("listing {prefix} in {}", self.location));
@@ -389,6 +439,36 @@ impl ObjectBackend {
 }
 
 impl ObjectBackend {
+    /// True when the bucket or container exists: a one-object listing
+    /// succeeds (an empty one counts).
+    async fn bucket_exists(&self) -> Result<bool> {
+        let bucket = self
+            .bucket
+            .as_ref()
+            .expect("cloud stores know their bucket");
+        bucket
+            .exists()
+            .await
+            .with_context(|| format!("checking {}", self.location))
+    }
+
+    /// Deletes the location itself: the (emptied) bucket or container, or
+    /// the local folder with everything in it. For tests that simulate
+    /// losing a whole pool member.
+    pub fn remove_location(&self) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            return match std::fs::remove_dir_all(root) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
+        let bucket = self
+            .bucket
+            .as_ref()
+            .expect("cloud stores know their bucket");
+        block_on(bucket.remove())
+    }
+
     /// Writes a whole object; large ones go up as a multipart upload whose
     /// parts are sent concurrently (and aborted on failure).
     pub async fn put_async(&self, key: &str, bytes: Bytes) -> Result<()> {
@@ -477,7 +557,7 @@ impl Backend for ObjectBackend {
     fn exists(&self) -> Result<bool> {
         match &self.local_root {
             Some(root) => Ok(root.is_dir()),
-            None => Ok(true),
+            None => self.counts.count(block_on(self.bucket_exists())),
         }
     }
 
@@ -485,6 +565,7 @@ impl Backend for ObjectBackend {
         if let Some(root) = &self.local_root {
             std::fs::create_dir_all(root)
                 .with_context(|| format!("creating repository directory {}", root.display()))?;
+            return Ok(());
         }
         if let Some(locked) = &self.locked {
             // Object Lock can only be enabled when a bucket is created.
@@ -493,6 +574,15 @@ impl Backend for ObjectBackend {
                 .count(block_on(locked.ensure_bucket()))
                 .with_context(|| format!("creating {}", self.location));
         }
-        Ok(())
+        if self.exists()? {
+            return Ok(());
+        }
+        let bucket = self
+            .bucket
+            .as_ref()
+            .expect("cloud stores know their bucket");
+        self.counts
+            .count(block_on(bucket.create()))
+            .with_context(|| format!("creating {}", self.location))
     }
 }
