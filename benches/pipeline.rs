@@ -80,7 +80,7 @@ fn stages(c: &mut Criterion) {
     for (name, blob) in [("random", random(MIB)), ("text", text(MIB))] {
         g.throughput(Throughput::Bytes(blob.len() as u64));
         let id = key.id_of(&blob);
-        for level in [1, 3] {
+        for level in [0, 1, 3] {
             g.bench_with_input(
                 BenchmarkId::new(format!("zstd {level} + XChaCha20-Poly1305"), name),
                 &blob,

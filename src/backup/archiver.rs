@@ -732,7 +732,11 @@ fn chunk_into<R: Read>(
             return Err(ReadFailure::Fatal);
         }
         let id = shared.repo.key().id_of(chunk);
-        queue_if_new(shared, id, || chunk.to_vec())?;
+        queue_if_new(shared, id, || {
+            let mut copy = shared.saver.chunk_buffer(chunk.len());
+            copy.extend_from_slice(chunk);
+            copy
+        })?;
         *read += chunk.len() as u64;
         shared
             .progress

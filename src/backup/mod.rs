@@ -2,6 +2,7 @@
 //! commit a snapshot once everything it references is durable.
 
 mod archiver;
+mod buffers;
 pub mod saver;
 mod sparse;
 

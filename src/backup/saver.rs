@@ -15,7 +15,9 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::repo::blob::{BlobType, SealedBlob, seal_blob};
+use super::buffers::BufferPool;
+use crate::crypto::OVERHEAD;
+use crate::repo::blob::{BlobType, SealedBlob, seal_blob_into};
 use crate::repo::index::{Index, IndexFile};
 use crate::repo::layout;
 use crate::repo::pack::{FinishedPack, PackBuilder};
@@ -57,6 +59,12 @@ struct Shared {
     /// When the oldest pack in `pending_index` was uploaded.
     pending_since: Mutex<Option<std::time::Instant>>,
     stats: SaveStats,
+    /// Spare chunk copies (archiver → seal workers → back).
+    chunk_buffers: BufferPool,
+    /// Spare sealed-blob buffers (seal workers → packer → back).
+    sealed_buffers: BufferPool,
+    /// Spare pack buffers (packer → uploaders → back).
+    pack_buffers: BufferPool,
 }
 
 impl Shared {
@@ -118,6 +126,9 @@ impl Saver {
             pending_index: Mutex::default(),
             pending_since: Mutex::default(),
             stats: SaveStats::default(),
+            chunk_buffers: BufferPool::new(threads + 1),
+            sealed_buffers: BufferPool::new(threads + 1),
+            pack_buffers: BufferPool::new(1),
         });
         let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 2);
@@ -130,14 +141,15 @@ impl Saver {
                 let rx = blob_rx.clone();
                 let tx = sealed_tx.clone();
                 let repo = repo.clone();
+                let shared = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("strata-seal-{i}"))
                     .spawn(move || {
                         for (kind, id, data) in rx {
-                            if tx
-                                .send(seal_blob(repo.key(), kind, id, &data, level))
-                                .is_err()
-                            {
+                            let out = shared.sealed_buffers.take(data.len() + OVERHEAD);
+                            let sealed = seal_blob_into(repo.key(), kind, id, &data, level, out);
+                            shared.chunk_buffers.give(data);
+                            if tx.send(sealed).is_err() {
                                 break;
                             }
                         }
@@ -225,6 +237,12 @@ impl Saver {
         }
     }
 
+    /// An empty buffer for a chunk copy of `len` bytes (a recycled one when
+    /// possible); hand it to [`Saver::save`].
+    pub fn chunk_buffer(&self, len: usize) -> Vec<u8> {
+        self.shared.chunk_buffers.take(len)
+    }
+
     /// Claims and queues a blob if it is new; returns whether it was new.
     pub fn save_if_new(&self, kind: BlobType, data: &[u8]) -> Result<(Id, bool)> {
         let id = self.shared.repo.key().id_of(data);
@@ -287,7 +305,8 @@ fn run_packer(
     // A pack closes once it reaches the target, so it holds at most one
     // largest blob (plus its seal overhead) beyond it.
     let room = target + repo.config().chunker.max_size as usize + 1024;
-    let mut data = PackBuilder::with_capacity(room);
+    let fresh = || PackBuilder::with_buffer(shared.pack_buffers.take(room));
+    let mut data = fresh();
     let mut trees = PackBuilder::new();
     for blob in rx {
         if shared.failed() {
@@ -298,9 +317,9 @@ fn run_packer(
         } else {
             &mut data
         };
-        builder.add(blob);
+        shared.sealed_buffers.give(builder.add(blob));
         if builder.len() >= target {
-            let full = std::mem::replace(builder, PackBuilder::with_capacity(room));
+            let full = std::mem::replace(builder, fresh());
             if tx.send(full.finish(repo.key())).is_err() {
                 return;
             }
@@ -322,9 +341,12 @@ fn run_uploader(shared: &Shared, rx: Receiver<FinishedPack>) {
         match shared
             .repo
             .backend()
-            .put(&layout::pack(&pack.id), pack.bytes)
+            .put_reclaim(&layout::pack(&pack.id), pack.bytes)
         {
-            Ok(()) => {
+            Ok(spent) => {
+                if let Some(buffer) = spent {
+                    shared.pack_buffers.give(buffer);
+                }
                 shared.stats.stored_added.fetch_add(size, Ordering::Relaxed);
                 shared
                     .pending_index

@@ -19,11 +19,17 @@ pub struct AeadError;
 
 /// Encrypts `plaintext`, binding `ad` (object type and id) into the tag.
 pub fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    seal_into(key, ad, plaintext, Vec::new())
+}
+
+/// [`seal`] into `out` (cleared first), so callers can reuse its allocation.
+pub fn seal_into(key: &[u8; 32], ad: &[u8], plaintext: &[u8], mut out: Vec<u8>) -> Vec<u8> {
     use chacha20poly1305::aead::AeadInPlace;
     let cipher = XChaCha20Poly1305::new(key.into());
     let nonce_bytes: [u8; NONCE_LEN] = rand::random();
     // One buffer, encrypted in place: nonce, then ciphertext, then tag.
-    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.clear();
+    out.reserve_exact(OVERHEAD + plaintext.len());
     out.extend_from_slice(&nonce_bytes);
     out.extend_from_slice(plaintext);
     let tag = cipher

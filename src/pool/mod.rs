@@ -269,6 +269,10 @@ impl Backend for Pool {
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.put_reclaim(key, bytes).map(|_| ())
+    }
+
+    fn put_reclaim(&self, key: &str, bytes: Vec<u8>) -> Result<Option<Vec<u8>>> {
         if key.starts_with("snapshots/") {
             self.heal();
         }
@@ -309,7 +313,7 @@ impl Backend for Pool {
                 errors.join("; ")
             );
         }
-        Ok(())
+        Ok(bytes.try_into_mut().ok().map(Vec::from))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {

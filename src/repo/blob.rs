@@ -95,12 +95,24 @@ thread_local! {
 
 /// Compresses (when that helps) and encrypts a blob.
 pub fn seal_blob(key: &MasterKey, kind: BlobType, id: Id, plain: &[u8], level: i32) -> SealedBlob {
+    seal_blob_into(key, kind, id, plain, level, Vec::new())
+}
+
+/// [`seal_blob`] into `out`'s allocation (a recycled buffer).
+pub fn seal_blob_into(
+    key: &MasterKey,
+    kind: BlobType,
+    id: Id,
+    plain: &[u8],
+    level: i32,
+    out: Vec<u8>,
+) -> SealedBlob {
     let seal = |compression, payload: &[u8]| SealedBlob {
         kind,
         id,
         compression,
         raw_len: plain.len() as u32,
-        bytes: crypto::seal(key.encryption_key(), &blob_ad(kind, &id), payload),
+        bytes: crypto::seal_into(key.encryption_key(), &blob_ad(kind, &id), payload, out),
     };
     // 0 turns compression off; negative levels are zstd's fast modes.
     if level == 0 {

@@ -148,8 +148,18 @@ impl PackBuilder {
         }
     }
 
-    /// Appends a sealed blob.
-    pub fn add(&mut self, blob: SealedBlob) {
+    /// An empty pack filling `buffer` (a recycled one; its contents are
+    /// dropped).
+    pub fn with_buffer(mut buffer: Vec<u8>) -> PackBuilder {
+        buffer.clear();
+        PackBuilder {
+            data: buffer,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends a sealed blob; hands back the blob's buffer for reuse.
+    pub fn add(&mut self, blob: SealedBlob) -> Vec<u8> {
         self.entries.push(PackEntry {
             kind: blob.kind,
             compression: blob.compression,
@@ -159,6 +169,7 @@ impl PackBuilder {
             raw_len: blob.raw_len,
         });
         self.data.extend_from_slice(&blob.bytes);
+        blob.bytes
     }
 
     /// Bytes of blob data so far.

@@ -534,6 +534,12 @@ impl Backend for ObjectBackend {
         block_on(self.put_async(key, Bytes::from(bytes)))
     }
 
+    fn put_reclaim(&self, key: &str, bytes: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        let bytes = Bytes::from(bytes);
+        block_on(self.put_async(key, bytes.clone()))?;
+        Ok(bytes.try_into_mut().ok().map(Vec::from))
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         block_on(self.get_async(key)).map(|b| b.to_vec())
     }

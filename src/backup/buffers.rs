@@ -1,0 +1,69 @@
+//! Recycled byte buffers for the backup pipeline.
+//!
+//! Every byte backed up passes through three buffers: the chunk copy, its
+//! sealed form and the pack. Freshly allocated, each costs a page fault and a
+//! zeroed page per 4 KiB (a third of a backup's CPU time on incompressible
+//! data, measured with perf); handed back and reused, they cost nothing.
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+/// A bounded set of spare buffers. Buffers beyond the bound are freed.
+pub struct BufferPool {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl BufferPool {
+    /// A pool keeping at most `spares` buffers.
+    pub fn new(spares: usize) -> BufferPool {
+        let (tx, rx) = bounded(spares.max(1));
+        BufferPool { tx, rx }
+    }
+
+    /// An empty buffer with room for at least `capacity` bytes: a spare one
+    /// when one is big enough, else a new one.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        for _ in 0..self.rx.len() {
+            match self.rx.try_recv() {
+                Ok(mut v) if v.capacity() >= capacity => {
+                    v.clear();
+                    return v;
+                }
+                Ok(small) => self.give(small),
+                Err(_) => break,
+            }
+        }
+        Vec::with_capacity(capacity)
+    }
+
+    /// Hands a buffer back for reuse (freed when the pool is full).
+    pub fn give(&self, buffer: Vec<u8>) {
+        if buffer.capacity() > 0 {
+            let _ = self.tx.try_send(buffer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_big_enough_buffers_and_bounds_the_spares() {
+        let pool = BufferPool::new(2);
+        let mut a = pool.take(100);
+        a.extend_from_slice(&[1; 100]);
+        let a_ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take(50);
+        assert_eq!(b.as_ptr(), a_ptr, "a spare big enough is reused");
+        assert!(b.is_empty(), "reused buffers come back empty");
+        pool.give(b);
+        let c = pool.take(1000);
+        assert!(c.capacity() >= 1000, "too small a spare is not handed out");
+        for _ in 0..5 {
+            pool.give(Vec::with_capacity(10));
+        }
+        assert!(pool.rx.len() <= 2);
+    }
+}
