@@ -657,15 +657,7 @@ fn corrupt_pack_on_one_member_is_served_by_another() {
     std::fs::write(&pack, bytes).unwrap();
     let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
 
-    let target = env.path("r");
-    let out = env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_same_tree(&src, &restored(&target, &src));
-    assert!(
-        out.contains(&pack_name) && out.contains("bad copy on member local"),
-        "restore should name the bad object and member:\n{out}"
-    );
-
-    // check --read-data reports the damaged copy as an error.
+    // check --read-data reports the damaged copy as an error (and leaves it).
     let out = env.run(&["check", "--read-data"]);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -676,6 +668,27 @@ fn corrupt_pack_on_one_member_is_served_by_another() {
         text.contains(&pack_name) && text.contains("local"),
         "{text}"
     );
+
+    // Restore is served by the good member, names the bad copy and heals it.
+    let target = env.path("r");
+    let out = env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+    assert!(
+        out.contains(&pack_name) && out.contains("bad copy on member local"),
+        "restore should name the bad object and member:\n{out}"
+    );
+    assert!(
+        out.contains("healed the damaged copy") && out.contains("from member seaweed"),
+        "restore should heal the bad copy:\n{out}"
+    );
+    let key = format!("data/{}/{pack_name}", &pack_name[..2]);
+    let s3_copy = MemberSpec::s3(&s, &prefix).backend().get(&key).unwrap();
+    assert_eq!(
+        std::fs::read(&pack).unwrap(),
+        s3_copy,
+        "local copy not healed"
+    );
+    env.ok(&["check", "--read-data"]);
 }
 
 fn walk_files(dir: &Path) -> Vec<PathBuf> {

@@ -13,10 +13,10 @@ use std::thread::JoinHandle;
 use anyhow::{Result, anyhow};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::id::Id;
-use crate::repo::Repository;
 use super::buffers::BufferPool;
 use crate::crypto::OVERHEAD;
+use crate::id::Id;
+use crate::repo::Repository;
 use crate::repo::blob::{BlobType, SealedBlob, seal_blob_into};
 use crate::repo::index::{Index, IndexFile};
 use crate::repo::layout;

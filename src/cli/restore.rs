@@ -48,6 +48,10 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
     let result = restore(&repo, &snap, &opts);
     display.finish();
     ctx.report_notices(repo.backend().as_ref());
+    // A pool member that served a damaged copy gets the good one.
+    for healed in repo.backend().heal_bad_copies() {
+        ctx.out.warn(&healed);
+    }
     let r = result?;
     let served = repo.backend().served();
     for e in &r.errors {

@@ -54,6 +54,9 @@ pub struct Pool {
     gap_warned: Mutex<Vec<usize>>,
     /// Copies rejected by verification.
     bad_copies: Mutex<Vec<String>>,
+    /// Damaged copies to overwrite: (key, damaged member, member that
+    /// served a good copy).
+    to_heal: Mutex<Vec<(String, usize, usize)>>,
 }
 
 impl Pool {
@@ -80,6 +83,7 @@ impl Pool {
             notices: Mutex::default(),
             gap_warned: Mutex::default(),
             bad_copies: Mutex::default(),
+            to_heal: Mutex::default(),
         })
     }
 
@@ -194,6 +198,7 @@ impl Pool {
         let order = self.order.lock().expect("order").clone();
         let mut problems = Vec::new();
         let mut missing_on = Vec::new();
+        let mut damaged_on = Vec::new();
         let mut all_missing = true;
         for i in order {
             let m = &self.members[i];
@@ -207,6 +212,10 @@ impl Pool {
                             self.demote(gap);
                             self.note_gap(gap);
                         }
+                        self.to_heal
+                            .lock()
+                            .expect("to heal")
+                            .extend(damaged_on.iter().map(|&bad| (key.to_string(), bad, i)));
                         if !problems.is_empty() {
                             self.notice(format!(
                                 "{key}: {}; served by member {}",
@@ -218,6 +227,7 @@ impl Pool {
                     }
                     Err(e) => {
                         all_missing = false;
+                        damaged_on.push(i);
                         self.bad_copies
                             .lock()
                             .expect("bad copies")
@@ -498,6 +508,32 @@ impl Backend for Pool {
                 }
             })
             .collect()
+    }
+
+    fn heal_bad_copies(&self) -> Vec<String> {
+        let work = std::mem::take(&mut *self.to_heal.lock().expect("to heal"));
+        let mut said = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        for (key, bad, good) in work {
+            if !done.insert((key.clone(), bad)) {
+                continue;
+            }
+            let (from, to) = (&self.members[good], &self.members[bad]);
+            let result = block_on(from.backend.get_async(&key))
+                .and_then(|bytes| block_on(to.backend.put_async(&key, bytes)));
+            said.push(match result {
+                Ok(()) => format!(
+                    "healed the damaged copy of {key} on member {} from member {}",
+                    to.name, from.name
+                ),
+                Err(e) => format!(
+                    "could not heal the damaged copy of {key} on member {}: {}",
+                    to.name,
+                    crate::error::one_line(&e)
+                ),
+            });
+        }
+        said
     }
 
     fn take_bad_copies(&self) -> Vec<String> {

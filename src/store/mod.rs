@@ -129,6 +129,12 @@ pub trait Backend: Send + Sync {
         Vec::new()
     }
 
+    /// Overwrites copies that failed verification with the copy another
+    /// member served (ciphertext only); one message per copy.
+    fn heal_bad_copies(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Copies that failed verification on some member while another member
     /// served a good one (each: "KEY on member NAME").
     fn take_bad_copies(&self) -> Vec<String> {
