@@ -7,6 +7,9 @@
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+/// Smallest buffer worth keeping.
+const MIN_SPARE: usize = 64 * 1024;
+
 /// A bounded set of spare buffers. Buffers beyond the bound are freed.
 pub struct BufferPool {
     tx: Sender<Vec<u8>>,
@@ -38,7 +41,8 @@ impl BufferPool {
 
     /// Hands a buffer back for reuse (freed when the pool is full).
     pub fn give(&self, buffer: Vec<u8>) {
-        if buffer.capacity() > 0 {
+        // Tiny buffers (tree blobs, pack headers) are not worth a slot.
+        if buffer.capacity() >= MIN_SPARE {
             let _ = self.tx.try_send(buffer);
         }
     }
@@ -51,7 +55,7 @@ mod tests {
     #[test]
     fn reuses_big_enough_buffers_and_bounds_the_spares() {
         let pool = BufferPool::new(2);
-        let mut a = pool.take(100);
+        let mut a = pool.take(MIN_SPARE);
         a.extend_from_slice(&[1; 100]);
         let a_ptr = a.as_ptr();
         pool.give(a);
@@ -59,11 +63,17 @@ mod tests {
         assert_eq!(b.as_ptr(), a_ptr, "a spare big enough is reused");
         assert!(b.is_empty(), "reused buffers come back empty");
         pool.give(b);
-        let c = pool.take(1000);
-        assert!(c.capacity() >= 1000, "too small a spare is not handed out");
+        let c = pool.take(4 * MIN_SPARE);
+        assert!(
+            c.capacity() >= 4 * MIN_SPARE,
+            "too small a spare is not handed out"
+        );
         for _ in 0..5 {
-            pool.give(Vec::with_capacity(10));
+            pool.give(Vec::with_capacity(MIN_SPARE));
         }
+        let before = pool.rx.len();
+        pool.give(Vec::with_capacity(10));
+        assert_eq!(pool.rx.len(), before, "tiny buffers are not kept");
         assert!(pool.rx.len() <= 2);
     }
 }

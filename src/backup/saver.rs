@@ -50,6 +50,10 @@ pub struct SaveStats {
     pub stored_added: AtomicU64,
 }
 
+/// Sealed-blob buffers kept for reuse: about a pack's worth of average
+/// chunks, since an upload hands a whole pack's back at once.
+const SPARE_SEALED: usize = 24;
+
 struct Shared {
     repo: Arc<Repository>,
     known: Arc<Index>,
@@ -61,10 +65,9 @@ struct Shared {
     stats: SaveStats,
     /// Spare chunk copies (archiver → seal workers → back).
     chunk_buffers: BufferPool,
-    /// Spare sealed-blob buffers (seal workers → packer → back).
+    /// Spare sealed-blob buffers (seal workers → packer → uploaders →
+    /// back): a pack's worth comes back at once.
     sealed_buffers: BufferPool,
-    /// Spare pack buffers (packer → uploaders → back).
-    pack_buffers: BufferPool,
 }
 
 impl Shared {
@@ -127,8 +130,7 @@ impl Saver {
             pending_since: Mutex::default(),
             stats: SaveStats::default(),
             chunk_buffers: BufferPool::new(threads + 1),
-            sealed_buffers: BufferPool::new(threads + 1),
-            pack_buffers: BufferPool::new(1),
+            sealed_buffers: BufferPool::new(SPARE_SEALED),
         });
         let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 2);
@@ -302,11 +304,7 @@ fn run_packer(
     tx: Sender<FinishedPack>,
 ) {
     let target = repo.config().pack_size as usize;
-    // A pack closes once it reaches the target, so it holds at most one
-    // largest blob (plus its seal overhead) beyond it.
-    let room = target + repo.config().chunker.max_size as usize + 1024;
-    let fresh = || PackBuilder::with_buffer(shared.pack_buffers.take(room));
-    let mut data = fresh();
+    let mut data = PackBuilder::new();
     let mut trees = PackBuilder::new();
     for blob in rx {
         if shared.failed() {
@@ -317,9 +315,9 @@ fn run_packer(
         } else {
             &mut data
         };
-        shared.sealed_buffers.give(builder.add(blob));
+        builder.add(blob);
         if builder.len() >= target {
-            let full = std::mem::replace(builder, fresh());
+            let full = std::mem::take(builder);
             if tx.send(full.finish(repo.key())).is_err() {
                 return;
             }
@@ -337,15 +335,17 @@ fn run_uploader(shared: &Shared, rx: Receiver<FinishedPack>) {
         if shared.failed() {
             continue;
         }
-        let size = pack.bytes.len() as u64;
+        let size = pack.len() as u64;
         match shared
             .repo
             .backend()
-            .put_reclaim(&layout::pack(&pack.id), pack.bytes)
+            .put_parts(&layout::pack(&pack.id), &pack.parts)
         {
-            Ok(spent) => {
-                if let Some(buffer) = spent {
-                    shared.pack_buffers.give(buffer);
+            Ok(()) => {
+                for part in pack.parts {
+                    if let Ok(buffer) = part.try_into_mut() {
+                        shared.sealed_buffers.give(buffer.into());
+                    }
                 }
                 shared.stats.stored_added.fetch_add(size, Ordering::Relaxed);
                 shared

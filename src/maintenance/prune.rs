@@ -514,7 +514,8 @@ fn repack_packs(
     let mut done: HashSet<Id> = HashSet::new();
     let flush = |b: PackBuilder, index: &mut IndexFile| -> Result<()> {
         let pack = b.finish(repo.key());
-        repo.backend().put(&layout::pack(&pack.id), pack.bytes)?;
+        repo.backend()
+            .put_parts(&layout::pack(&pack.id), &pack.parts)?;
         index.packs.push((pack.id, pack.entries));
         Ok(())
     };

@@ -279,14 +279,14 @@ impl Backend for Pool {
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.put_reclaim(key, bytes).map(|_| ())
+        self.put_parts(key, &[Bytes::from(bytes)])
     }
 
-    fn put_reclaim(&self, key: &str, bytes: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    fn put_parts(&self, key: &str, parts: &[Bytes]) -> Result<()> {
         if key.starts_with("snapshots/") {
             self.heal();
         }
-        let bytes = Bytes::from(bytes);
+        let bytes: object_store::PutPayload = parts.iter().cloned().collect();
         let targets: Vec<usize> = (0..self.members.len())
             .filter(|&i| !self.is_lagging(i))
             .collect();
@@ -323,7 +323,7 @@ impl Backend for Pool {
                 errors.join("; ")
             );
         }
-        Ok(bytes.try_into_mut().ok().map(Vec::from))
+        Ok(())
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {

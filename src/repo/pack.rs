@@ -11,6 +11,7 @@
 //! two must never share a name.
 
 use anyhow::{Context, Result, bail};
+use bytes::Bytes;
 
 use super::blob::{BlobType, Compression, SealedBlob};
 use crate::crypto::{self, MasterKey};
@@ -108,20 +109,40 @@ pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
     Ok(entries)
 }
 
-/// Builds a pack in memory.
+/// Builds a pack in memory: the sealed blobs are kept as they are (not
+/// copied into one buffer) and written out as consecutive pieces.
 pub struct PackBuilder {
-    data: Vec<u8>,
+    parts: Vec<Bytes>,
+    len: usize,
     entries: Vec<PackEntry>,
 }
 
-/// A finished pack: its id, bytes and the blobs in it.
+/// A finished pack: its id, its bytes as consecutive pieces, and the blobs
+/// in it.
 pub struct FinishedPack {
     /// Keyed hash of the header plaintext.
     pub id: Id,
-    /// The whole pack file.
-    pub bytes: Vec<u8>,
+    /// The pack file: the blobs, then the sealed header and the trailer.
+    pub parts: Vec<Bytes>,
     /// Blob entries with offsets.
     pub entries: Vec<PackEntry>,
+}
+
+impl FinishedPack {
+    /// Size of the pack file.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// True for a pack of no bytes (never the case for a finished one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole pack file in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
 }
 
 impl Default for PackBuilder {
@@ -134,47 +155,29 @@ impl PackBuilder {
     /// An empty pack.
     pub fn new() -> PackBuilder {
         PackBuilder {
-            data: Vec::new(),
+            parts: Vec::new(),
+            len: 0,
             entries: Vec::new(),
         }
     }
 
-    /// An empty pack with room for `bytes` of blobs, so filling it never
-    /// reallocates (a doubling `Vec` would hold up to twice the pack size).
-    pub fn with_capacity(bytes: usize) -> PackBuilder {
-        PackBuilder {
-            data: Vec::with_capacity(bytes),
-            entries: Vec::new(),
-        }
-    }
-
-    /// An empty pack filling `buffer` (a recycled one; its contents are
-    /// dropped).
-    pub fn with_buffer(mut buffer: Vec<u8>) -> PackBuilder {
-        buffer.clear();
-        PackBuilder {
-            data: buffer,
-            entries: Vec::new(),
-        }
-    }
-
-    /// Appends a sealed blob; hands back the blob's buffer for reuse.
-    pub fn add(&mut self, blob: SealedBlob) -> Vec<u8> {
+    /// Appends a sealed blob.
+    pub fn add(&mut self, blob: SealedBlob) {
         self.entries.push(PackEntry {
             kind: blob.kind,
             compression: blob.compression,
             id: blob.id,
-            offset: self.data.len() as u32,
+            offset: self.len as u32,
             stored_len: blob.bytes.len() as u32,
             raw_len: blob.raw_len,
         });
-        self.data.extend_from_slice(&blob.bytes);
-        blob.bytes
+        self.len += blob.bytes.len();
+        self.parts.push(Bytes::from(blob.bytes));
     }
 
     /// Bytes of blob data so far.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.len
     }
 
     /// True when no blob was added.
@@ -186,15 +189,14 @@ impl PackBuilder {
     pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
         let header = encode_header(&rand::random(), &self.entries);
         let id = key.id_of(&header);
-        let sealed = crypto::seal(key.encryption_key(), &header_ad(&id), &header);
-        self.data.reserve_exact(sealed.len() + TRAILER_LEN);
-        self.data.extend_from_slice(&sealed);
-        self.data
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        self.data.extend_from_slice(MAGIC);
+        let mut tail = crypto::seal(key.encryption_key(), &header_ad(&id), &header);
+        let header_len = tail.len() as u32;
+        tail.extend_from_slice(&header_len.to_le_bytes());
+        tail.extend_from_slice(MAGIC);
+        self.parts.push(Bytes::from(tail));
         FinishedPack {
             id,
-            bytes: self.data,
+            parts: self.parts,
             entries: self.entries,
         }
     }
@@ -251,16 +253,16 @@ mod tests {
             b.add(seal_blob(&key, kind, key.id_of(p), p, 3));
         }
         let pack = b.finish(&key);
-        let entries = read_pack_header(&key, &pack.id, &pack.bytes).unwrap();
+        let entries = read_pack_header(&key, &pack.id, &pack.to_vec()).unwrap();
         assert_eq!(entries, pack.entries);
         for (e, p) in entries.iter().zip(&blobs) {
-            let s = &pack.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            let s = &pack.to_vec()[e.offset as usize..(e.offset + e.stored_len) as usize];
             assert_eq!(
                 &open_blob(&key, e.kind, &e.id, e.compression, e.raw_len, s).unwrap(),
                 p
             );
         }
         assert_eq!(entries[1].compression, Compression::Zstd);
-        assert!(read_pack_header(&key, &Id([0; 32]), &pack.bytes).is_err());
+        assert!(read_pack_header(&key, &Id([0; 32]), &pack.to_vec()).is_err());
     }
 }

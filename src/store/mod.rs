@@ -52,10 +52,11 @@ pub trait Backend: Send + Sync {
     fn location(&self) -> String;
     /// Writes a whole object durably (overwrites an existing one).
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()>;
-    /// [`Backend::put`] that hands the buffer back once the write is done,
-    /// when nothing else holds it, so the caller can reuse the allocation.
-    fn put_reclaim(&self, key: &str, bytes: Vec<u8>) -> Result<Option<Vec<u8>>> {
-        self.put(key, bytes).map(|()| None)
+    /// Writes an object given as consecutive pieces, without joining them
+    /// first. Once it returns the backend holds no reference to them, so
+    /// the caller can reclaim their buffers.
+    fn put_parts(&self, key: &str, parts: &[bytes::Bytes]) -> Result<()> {
+        self.put(key, parts.concat())
     }
     /// Reads a whole object; a missing object is a [`NotFound`] error.
     fn get(&self, key: &str) -> Result<Vec<u8>>;

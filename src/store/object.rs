@@ -252,19 +252,22 @@ const PART_CONCURRENCY: usize = 4;
 async fn put_multipart(
     store: &dyn ObjectStore,
     path: &ObjPath,
-    bytes: Bytes,
+    payload: PutPayload,
 ) -> object_store::Result<()> {
     let upload = store.put_multipart(path).await?;
+    // WriteMultipart gathers the pieces into parts of PART_SIZE.
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-    let mut offset = 0;
-    while offset < bytes.len() {
-        if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
-            let _ = writer.abort().await;
-            return Err(e);
+    for bytes in payload.iter() {
+        let mut offset = 0;
+        while offset < bytes.len() {
+            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+            let end = (offset + PART_SIZE).min(bytes.len());
+            writer.put(bytes.slice(offset..end));
+            offset = end;
         }
-        let end = (offset + PART_SIZE).min(bytes.len());
-        writer.put(bytes.slice(offset..end));
-        offset = end;
     }
     writer.finish().await.map(|_| ())
 }
@@ -331,19 +334,20 @@ impl ObjectBackend {
 
     /// Writes a whole object; large ones go up as a multipart upload whose
     /// parts are sent concurrently (and aborted on failure).
-    async fn put_async_uncounted(&self, key: &str, bytes: Bytes) -> Result<()> {
+    async fn put_async_uncounted(&self, key: &str, payload: PutPayload) -> Result<()> {
         if let Some(locked) = &self.locked {
             return locked
-                .put(key, bytes)
+                .put(key, Bytes::from(payload))
                 .await
                 .with_context(|| format!("writing {key} to {}", self.location));
         }
         let path = ObjPath::from(key);
         let store = self.store_creating(true)?;
-        let result = if bytes.len() >= MULTIPART_THRESHOLD && self.local_root.is_none() {
-            put_multipart(store.as_ref(), &path, bytes).await
+        let result = if payload.content_length() >= MULTIPART_THRESHOLD && self.local_root.is_none()
+        {
+            put_multipart(store.as_ref(), &path, payload).await
         } else {
-            store.put(&path, PutPayload::from(bytes)).await.map(|_| ())
+            store.put(&path, payload).await.map(|_| ())
         };
         result
             .map_err(|e| match e {
@@ -471,9 +475,9 @@ impl ObjectBackend {
 
     /// Writes a whole object; large ones go up as a multipart upload whose
     /// parts are sent concurrently (and aborted on failure).
-    pub async fn put_async(&self, key: &str, bytes: Bytes) -> Result<()> {
+    pub async fn put_async(&self, key: &str, payload: impl Into<PutPayload>) -> Result<()> {
         self.counts
-            .count(self.put_async_uncounted(key, bytes).await)
+            .count(self.put_async_uncounted(key, payload.into()).await)
     }
 
     /// Reads a whole object.
@@ -534,10 +538,8 @@ impl Backend for ObjectBackend {
         block_on(self.put_async(key, Bytes::from(bytes)))
     }
 
-    fn put_reclaim(&self, key: &str, bytes: Vec<u8>) -> Result<Option<Vec<u8>>> {
-        let bytes = Bytes::from(bytes);
-        block_on(self.put_async(key, bytes.clone()))?;
-        Ok(bytes.try_into_mut().ok().map(Vec::from))
+    fn put_parts(&self, key: &str, parts: &[Bytes]) -> Result<()> {
+        block_on(self.put_async(key, parts.iter().cloned().collect::<PutPayload>()))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
