@@ -128,12 +128,47 @@ pub fn seal_blob_into(
         let Some((_, ctx, out)) = slot.as_mut() else {
             return seal(Compression::None, plain);
         };
+        if looks_incompressible(ctx, out, plain) {
+            return seal(Compression::None, plain);
+        }
         out.clear();
         // Only worth it if it ends up smaller: cap the output there.
         out.reserve(plain.len());
         match ctx.compress_to_buffer(plain, out) {
             Ok(n) if n < plain.len() => seal(Compression::Zstd, &out[..n]),
             _ => seal(Compression::None, plain),
+        }
+    })
+}
+
+/// Blobs at least this large are sampled before a full compression pass.
+const SAMPLED_FROM: usize = 64 * 1024;
+/// Size of one sample.
+const SAMPLE: usize = 4 * 1024;
+/// Samples taken, spread evenly over the blob.
+const SAMPLES: usize = 4;
+
+/// True when every sample of a large blob fails to shrink by 3%: then the
+/// blob is stored as is without a full zstd pass over it (already
+/// compressed or encrypted data, which is most of a VM image's and a media
+/// library's bytes). Mixed blobs keep a compressible sample and are
+/// compressed whole.
+fn looks_incompressible(
+    ctx: &mut zstd::bulk::Compressor<'static>,
+    out: &mut Vec<u8>,
+    plain: &[u8],
+) -> bool {
+    if plain.len() < SAMPLED_FROM {
+        return false;
+    }
+    let step = (plain.len() - SAMPLE) / (SAMPLES - 1);
+    (0..SAMPLES).all(|i| {
+        let sample = &plain[i * step..i * step + SAMPLE];
+        out.clear();
+        out.reserve(SAMPLE + 64);
+        match ctx.compress_to_buffer(sample, out) {
+            Ok(n) => n * 100 >= SAMPLE * 97,
+            Err(_) => true,
         }
     })
 }
@@ -175,4 +210,47 @@ pub fn open_blob(
         bail!("blob content does not match its id");
     }
     Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    fn sealed_compression(plain: &[u8]) -> Compression {
+        let key = MasterKey::from_secret([3; 32]);
+        let id = key.id_of(plain);
+        let s = seal_blob(&key, BlobType::Data, id, plain, 3);
+        let back = open_blob(
+            &key,
+            BlobType::Data,
+            &id,
+            s.compression,
+            s.raw_len,
+            &s.bytes,
+        );
+        assert_eq!(back.unwrap(), plain);
+        s.compression
+    }
+
+    #[test]
+    fn incompressible_blobs_skip_compression_and_others_do_not() {
+        let mut random = vec![0u8; 1 << 20];
+        rand::rng().fill_bytes(&mut random);
+        assert_eq!(sealed_compression(&random), Compression::None);
+        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog. "
+            .iter()
+            .cycle()
+            .take(1 << 20)
+            .copied()
+            .collect();
+        assert_eq!(sealed_compression(&text), Compression::Zstd);
+        // Random except for a compressible last quarter: one sample sees it.
+        let mut mixed = random.clone();
+        let n = mixed.len();
+        mixed[n * 3 / 4..].copy_from_slice(&text[n * 3 / 4..]);
+        assert_eq!(sealed_compression(&mixed), Compression::Zstd);
+        // Small blobs are always tried whole.
+        assert_eq!(sealed_compression(&text[..1000]), Compression::Zstd);
+    }
 }
