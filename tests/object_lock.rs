@@ -242,20 +242,7 @@ fn every_object_is_locked_deleted_packs_come_back_and_restore_is_identical() {
         if *marker {
             continue; // the released lock's delete marker holds no data
         }
-        let r = block_on(
-            c.get_object_retention()
-                .bucket(&bucket)
-                .key(key)
-                .version_id(version)
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("{key} has no retention: {e:?}"));
-        let r = r.retention().unwrap();
-        assert_eq!(
-            r.mode(),
-            Some(&ObjectLockRetentionMode::Governance),
-            "{key}"
-        );
+        let r = governance_retention(&c, &bucket, key, version);
         let until = SystemTime::try_from(*r.retain_until_date().unwrap()).unwrap();
         assert!(
             until >= earliest && until <= latest,
@@ -470,19 +457,32 @@ fn a_pool_member_with_object_lock_locks_its_copies() {
         .collect();
     assert!(data.len() >= 5, "{all:?}");
     for (key, version, ..) in data {
-        let r = block_on(
-            c.get_object_retention()
-                .bucket(&bucket)
-                .key(key)
-                .version_id(version)
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("{key} has no retention: {e:?}"));
-        assert_eq!(
-            r.retention().unwrap().mode(),
-            Some(&ObjectLockRetentionMode::Governance)
-        );
+        governance_retention(&c, &bucket, key, version);
     }
+}
+
+/// The retention of one object version, asserted to be in governance mode.
+fn governance_retention(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    version: &str,
+) -> aws_sdk_s3::types::ObjectLockRetention {
+    let r = block_on(
+        c.get_object_retention()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version)
+            .send(),
+    )
+    .unwrap_or_else(|e| panic!("{key} has no retention: {e:?}"));
+    let r = r.retention().unwrap().clone();
+    assert_eq!(
+        r.mode(),
+        Some(&ObjectLockRetentionMode::Governance),
+        "{key}"
+    );
+    r
 }
 
 #[test]

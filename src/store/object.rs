@@ -142,23 +142,10 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
     let bucket_of;
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" => {
-            let mut b = AmazonS3Builder::from_env()
+            let (b, region) = s3_builder(bucket, options, &location)?;
+            let b = b
                 .with_client_options(client.clone())
-                .with_retry(retry.clone())
-                .with_bucket_name(bucket);
-            for (k, v) in options {
-                b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
-            }
-            // A plain-HTTP endpoint was asked for explicitly (local servers).
-            if b.get_config_value(&AmazonS3ConfigKey::Endpoint)
-                .is_some_and(|e| e.starts_with("http://"))
-            {
-                b = b.with_allow_http(true);
-            }
-            let region = b
-                .get_config_value(&AmazonS3ConfigKey::Region)
-                .unwrap_or_else(|| "us-east-1".into());
-            b = b.with_region(&region);
+                .with_retry(retry.clone());
             let allow_http = b
                 .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
                 .is_some_and(|v| v == "true");
@@ -240,6 +227,32 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         locked: None,
         counts: RequestCounter::default(),
     })
+}
+
+/// An S3 builder for `bucket` from the AWS_* environment and `options`,
+/// and its region (us-east-1 unless set). A plain-HTTP endpoint given
+/// explicitly (local servers) is allowed.
+pub(super) fn s3_builder(
+    bucket: &str,
+    options: &BTreeMap<String, String>,
+    location: &str,
+) -> Result<(AmazonS3Builder, String)> {
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    for (k, v) in options {
+        let key: AmazonS3ConfigKey = k
+            .parse()
+            .map_err(|_| anyhow!("unknown option {k:?} for {location}"))?;
+        b = b.with_config(key, v);
+    }
+    if b.get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .is_some_and(|e| e.starts_with("http://"))
+    {
+        b = b.with_allow_http(true);
+    }
+    let region = b
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| "us-east-1".into());
+    Ok((b.with_region(&region), region))
 }
 
 /// Objects at least this large are uploaded in parts.

@@ -33,7 +33,7 @@ use aws_sdk_s3::types::{
     ObjectLockMode,
 };
 use bytes::Bytes;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredentialProvider};
+use object_store::aws::{AmazonS3ConfigKey, AwsCredentialProvider};
 
 use super::immutable::{LockMode, ObjectLockConfig};
 
@@ -90,24 +90,8 @@ impl LockedWriter {
             .ok_or_else(|| anyhow!("object_lock works only on S3 (s3://) storage, not on {url}"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_matches('/');
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        for (k, v) in options {
-            let key: AmazonS3ConfigKey = k
-                .parse()
-                .map_err(|_| anyhow!("unknown option {k:?} for {url}"))?;
-            b = b.with_config(key, v);
-        }
+        let (b, region) = super::object::s3_builder(bucket, options, url)?;
         let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
-        if endpoint
-            .as_deref()
-            .is_some_and(|e| e.starts_with("http://"))
-        {
-            b = b.with_allow_http(true);
-        }
-        let region = b
-            .get_config_value(&AmazonS3ConfigKey::Region)
-            .unwrap_or_else(|| "us-east-1".into());
-        b = b.with_region(&region);
         let virtual_hosted = b
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
