@@ -24,15 +24,19 @@ impl BufferPool {
     }
 
     /// An empty buffer with room for at least `capacity` bytes: a spare one
-    /// when one is big enough, else a new one.
+    /// when one fits (big enough, and not over four times too big: a small
+    /// blob must not pin a large buffer), else a new one.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
+        if capacity < MIN_SPARE / 4 {
+            return Vec::with_capacity(capacity);
+        }
         for _ in 0..self.rx.len() {
             match self.rx.try_recv() {
-                Ok(mut v) if v.capacity() >= capacity => {
+                Ok(mut v) if v.capacity() >= capacity && v.capacity() / 4 <= capacity => {
                     v.clear();
                     return v;
                 }
-                Ok(small) => self.give(small),
+                Ok(unfit) => self.give(unfit),
                 Err(_) => break,
             }
         }
@@ -59,7 +63,12 @@ mod tests {
         a.extend_from_slice(&[1; 100]);
         let a_ptr = a.as_ptr();
         pool.give(a);
-        let b = pool.take(50);
+        let tiny = pool.take(50);
+        assert!(
+            tiny.capacity() < MIN_SPARE,
+            "tiny requests get buffers of their own"
+        );
+        let b = pool.take(MIN_SPARE / 2);
         assert_eq!(b.as_ptr(), a_ptr, "a spare big enough is reused");
         assert!(b.is_empty(), "reused buffers come back empty");
         pool.give(b);

@@ -14,7 +14,6 @@ use anyhow::{Result, anyhow};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::buffers::BufferPool;
-use crate::crypto::OVERHEAD;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::blob::{BlobType, SealedBlob, seal_blob_into};
@@ -52,7 +51,7 @@ pub struct SaveStats {
 
 /// Sealed-blob buffers kept for reuse: about a pack's worth of average
 /// chunks, since an upload hands a whole pack's back at once.
-const SPARE_SEALED: usize = 24;
+const SPARE_SEALED: usize = 8;
 
 struct Shared {
     repo: Arc<Repository>,
@@ -135,7 +134,7 @@ impl Saver {
         let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 2);
         // Every finished pack waiting here is a pack size of memory.
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
 
         let level = repo.config().compression_level;
         let workers = (0..threads)
@@ -148,8 +147,9 @@ impl Saver {
                     .name(format!("strata-seal-{i}"))
                     .spawn(move || {
                         for (kind, id, data) in rx {
-                            let out = shared.sealed_buffers.take(data.len() + OVERHEAD);
-                            let sealed = seal_blob_into(repo.key(), kind, id, &data, level, out);
+                            let sealed = seal_blob_into(repo.key(), kind, id, &data, level, |n| {
+                                shared.sealed_buffers.take(n)
+                            });
                             shared.chunk_buffers.give(data);
                             if tx.send(sealed).is_err() {
                                 break;

@@ -95,24 +95,30 @@ thread_local! {
 
 /// Compresses (when that helps) and encrypts a blob.
 pub fn seal_blob(key: &MasterKey, kind: BlobType, id: Id, plain: &[u8], level: i32) -> SealedBlob {
-    seal_blob_into(key, kind, id, plain, level, Vec::new())
+    seal_blob_into(key, kind, id, plain, level, Vec::with_capacity)
 }
 
-/// [`seal_blob`] into `out`'s allocation (a recycled buffer).
+/// [`seal_blob`] into a buffer from `alloc`, which gets the exact size the
+/// sealed blob needs (a pool can hand out a recycled one).
 pub fn seal_blob_into(
     key: &MasterKey,
     kind: BlobType,
     id: Id,
     plain: &[u8],
     level: i32,
-    out: Vec<u8>,
+    alloc: impl FnOnce(usize) -> Vec<u8>,
 ) -> SealedBlob {
     let seal = |compression, payload: &[u8]| SealedBlob {
         kind,
         id,
         compression,
         raw_len: plain.len() as u32,
-        bytes: crypto::seal_into(key.encryption_key(), &blob_ad(kind, &id), payload, out),
+        bytes: crypto::seal_into(
+            key.encryption_key(),
+            &blob_ad(kind, &id),
+            payload,
+            alloc(payload.len() + crypto::OVERHEAD),
+        ),
     };
     // 0 turns compression off; negative levels are zstd's fast modes.
     if level == 0 {
