@@ -333,8 +333,8 @@ struct Fill<'a> {
 /// Largest gap between needed blobs that is read through rather than split
 /// into two requests.
 const MAX_GAP: u64 = 1 << 20;
-/// A read is not extended past this size: each worker holds one span and its
-/// decompressed blobs in memory at a time.
+/// A read is not extended past this size, read or decompressed: each worker
+/// holds one span and its decompressed blobs in memory at a time.
 const MAX_SPAN: u64 = 4 << 20;
 
 fn restore_pack(
@@ -349,12 +349,15 @@ fn restore_pack(
     while i < blobs.len() && !fill.stopped.load(Ordering::Relaxed) {
         let start = blobs[i].0.offset as u64;
         let mut end = start + blobs[i].0.stored_len as u64;
+        let mut raw = blobs[i].0.raw_len as u64;
         let mut j = i + 1;
         while j < blobs.len()
             && (blobs[j].0.offset as u64) <= end + MAX_GAP
             && end - start < MAX_SPAN
+            && raw + blobs[j].0.raw_len as u64 <= MAX_SPAN
         {
             end = end.max(blobs[j].0.offset as u64 + blobs[j].0.stored_len as u64);
+            raw += blobs[j].0.raw_len as u64;
             j += 1;
         }
         // Decrypt the whole span before writing anything, so a bad copy on
