@@ -142,10 +142,12 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
     let bucket_of;
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" => {
-            let (b, region) = s3_builder(bucket, options, &location)?;
-            let b = b
+            // Client options first: they replace every client setting,
+            // including an `aws_allow_http` given in `options`.
+            let base = AmazonS3Builder::from_env()
                 .with_client_options(client.clone())
                 .with_retry(retry.clone());
+            let (b, region) = s3_builder(base, bucket, options, &location)?;
             let allow_http = b
                 .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
                 .is_some_and(|v| v == "true");
@@ -229,15 +231,16 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
     })
 }
 
-/// An S3 builder for `bucket` from the AWS_* environment and `options`,
+/// `base` (from the AWS_* environment) set up for `bucket` with `options`,
 /// and its region (us-east-1 unless set). A plain-HTTP endpoint given
 /// explicitly (local servers) is allowed.
 pub(super) fn s3_builder(
+    base: AmazonS3Builder,
     bucket: &str,
     options: &BTreeMap<String, String>,
     location: &str,
 ) -> Result<(AmazonS3Builder, String)> {
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut b = base.with_bucket_name(bucket);
     for (k, v) in options {
         let key: AmazonS3ConfigKey = k
             .parse()

@@ -33,7 +33,7 @@ use aws_sdk_s3::types::{
     ObjectLockMode,
 };
 use bytes::Bytes;
-use object_store::aws::{AmazonS3ConfigKey, AwsCredentialProvider};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredentialProvider};
 
 use super::immutable::{LockMode, ObjectLockConfig};
 
@@ -90,7 +90,8 @@ impl LockedWriter {
             .ok_or_else(|| anyhow!("object_lock works only on S3 (s3://) storage, not on {url}"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_matches('/');
-        let (b, region) = super::object::s3_builder(bucket, options, url)?;
+        let (b, region) =
+            super::object::s3_builder(AmazonS3Builder::from_env(), bucket, options, url)?;
         let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
         let virtual_hosted = b
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
