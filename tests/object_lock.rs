@@ -17,7 +17,9 @@ use assert_cmd::Command;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::types::ObjectLockRetentionMode;
-use common::{Compare, Env, assert_success, compare_trees, random_bytes, restored, stderr};
+use common::{
+    CHEAP_INIT, Compare, Env, assert_success, compare_trees, random_bytes, restored, stderr,
+};
 use strata::store::block_on;
 
 /// Multipart threshold of object_store: packs this large must be locked too.
@@ -120,16 +122,6 @@ fn ok(config: &Path, args: &[&str]) -> std::process::Output {
     assert_success(&out, args);
     out
 }
-
-const CHEAP_INIT: [&str; 7] = [
-    "init",
-    "--argon2-memory-kib",
-    "1024",
-    "--argon2-iterations",
-    "1",
-    "--argon2-parallelism",
-    "1",
-];
 
 /// A source tree with one file large enough for a pack above the multipart
 /// threshold, and a few small ones.

@@ -22,17 +22,7 @@ impl Repo {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), "prune test\n").unwrap();
         let r = Repo { dir };
-        r.ok(&[
-            "init",
-            "--argon2-memory-kib",
-            "1024",
-            "--argon2-iterations",
-            "1",
-            "--argon2-parallelism",
-            "1",
-            "--pack-size-mib",
-            "1",
-        ]);
+        r.ok(&[&common::CHEAP_INIT[..], &["--pack-size-mib", "1"]].concat());
         r
     }
 

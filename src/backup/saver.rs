@@ -49,8 +49,9 @@ pub struct SaveStats {
     pub stored_added: AtomicU64,
 }
 
-/// Sealed-blob buffers kept for reuse: about a pack's worth of average
-/// chunks, since an upload hands a whole pack's back at once.
+/// Sealed-blob buffers kept for reuse. An upload hands a whole pack's back
+/// at once; keeping half a pack's worth of average chunks saves most fresh
+/// allocations without holding much memory idle.
 const SPARE_SEALED: usize = 8;
 
 struct Shared {
@@ -64,8 +65,7 @@ struct Shared {
     stats: SaveStats,
     /// Spare chunk copies (archiver → seal workers → back).
     chunk_buffers: BufferPool,
-    /// Spare sealed-blob buffers (seal workers → packer → uploaders →
-    /// back): a pack's worth comes back at once.
+    /// Spare sealed-blob buffers (seal workers → packer → uploaders → back).
     sealed_buffers: BufferPool,
 }
 

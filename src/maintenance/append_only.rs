@@ -38,15 +38,12 @@ pub fn check_prune_may_delete(repo: &Repository) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::is_access_denied;
+    use crate::store::{AccessDenied, is_access_denied};
 
     #[test]
     fn recognises_refusals() {
         // A 401/403 as the store reports it, under context.
-        let denied = anyhow::anyhow!(
-            "access denied: check the credentials (AWS_*, AZURE_STORAGE_*, GOOGLE_* or the config's options) and the bucket policy"
-        )
-        .context("deleting data/x in s3://b/p");
+        let denied = anyhow::anyhow!(AccessDenied).context("deleting data/x in s3://b/p");
         assert!(is_access_denied(&denied));
         // An S3 multi-object delete whose entry was refused (HTTP 200).
         let bulk = anyhow::anyhow!(

@@ -253,16 +253,17 @@ mod tests {
             b.add(seal_blob(&key, kind, key.id_of(p), p, 3));
         }
         let pack = b.finish(&key);
-        let entries = read_pack_header(&key, &pack.id, &pack.to_vec()).unwrap();
+        let bytes = pack.to_vec();
+        let entries = read_pack_header(&key, &pack.id, &bytes).unwrap();
         assert_eq!(entries, pack.entries);
         for (e, p) in entries.iter().zip(&blobs) {
-            let s = &pack.to_vec()[e.offset as usize..(e.offset + e.stored_len) as usize];
+            let s = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
             assert_eq!(
                 &open_blob(&key, e.kind, &e.id, e.compression, e.raw_len, s).unwrap(),
                 p
             );
         }
         assert_eq!(entries[1].compression, Compression::Zstd);
-        assert!(read_pack_header(&key, &Id([0; 32]), &pack.to_vec()).is_err());
+        assert!(read_pack_header(&key, &Id([0; 32]), &bytes).is_err());
     }
 }

@@ -161,7 +161,7 @@ impl Bucket {
         match status {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => bail!(super::object::ACCESS_DENIED),
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => bail!(super::AccessDenied),
             StatusCode::BAD_REQUEST => bail!(
                 "the server rejected {} (400 Bad Request): check the name against the provider's naming rules",
                 self.what()
@@ -200,9 +200,11 @@ impl Bucket {
 
     async fn send(&self, op: Op) -> Result<(StatusCode, Bytes)> {
         let request = self.request(op).await?;
-        let response = self.http.execute(request).await.map_err(|e| {
-            anyhow!("cannot reach the endpoint ({e}): is the server up and the endpoint URL right?")
-        })?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(super::unreachable)?;
         let status = response.status();
         let body = response.into_body().bytes().await.unwrap_or_default();
         Ok((status, body))
@@ -275,15 +277,11 @@ impl Bucket {
                             .body(Bytes::from(body).into())?
                     }
                     // The JSON API answers GET (not HEAD) on a bucket.
-                    Op::Probe => builder
-                        .method(Method::GET)
-                        .uri(format!(
-                            "{base_url}/storage/v1/b/{}",
-                            url_encode(&self.name)
-                        ))
-                        .body(Bytes::new().into())?,
-                    Op::Remove => builder
-                        .method(Method::DELETE)
+                    Op::Probe | Op::Remove => builder
+                        .method(match op {
+                            Op::Probe => Method::GET,
+                            _ => Method::DELETE,
+                        })
                         .uri(format!(
                             "{base_url}/storage/v1/b/{}",
                             url_encode(&self.name)

@@ -22,6 +22,21 @@ pub use object::{ObjectBackend, block_on, open_url};
 #[error("object {0} not found")]
 pub struct NotFound(pub String);
 
+/// The storage refused a request for lack of permission (HTTP 401/403).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "access denied: check the credentials (AWS_*, AZURE_STORAGE_*, GOOGLE_* or the config's options) and the bucket policy"
+)]
+pub struct AccessDenied;
+
+/// The error for an endpoint that could not be reached (connection refused,
+/// DNS, timeout); `cause` is the lowest-level reason.
+pub(crate) fn unreachable(cause: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach the endpoint ({cause}): is the server up and the endpoint URL right?"
+    )
+}
+
 /// One stored object as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -149,11 +164,9 @@ pub fn is_not_found(err: &anyhow::Error) -> bool {
 }
 
 /// True when the storage refused a request for lack of permission: a 401/403
-/// answer (reported as "access denied: ...") or an S3 multi-object delete
-/// whose entry failed with code AccessDenied.
+/// answer ([`AccessDenied`]) or an S3 multi-object delete whose entry failed
+/// with code AccessDenied (object_store reports that one only as text).
 pub fn is_access_denied(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| {
-        let text = c.to_string();
-        text.starts_with("access denied") || text.contains("(code: AccessDenied)")
-    })
+    err.chain()
+        .any(|c| c.is::<AccessDenied>() || c.to_string().contains("(code: AccessDenied)"))
 }

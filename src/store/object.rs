@@ -21,7 +21,7 @@ use object_store::{ClientConfigKey, ClientOptions, RetryConfig, WriteMultipart};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::bucket::{AzureSite, Bucket};
-use super::{Backend, NotFound, ObjectInfo};
+use super::{AccessDenied, Backend, NotFound, ObjectInfo};
 
 /// Runs a future to completion on the shared I/O runtime (from blocking code).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -295,14 +295,11 @@ fn error_chain(e: &object_store::Error) -> Vec<String> {
         .collect()
 }
 
-/// The message for a refused request.
-pub(super) const ACCESS_DENIED: &str = "access denied: check the credentials (AWS_*, AZURE_STORAGE_*, GOOGLE_* or the config's options) and the bucket policy";
-
 fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => anyhow!(NotFound(key.to_string())),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow!(ACCESS_DENIED),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow!(AccessDenied),
         other => {
             let chain = error_chain(&other);
             let text = chain.join(": ");
@@ -310,10 +307,7 @@ fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
                 || text.contains("dns error")
                 || text.contains("error sending request")
             {
-                let cause = chain.last().cloned().unwrap_or_default();
-                anyhow!(
-                    "cannot reach the endpoint ({cause}): is the server up and the endpoint URL right?"
-                )
+                super::unreachable(chain.last().cloned().unwrap_or_default())
             } else {
                 anyhow!(other)
             }
@@ -459,8 +453,7 @@ impl ObjectBackend {
 }
 
 impl ObjectBackend {
-    /// True when the bucket or container exists: a one-object listing
-    /// succeeds (an empty one counts).
+    /// True when the bucket or container exists (one bucket-level request).
     async fn bucket_exists(&self) -> Result<bool> {
         let bucket = self
             .bucket

@@ -275,10 +275,9 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
                 _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
             }
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
-            "cannot reach the endpoint ({}): is the server up and the endpoint URL right?",
-            aws_sdk_s3::error::DisplayErrorContext(e)
-        ),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            super::unreachable(aws_sdk_s3::error::DisplayErrorContext(e)).to_string()
+        }
         _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
     }
 }

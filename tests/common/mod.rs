@@ -15,6 +15,17 @@ use rand::{RngCore, SeedableRng};
 /// The password every test repository is created with.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// `init` with Argon2 parameters cheap enough for tests.
+pub const CHEAP_INIT: [&str; 7] = [
+    "init",
+    "--argon2-memory-kib",
+    "1024",
+    "--argon2-iterations",
+    "1",
+    "--argon2-parallelism",
+    "1",
+];
+
 /// A scratch directory with `pw` (the password file) and `repo` (a fresh
 /// repository created with cheap Argon2 parameters).
 pub struct Env {
@@ -25,15 +36,7 @@ impl Env {
     /// A new scratch directory with an initialised repository.
     pub fn new() -> Env {
         let env = Env::empty();
-        env.ok(&[
-            "init",
-            "--argon2-memory-kib",
-            "1024",
-            "--argon2-iterations",
-            "1",
-            "--argon2-parallelism",
-            "1",
-        ]);
+        env.ok(&CHEAP_INIT);
         assert!(env.repo().join("config").is_file(), "init wrote no config");
         env
     }
