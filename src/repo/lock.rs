@@ -6,7 +6,7 @@
 //! marked pack may really go (see docs/PRUNE.md). Staleness is judged by the
 //! storage server's modification times, never by comparing client clocks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -156,7 +156,8 @@ pub struct Lock {
     info: Arc<Mutex<LockInfo>>,
     /// [`since_boot`] at the last successful write of the lock.
     last_ok: Arc<Mutex<Duration>>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the refresher at once and makes it exit.
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -179,16 +180,23 @@ impl Lock {
             .push((repo.clone(), id));
         let info = Arc::new(Mutex::new(info));
         let last_ok = Arc::new(Mutex::new(since_boot()));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = {
-            let (repo, info, last_ok, stop) =
-                (repo.clone(), info.clone(), last_ok.clone(), stop.clone());
+            let (repo, info, last_ok) = (repo.clone(), info.clone(), last_ok.clone());
             std::thread::Builder::new()
                 .name("strata-lock".into())
                 .spawn(move || {
                     let mut next = since_boot() + REFRESH;
-                    while !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(200));
+                    loop {
+                        // Short waits, re-checked against the boot clock, so
+                        // time spent suspended counts towards the refresh.
+                        let wait = next
+                            .saturating_sub(since_boot())
+                            .min(Duration::from_secs(1));
+                        match stopped.recv_timeout(wait) {
+                            Err(RecvTimeoutError::Timeout) => {}
+                            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                        }
                         if since_boot() < next {
                             continue;
                         }
@@ -206,7 +214,7 @@ impl Lock {
             id,
             info,
             last_ok,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -253,7 +261,7 @@ impl Lock {
     }
 
     fn stop_thread(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
