@@ -20,6 +20,7 @@ use crate::repo::blob::{BlobType, SealedBlob, seal_blob_into};
 use crate::repo::index::{Index, IndexFile};
 use crate::repo::layout;
 use crate::repo::pack::{FinishedPack, PackBuilder};
+use crate::store::Spool;
 
 /// Packs per index file written while a backup runs.
 const PACKS_PER_INDEX: usize = 4;
@@ -108,7 +109,10 @@ pub struct Saver {
     shared: Arc<Shared>,
     blob_tx: Option<Sender<(BlobType, Id, Vec<u8>)>>,
     workers: Vec<JoinHandle<()>>,
+    /// Packs in memory: the packer thread. Spooled packs: the placer, and
+    /// the uploaders' channel to send the last packs on at the end.
     packer: Option<JoinHandle<()>>,
+    placer: Option<(Arc<Placer>, Sender<ReadyPack>)>,
     uploaders: Vec<JoinHandle<()>>,
 }
 
@@ -134,13 +138,19 @@ impl Saver {
         let (blob_tx, blob_rx) = bounded::<(BlobType, Id, Vec<u8>)>(threads * 2);
         let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 2);
         // Every finished pack waiting here is a pack size of memory.
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
+        let (pack_tx, pack_rx) = bounded::<ReadyPack>(0);
+        let placer = repo
+            .backend()
+            .can_spool()
+            .then(|| Arc::new(Placer::new(repo.config().pack_size as usize)));
 
         let level = repo.config().compression_level;
         let workers = (0..threads)
             .map(|i| {
                 let rx = blob_rx.clone();
                 let tx = sealed_tx.clone();
+                let packs = pack_tx.clone();
+                let placer = placer.clone();
                 let repo = repo.clone();
                 let shared = shared.clone();
                 std::thread::Builder::new()
@@ -151,8 +161,20 @@ impl Saver {
                                 shared.sealed_buffers.take(n)
                             });
                             shared.chunk_buffers.give(data);
-                            if tx.send(sealed).is_err() {
-                                break;
+                            match &placer {
+                                Some(placer) => {
+                                    if shared.failed() {
+                                        continue; // drain so the archiver never blocks
+                                    }
+                                    if let Err(e) = placer.put(&repo, &shared, sealed, &packs) {
+                                        shared.fail(e);
+                                    }
+                                }
+                                None => {
+                                    if tx.send(sealed).is_err() {
+                                        break;
+                                    }
+                                }
                             }
                         }
                     })
@@ -161,13 +183,17 @@ impl Saver {
             .collect();
         drop(sealed_tx);
 
-        let packer = {
-            let repo = repo.clone();
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("strata-packer".into())
-                .spawn(move || run_packer(&repo, &shared, sealed_rx, pack_tx))
-                .expect("spawn packer")
+        let (packer, placer) = match placer {
+            Some(placer) => (None, Some((placer, pack_tx))),
+            None => {
+                let repo = repo.clone();
+                let shared = shared.clone();
+                let packer = std::thread::Builder::new()
+                    .name("strata-packer".into())
+                    .spawn(move || run_packer(&repo, &shared, sealed_rx, pack_tx))
+                    .expect("spawn packer");
+                (Some(packer), None)
+            }
         };
 
         let uploaders = (0..uploads)
@@ -185,7 +211,8 @@ impl Saver {
             shared,
             blob_tx: Some(blob_tx),
             workers,
-            packer: Some(packer),
+            packer,
+            placer,
             uploaders,
         }
     }
@@ -279,6 +306,12 @@ impl Saver {
         if let Some(p) = self.packer.take() {
             let _ = p.join();
         }
+        if let Some((placer, packs)) = self.placer.take()
+            && !self.shared.failed()
+            && let Err(e) = placer.close(&self.shared.repo, &packs)
+        {
+            self.shared.fail(e);
+        }
         for u in self.uploaders.drain(..) {
             let _ = u.join();
         }
@@ -297,15 +330,31 @@ impl Saver {
     }
 }
 
-fn run_packer(
-    repo: &Repository,
-    shared: &Shared,
-    rx: Receiver<SealedBlob>,
-    tx: Sender<FinishedPack>,
-) {
+/// A pack ready to be made durable.
+struct ReadyPack {
+    /// The pack; its parts are all its bytes, or nothing when spooled.
+    pack: FinishedPack,
+    /// Size of the whole pack file.
+    size: u64,
+    /// Holds the pack's bytes, written already, to be committed.
+    spool: Option<Arc<dyn Spool>>,
+}
+
+/// Packs built in memory by the packer thread (stores that take whole
+/// objects), handed to the uploaders when full.
+fn run_packer(repo: &Repository, shared: &Shared, rx: Receiver<SealedBlob>, tx: Sender<ReadyPack>) {
     let target = repo.config().pack_size as usize;
     let mut data = PackBuilder::new();
     let mut trees = PackBuilder::new();
+    let ready = |builder: PackBuilder| {
+        let pack = builder.finish(repo.key());
+        let size = pack.len() as u64;
+        ReadyPack {
+            pack,
+            size,
+            spool: None,
+        }
+    };
     for blob in rx {
         if shared.failed() {
             continue; // drain so the workers never block
@@ -316,31 +365,146 @@ fn run_packer(
             &mut data
         };
         builder.add(blob);
-        if builder.len() >= target {
-            let full = std::mem::take(builder);
-            if tx.send(full.finish(repo.key())).is_err() {
-                return;
-            }
+        if builder.len() >= target && tx.send(ready(std::mem::take(builder))).is_err() {
+            return;
         }
     }
     for builder in [data, trees] {
-        if !builder.is_empty() && !shared.failed() && tx.send(builder.finish(repo.key())).is_err() {
+        if !builder.is_empty() && !shared.failed() && tx.send(ready(builder)).is_err() {
             return;
         }
     }
 }
 
-fn run_uploader(shared: &Shared, rx: Receiver<FinishedPack>) {
-    for pack in rx {
+/// A pack being written in place on a store that spools (local disk).
+struct SpoolPack {
+    spool: Arc<dyn Spool>,
+    builder: PackBuilder,
+    /// Blobs placed but not written yet.
+    outstanding: usize,
+    /// Takes no more blobs; finished once `outstanding` is 0.
+    full: bool,
+}
+
+/// Packs filled in place by the seal workers themselves: each sealed blob
+/// gets the next offset of its open pack and is written there at once with
+/// a positioned write, so no pack is held in memory and the copies into the
+/// page cache run on every worker instead of one packer thread.
+struct Placer {
+    target: usize,
+    /// The open data pack and the open tree pack.
+    open: Mutex<[Option<Arc<Mutex<SpoolPack>>>; 2]>,
+}
+
+impl Placer {
+    fn new(target: usize) -> Placer {
+        Placer {
+            target,
+            open: Mutex::default(),
+        }
+    }
+
+    /// Writes a sealed blob into its open pack (starting one if needed) and
+    /// sends the pack on when this blob completed it.
+    fn put(
+        &self,
+        repo: &Repository,
+        shared: &Shared,
+        blob: SealedBlob,
+        tx: &Sender<ReadyPack>,
+    ) -> Result<()> {
+        let (pack, spool, offset) = {
+            let mut open = self.open.lock().expect("open packs");
+            let slot = &mut open[usize::from(blob.kind == BlobType::Tree)];
+            if slot.is_none() {
+                let spool = repo
+                    .backend()
+                    .spool()?
+                    .ok_or_else(|| anyhow!("the store stopped taking spooled packs"))?;
+                *slot = Some(Arc::new(Mutex::new(SpoolPack {
+                    spool: Arc::from(spool),
+                    builder: PackBuilder::new(),
+                    outstanding: 0,
+                    full: false,
+                })));
+            }
+            let pack = slot.clone().expect("slot just filled");
+            let mut p = pack.lock().expect("spool pack");
+            let offset = p.builder.len() as u64;
+            p.builder.record(&blob);
+            p.outstanding += 1;
+            if p.builder.len() >= self.target {
+                p.full = true;
+                *slot = None;
+            }
+            let spool = p.spool.clone();
+            drop(p);
+            (pack, spool, offset)
+        };
+        let written = spool.write_at(&blob.bytes, offset);
+        shared.sealed_buffers.give(blob.bytes);
+        let done = {
+            let mut p = pack.lock().expect("spool pack");
+            p.outstanding -= 1;
+            p.full && p.outstanding == 0
+        };
+        written?;
+        if done {
+            self.send(repo, &pack, tx)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the header of a pack whose blobs are all written and hands it
+    /// to the uploaders.
+    fn send(
+        &self,
+        repo: &Repository,
+        pack: &Arc<Mutex<SpoolPack>>,
+        tx: &Sender<ReadyPack>,
+    ) -> Result<()> {
+        let (builder, spool) = {
+            let mut p = pack.lock().expect("spool pack");
+            (std::mem::take(&mut p.builder), p.spool.clone())
+        };
+        let mut offset = builder.len() as u64;
+        let mut pack = builder.finish(repo.key());
+        for part in std::mem::take(&mut pack.parts) {
+            spool.write_at(&part, offset)?;
+            offset += part.len() as u64;
+        }
+        // A closed channel means the backup is failing already.
+        let _ = tx.send(ReadyPack {
+            pack,
+            size: offset,
+            spool: Some(spool),
+        });
+        Ok(())
+    }
+
+    /// Closes the packs still open (every worker has stopped).
+    fn close(&self, repo: &Repository, tx: &Sender<ReadyPack>) -> Result<()> {
+        let open = std::mem::take(&mut *self.open.lock().expect("open packs"));
+        for pack in open.into_iter().flatten() {
+            if !pack.lock().expect("spool pack").builder.is_empty() {
+                self.send(repo, &pack, tx)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_uploader(shared: &Shared, rx: Receiver<ReadyPack>) {
+    for ReadyPack { pack, size, spool } in rx {
         if shared.failed() {
             continue;
         }
-        let size = pack.len() as u64;
-        match shared
-            .repo
-            .backend()
-            .put_parts(&layout::pack(&pack.id), &pack.parts)
-        {
+        let key = layout::pack(&pack.id);
+        let stored = match spool {
+            Some(spool) => spool.commit(&key),
+            None => shared.repo.backend().put_parts(&key, &pack.parts),
+        };
+        match stored {
             Ok(()) => {
                 for part in pack.parts {
                     if let Ok(buffer) = part.try_into_mut() {

@@ -464,13 +464,19 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Reads and decodes a tree, bypassing the cache: for walks that visit
+    /// each tree once, where the cache would only hold memory.
+    pub fn read_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let plain = self.read_blob(index, BlobType::Tree, id)?;
+        Tree::decode(&plain).with_context(|| format!("tree {id}"))
+    }
+
     /// Loads a tree, cached.
     pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Arc<Tree>> {
         if let Some(t) = self.tree_cache.lock().expect("tree cache").get(id) {
             return Ok(t.clone());
         }
-        let plain = self.read_blob(index, BlobType::Tree, id)?;
-        let tree = Arc::new(Tree::decode(&plain).with_context(|| format!("tree {id}"))?);
+        let tree = Arc::new(self.read_tree(index, id)?);
         let mut cache = self.tree_cache.lock().expect("tree cache");
         if cache.len() > 4096 {
             cache.clear();

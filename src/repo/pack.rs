@@ -122,7 +122,8 @@ pub struct PackBuilder {
 pub struct FinishedPack {
     /// Keyed hash of the header plaintext.
     pub id: Id,
-    /// The pack file: the blobs, then the sealed header and the trailer.
+    /// The pack file: the blobs, then the sealed header and the trailer
+    /// (only the latter for a pack whose blobs were [`PackBuilder::record`]ed).
     pub parts: Vec<Bytes>,
     /// Blob entries with offsets.
     pub entries: Vec<PackEntry>,
@@ -163,6 +164,13 @@ impl PackBuilder {
 
     /// Appends a sealed blob.
     pub fn add(&mut self, blob: SealedBlob) {
+        self.record(&blob);
+        self.parts.push(Bytes::from(blob.bytes));
+    }
+
+    /// Records a sealed blob whose bytes the caller wrote out itself, right
+    /// after the ones before it (a pack streamed to storage).
+    pub fn record(&mut self, blob: &SealedBlob) {
         self.entries.push(PackEntry {
             kind: blob.kind,
             compression: blob.compression,
@@ -172,7 +180,6 @@ impl PackBuilder {
             raw_len: blob.raw_len,
         });
         self.len += blob.bytes.len();
-        self.parts.push(Bytes::from(blob.bytes));
     }
 
     /// Bytes of blob data so far.

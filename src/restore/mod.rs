@@ -85,12 +85,16 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     target::prepare(&opts.target)?;
+    let owners = apply::Owners::for_target(&opts.target);
     let index = repo.load_index()?;
     let entries = walk_snapshot(repo, &index, &snapshot.tree, &opts.includes)?;
     let mut report = RestoreReport::default();
 
     // Phase 1: create every entry; collect where each blob goes.
     let mut files: Vec<usize> = Vec::new(); // entry positions of regular files to fill
+    // Per file: created by the worker that writes its only blob, instead of
+    // here (one open, one write, metadata through the open file).
+    let mut deferred: Vec<bool> = Vec::new();
     let mut placements: Vec<AtomicU32> = Vec::new(); // per file, blob placements
     let mut links: Vec<(usize, u32)> = Vec::new(); // (entry position, file linked to)
     let mut by_pack: HashMap<Id, Vec<(PackEntry, Vec<Target>)>> = HashMap::new();
@@ -105,11 +109,17 @@ pub fn restore(
         let linked_to = (node.kind == NodeKind::File && node.links > 1)
             .then(|| first_link.get(&(node.device, node.inode)).copied())
             .flatten();
+        let defer = linked_to.is_none()
+            && node.kind == NodeKind::File
+            && node.links <= 1
+            && node.content.len() == 1
+            && index.get(&node.content[0]).is_some();
         let made = match linked_to {
             Some(file_no) => apply::hard_link(
                 &opts.target.join(&entries[files[file_no as usize]].path),
                 &dest,
             ),
+            None if defer => Ok(()),
             None => apply::create(&dest, node),
         };
         if let Err(err) = made {
@@ -120,7 +130,7 @@ pub fn restore(
             report.errors.push(format!("{}: {err:#}", dest.display()));
             continue;
         }
-        created[pos] = true;
+        created[pos] = !defer;
         if let Some(file_no) = linked_to {
             links.push((pos, file_no));
             continue;
@@ -130,6 +140,7 @@ pub fn restore(
             NodeKind::File => {
                 let file_no = files.len() as u32;
                 files.push(pos);
+                deferred.push(defer);
                 if node.links > 1 {
                     first_link.insert((node.device, node.inode), file_no);
                 }
@@ -172,7 +183,8 @@ pub fn restore(
         damaged.insert(pos);
     }
 
-    // Phase 2: fill contents, one pack at a time per worker.
+    // Phase 2: fill contents, one pack at a time per worker; a file's
+    // metadata is applied by the worker that completes it.
     let file_paths: Vec<PathBuf> = files
         .iter()
         .map(|&p| opts.target.join(&entries[p].path))
@@ -183,6 +195,11 @@ pub fn restore(
     );
     let fill = Fill {
         paths: &file_paths,
+        nodes: files.iter().map(|&p| &entries[p].node).collect(),
+        deferred,
+        owners: &owners,
+        finished: (0..files.len()).map(|_| AtomicBool::new(false)).collect(),
+        metadata_errors: Mutex::default(),
         remaining: placements,
         written: &opts.progress.bytes,
         failures: Mutex::default(),
@@ -214,6 +231,12 @@ pub fn restore(
         report.errors.push(msg);
         damaged.extend(file_nos.into_iter().map(|f| files[f as usize]));
     }
+    report.errors.append(&mut lock(&fill.metadata_errors));
+    // Files that got their metadata from a worker, by entry position.
+    let mut finished = vec![false; entries.len()];
+    for (f, &pos) in files.iter().enumerate() {
+        finished[pos] = fill.finished[f].load(Ordering::Relaxed);
+    }
     report.bytes_restored = fill.written.load(Ordering::Relaxed);
     opts.progress
         .files
@@ -241,14 +264,15 @@ pub fn restore(
             );
         for pos in incomplete {
             created[pos] = false;
-            if std::fs::remove_file(opts.target.join(&entries[pos].path)).is_err() {
-                left += 1;
+            match std::fs::remove_file(opts.target.join(&entries[pos].path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => left += 1,
+                _ => {}
             }
         }
         // Complete entries get their metadata, best effort: the fault is the story.
         for (pos, e) in entries.iter().enumerate().rev() {
-            if created[pos] {
-                let _ = apply::metadata(&opts.target.join(&e.path), &e.node);
+            if created[pos] && !finished[pos] {
+                let _ = apply::metadata(&opts.target.join(&e.path), &e.node, &owners);
             }
         }
         let total = entries
@@ -268,10 +292,12 @@ pub fn restore(
         );
     }
 
-    // Phase 3: metadata, deepest entries first so directory mtimes stick.
+    // Phase 3: metadata of the rest, deepest entries first so directory
+    // mtimes stick.
     for (pos, e) in entries.iter().enumerate().rev() {
         if created[pos]
-            && let Err(err) = apply::metadata(&opts.target.join(&e.path), &e.node)
+            && !finished[pos]
+            && let Err(err) = apply::metadata(&opts.target.join(&e.path), &e.node, &owners)
         {
             report.errors.push(format!("{}: {err:#}", e.path.display()));
         }
@@ -318,6 +344,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Fill<'a> {
     /// Destination path of each file.
     paths: &'a [PathBuf],
+    /// Each file's node.
+    nodes: Vec<&'a crate::repo::tree::Node>,
+    /// Per file: not created yet; the worker writing its only blob creates it.
+    deferred: Vec<bool>,
+    /// How to apply ownership.
+    owners: &'a apply::Owners,
+    /// Per file: complete, and its metadata applied by a worker.
+    finished: Vec<AtomicBool>,
+    /// Metadata that could not be applied, one line each.
+    metadata_errors: Mutex<Vec<String>>,
     /// Per file: blob placements not yet written; 0 means complete.
     remaining: Vec<AtomicU32>,
     /// Plaintext bytes written.
@@ -459,17 +495,22 @@ impl Fill<'_> {
             if self.stopped.load(Ordering::Relaxed) {
                 return; // left incomplete, removed at the end
             }
-            let path = &self.paths[t.file as usize];
-            let result = if zero {
-                Ok(())
+            let f = t.file as usize;
+            let path = &self.paths[f];
+            let result = if self.deferred[f] {
+                write_new(plain, self.nodes[f].size, path).map(Some)
+            } else if zero {
+                Ok(None)
             } else {
-                write_at(plain, t.offset, path)
+                write_at(plain, t.offset, path).map(|()| None)
             };
             match result {
-                Ok(()) => {
-                    self.remaining[t.file as usize].fetch_sub(1, Ordering::Relaxed);
+                Ok(file) => {
                     self.written
                         .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    if self.remaining[f].fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.finish(f, file);
+                    }
                 }
                 Err(e) => {
                     if let Some(f) = TargetFault::of_io(&e) {
@@ -484,6 +525,38 @@ impl Fill<'_> {
             }
         }
     }
+}
+
+impl Fill<'_> {
+    /// Applies the metadata of file `f`, complete now (through `file` when
+    /// the worker holds it open).
+    fn finish(&self, f: usize, file: Option<std::fs::File>) {
+        let node = self.nodes[f];
+        let path = &self.paths[f];
+        let result = match &file {
+            Some(file) => apply::metadata_of_file(file, node, self.owners),
+            None => apply::metadata(path, node, self.owners),
+        };
+        if let Err(err) = result {
+            lock(&self.metadata_errors).push(format!("{}: {err:#}", path.display()));
+        }
+        self.finished[f].store(true, Ordering::Relaxed);
+    }
+}
+
+/// Creates the file at `path` holding `plain` (its only blob), `size` bytes
+/// long, with all-zero blocks left as holes; returns it open.
+fn write_new(plain: &[u8], size: u64, path: &Path) -> std::io::Result<std::fs::File> {
+    let f = apply::open_new(path)?;
+    let mut end = 0u64;
+    for r in data_runs(plain, 0) {
+        f.write_all_at(&plain[r.clone()], r.start as u64)?;
+        end = r.end as u64;
+    }
+    if end != size {
+        f.set_len(size)?;
+    }
+    Ok(f)
 }
 
 /// Writes `plain` at offset `at` of the file at `path`, skipping all-zero

@@ -41,6 +41,7 @@ pub fn walk_snapshot(
         false,
         &mut out,
     )?;
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -71,20 +72,21 @@ fn walk(
     out: &mut Vec<Entry>,
 ) -> Result<bool> {
     let tree = repo
-        .load_tree(index, tree_id)
+        .read_tree(index, tree_id)
         .with_context(|| format!("loading directory /{}", dir.display()))?;
     let mut any = false;
-    for node in &tree.nodes {
+    for node in tree.nodes {
         let path = dir.join(OsStr::from_bytes(&node.name.0));
         let matched = inside_match || set.is_none_or(|s| glob_matches(s, &path));
         let pos = out.len();
+        let (kind, subtree) = (node.kind, node.subtree);
         out.push(Entry {
             path: path.clone(),
-            node: node.clone(),
+            node,
         });
         let mut keep = matched;
-        if node.kind == NodeKind::Dir {
-            let sub = node.subtree.context("directory without subtree")?;
+        if kind == NodeKind::Dir {
+            let sub = subtree.context("directory without subtree")?;
             keep |= walk(repo, index, &sub, &path, set, matched, out)?;
         }
         if !keep {

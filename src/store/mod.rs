@@ -8,6 +8,7 @@ pub mod immutable;
 mod object;
 #[cfg(feature = "object-lock")]
 mod s3lock;
+mod spool;
 
 use std::ops::Range;
 
@@ -60,6 +61,19 @@ pub struct RequestCounts {
     pub errors: u64,
 }
 
+/// An object written piece by piece as it is produced, then made durable
+/// under its key: a pack goes to disk as its blobs are sealed instead of
+/// waiting in memory. Pieces may be written from several threads at once,
+/// each at its own offset. Dropped without [`Spool::commit`], it leaves
+/// nothing behind.
+pub trait Spool: Send + Sync {
+    /// Writes `bytes` at `offset`.
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()>;
+    /// Makes what was written durable as the object `key`. Call it once,
+    /// after every write returned.
+    fn commit(&self, key: &str) -> Result<()>;
+}
+
 /// A place that stores objects under string keys. Blocking; safe to share
 /// between threads.
 pub trait Backend: Send + Sync {
@@ -72,6 +86,15 @@ pub trait Backend: Send + Sync {
     /// the caller can reclaim their buffers.
     fn put_parts(&self, key: &str, parts: &[bytes::Bytes]) -> Result<()> {
         self.put(key, parts.concat())
+    }
+    /// A spool for one new object, where the store can take an object in
+    /// pieces cheaply (local disk); `None`: build it in memory and `put` it.
+    fn spool(&self) -> Result<Option<Box<dyn Spool>>> {
+        Ok(None)
+    }
+    /// Whether [`Backend::spool`] gives spools (decided once per backup).
+    fn can_spool(&self) -> bool {
+        false
     }
     /// Reads a whole object; a missing object is a [`NotFound`] error.
     fn get(&self, key: &str) -> Result<Vec<u8>>;
