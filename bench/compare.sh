@@ -12,14 +12,21 @@
 #
 # For each set and tool: initial backup, no-change re-run, re-run after 1% of
 # the files changed, restore, repository size and peak memory (from
-# /usr/bin/time -v). Prints a table with ratios against restic, and the
-# throughput of `tar -cf - DATA | zstd -3 -T0 > /dev/null` as the floor.
+# /usr/bin/time). Each tool runs BENCH_REPS times (default 3), interleaved,
+# on a fresh file system each time, and every timed step starts from an
+# emptied page cache with its inputs read back in (see settle). Prints the
+# medians with ratios against restic, and the throughput of
+# `tar -cf - DATA | zstd -3 -T0 > /dev/null` as the floor.
+#
+# Run it as root on an otherwise idle machine: root mounts the fresh file
+# systems (loop devices) and drops the page cache.
 #
 # Install the yardsticks: apt-get install restic; cargo install rustic-rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BENCH_DIR=${BENCH_DIR:-/tmp/strata-bench}
+REPS=${BENCH_REPS:-3}
 SETS=("$@")
 [ ${#SETS[@]} -eq 0 ] && SETS=(small vm random)
 RESULTS="$BENCH_DIR/results.tsv"
@@ -90,6 +97,37 @@ change_one_percent() {
   done
 }
 
+# A fresh ext4 file system for each tool's work area (its data copy,
+# repository and restore target). ext4 slows inode allocation for minutes
+# after many files were deleted (ialloc.c: recently_deleted scans inode
+# tables), which taxed whichever tool ran after another's clean-up: a
+# 3 s restore of 'small' took 30 s. As root this mounts a loop device;
+# otherwise (or with BENCH_NO_LOOP=1) it uses a plain directory and warns.
+fresh_fs() { # dir
+  local dir=$1 img="$1.img"
+  release_fs "$dir"
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ] && [ -z "${BENCH_NO_LOOP:-}" ]; then
+    truncate -s "${BENCH_FS_SIZE:-24G}" "$img"
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$img"
+    if mount -o loop "$img" "$dir"; then
+      return
+    fi
+    rm -f "$img"
+    log "bench: cannot mount a loop device; using a plain directory"
+  else
+    log "bench: not root (or BENCH_NO_LOOP): a plain directory; a tool run after mass deletes may be slowed by ext4"
+  fi
+}
+
+release_fs() { # dir
+  local dir=$1
+  if mountpoint -q "$dir" 2>/dev/null; then
+    umount "$dir"
+  fi
+  rm -rf "$dir" "$dir.img"
+}
+
 # ---------------------------------------------------------------- tools
 tool_env() { # tool repo
   case $1 in
@@ -114,12 +152,24 @@ tool_cmd() { # tool action data target
   esac
 }
 
-# Runs a command under /usr/bin/time; appends "set tool step seconds maxrss_kib".
-measure() { # set tool step cmd...
-  local set=$1 tool=$2 step=$3
-  shift 3
-  local tf="$BENCH_DIR/time.out"
+# Before each timed step: everything written so far on disk, the page cache
+# emptied, then the step's inputs read back in, so every tool starts from the
+# same warm inputs and the same free memory whatever ran before it. (On this
+# VM, memory freed to the host makes first-touched pages expensive; without
+# this a tool's time depended on what the one before it left behind.)
+settle() { # paths to warm...
   sync
+  if [ "$(id -u)" = 0 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+  local p
+  for p in "$@"; do tar -cf - -C "$p" . >/dev/null 2>&1 || true; done
+}
+
+# Runs a command under /usr/bin/time; appends "set tool step seconds maxrss_kib".
+measure() { # set tool step warm-path cmd...
+  local set=$1 tool=$2 step=$3 warm=$4
+  shift 4
+  local tf="$BENCH_DIR/time.out"
+  settle "$warm"
   if ! env $(tool_env "$tool" "$REPO") /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$BENCH_DIR/$tool-$step.log" 2>&1; then
     log "bench: $tool $step failed; see $BENCH_DIR/$tool-$step.log"
     tail -5 "$BENCH_DIR/$tool-$step.log" >&2
@@ -135,30 +185,41 @@ bench_set() {
   "make_$set"
   local bytes
   bytes=$(du -sb --apparent-size "$master" | cut -f1)
-  log "== $set: $(numfmt --to=iec "$bytes") apparent"
-  # Page cache warm for everyone alike; the floor: read + compress.
-  tar -cf - -C "$master" . >/dev/null
-  /usr/bin/time -f '%e' -o "$BENCH_DIR/time.out" \
-    bash -c "tar -cf - -C '$master' . | zstd -3 -T0 -q >/dev/null"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$set" "tar+zstd" "backup" "$(cat "$BENCH_DIR/time.out")" 0 >>"$RESULTS"
-  for tool in "${TOOLS[@]}"; do
-    local work="$BENCH_DIR/run/$tool"
-    rm -rf "$work" && mkdir -p "$work"
-    # Each tool backs up its own copy, so the 1% change is the same for all.
-    cp -a --sparse=always "$master" "$work/data"
-    REPO="$work/repo"
-    env $(tool_env "$tool" "$REPO") $(tool_cmd "$tool" init) >"$BENCH_DIR/$tool-init.log" 2>&1 ||
-      { log "bench: $tool init failed; see $BENCH_DIR/$tool-init.log"; exit 1; }
-    measure "$set" "$tool" backup $(tool_cmd "$tool" backup "$work/data")
-    measure "$set" "$tool" rerun $(tool_cmd "$tool" backup "$work/data")
-    change_one_percent "$work/data"
-    measure "$set" "$tool" changed $(tool_cmd "$tool" backup "$work/data")
-    measure "$set" "$tool" restore $(tool_cmd "$tool" restore "$work/data" "$work/restored")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$set" "$tool" "repo_mib" \
-      "$(( $(du -sb "$REPO" | cut -f1) / 1048576 ))" 0 >>"$RESULTS"
-    rm -rf "$work/restored" "$work/data"
+  log "== $set: $(numfmt --to=iec "$bytes") apparent, $REPS runs each"
+  local rep tool
+  for rep in $(seq 1 "$REPS"); do
+    # The floor: just reading and compressing the data.
+    settle "$master"
+    /usr/bin/time -f '%e' -o "$BENCH_DIR/time.out" \
+      bash -c "tar -cf - -C '$master' . | zstd -3 -T0 -q >/dev/null"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$set" "tar+zstd" "backup" "$(cat "$BENCH_DIR/time.out")" 0 >>"$RESULTS"
+    for tool in "${TOOLS[@]}"; do
+      log " run $rep: $tool"
+      local work="$BENCH_DIR/run/$tool"
+      mkdir -p "$BENCH_DIR/run"
+      fresh_fs "$work"
+      # Each tool backs up its own copy, so the 1% change is the same for all.
+      cp -a --sparse=always "$master" "$work/data"
+      REPO="$work/repo"
+      env $(tool_env "$tool" "$REPO") $(tool_cmd "$tool" init) >"$BENCH_DIR/$tool-init.log" 2>&1 ||
+        { log "bench: $tool init failed; see $BENCH_DIR/$tool-init.log"; exit 1; }
+      measure "$set" "$tool" backup "$work/data" $(tool_cmd "$tool" backup "$work/data")
+      measure "$set" "$tool" rerun "$work/data" $(tool_cmd "$tool" backup "$work/data")
+      change_one_percent "$work/data"
+      measure "$set" "$tool" changed "$work/data" $(tool_cmd "$tool" backup "$work/data")
+      measure "$set" "$tool" restore "$REPO" $(tool_cmd "$tool" restore "$work/data" "$work/restored")
+      printf '%s\t%s\t%s\t%s\t%s\n' "$set" "$tool" "repo_mib" \
+        "$(( $(du -sb "$REPO" | cut -f1) / 1048576 ))" 0 >>"$RESULTS"
+      release_fs "$work"
+    done
   done
 }
+
+# Unmount whatever a failed run left mounted.
+cleanup() {
+  for t in strata restic rustic; do release_fs "$BENCH_DIR/run/$t"; done
+}
+trap cleanup EXIT
 
 : >"$RESULTS"
 for s in "${SETS[@]}"; do
@@ -166,11 +227,15 @@ for s in "${SETS[@]}"; do
 done
 
 python3 - "$RESULTS" <<'PY'
-import sys, collections
+import sys, collections, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-val = collections.defaultdict(dict)
+runs = collections.defaultdict(lambda: collections.defaultdict(list))
 for s, tool, step, v, rss in rows:
-    val[(s, step)][tool] = (float(v), int(rss))
+    runs[(s, step)][tool].append((float(v), int(rss)))
+# The median run of each step (by time), and the median peak memory.
+val = {k: {t: (statistics.median(x[0] for x in r), int(statistics.median(x[1] for x in r)),
+               min(x[0] for x in r), max(x[0] for x in r))
+           for t, r in d.items()} for k, d in runs.items()}
 tools = [t for t in ("strata", "restic", "rustic") if any(t in d for d in val.values())]
 print()
 print(f"{'set':8} {'step':9} " + " ".join(f"{t:>16}" for t in tools) + "   strata/restic")
@@ -180,7 +245,7 @@ for (s, step), d in val.items():
     cells = []
     for t in tools:
         if t in d:
-            v, rss = d[t]
+            v, rss = d[t][0], d[t][1]
             cells.append(f"{v:>8.2f}{'s' if step != 'repo_mib' else 'M':1} {rss // 1024:>5}M" if step != "repo_mib" else f"{int(v):>15}M")
         else:
             cells.append(f"{'-':>16}")
@@ -192,5 +257,8 @@ for (s, step), d in val.items():
     print(f"{s:8} {step:9} " + " ".join(cells) + f"   {ratio}")
     if step == "backup" and "strata" in d and "tar+zstd" in d:
         print(f"{'':8} {'':9} tar|zstd -3 -T0: {floor:.2f}s; strata throughput is {floor / d['strata'][0] * 100:.0f}% of it")
-print("\ncolumns: seconds (or MiB) and peak RSS; ratio < 1 means strata is faster/smaller")
+print("\ncolumns: median seconds (or MiB) and median peak RSS over the runs; ratio < 1 means strata is faster/smaller")
+print("spread (min-max seconds): " + "; ".join(
+    f"{s}/{step}/{t} {v[2]:.2f}-{v[3]:.2f}" for (s, step), d in val.items() if step != "repo_mib"
+    for t, v in d.items() if t != "tar+zstd" and v[3] > v[2] * 1.15))
 PY
