@@ -51,6 +51,31 @@ pub fn open(key: &[u8; 32], ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AeadErr
         .map_err(|_| AeadError)
 }
 
+/// [`open`], appending the plaintext to `out` (decrypted in place there, so
+/// a reused `out` costs no allocation). On failure `out` is left as it was.
+pub fn open_append(
+    key: &[u8; 32],
+    ad: &[u8],
+    sealed: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), AeadError> {
+    use chacha20poly1305::aead::AeadInPlace;
+    if sealed.len() < OVERHEAD {
+        return Err(AeadError);
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let start = out.len();
+    out.extend_from_slice(ct);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt_in_place_detached(XNonce::from_slice(nonce), ad, &mut out[start..], tag.into())
+        .map_err(|_| {
+            out.truncate(start);
+            AeadError
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +92,15 @@ mod tests {
         bad[30] ^= 1;
         assert!(open(&key, b"ad", &bad).is_err());
         assert!(open(&key, b"ad", &sealed[..10]).is_err());
+
+        let mut out = b"kept".to_vec();
+        open_append(&key, b"ad", &sealed, &mut out).unwrap();
+        assert_eq!(out, b"kepthello");
+        assert!(open_append(&key, b"ad", &bad, &mut out).is_err());
+        assert!(open_append(&key, b"ad", &sealed[..10], &mut out).is_err());
+        assert_eq!(
+            out, b"kepthello",
+            "a failed open leaves the buffer as it was"
+        );
     }
 }

@@ -5,5 +5,5 @@ mod aead;
 pub mod keyfile;
 mod master;
 
-pub use aead::{AeadError, OVERHEAD, open, seal, seal_into};
+pub use aead::{AeadError, OVERHEAD, open, open_append, seal, seal_into};
 pub use master::MasterKey;

@@ -188,40 +188,137 @@ pub fn open_blob(
     raw_len: u32,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let payload = crypto::open(key.encryption_key(), &blob_ad(kind, id), sealed)?;
-    let plain = match compression {
-        Compression::None => payload,
-        Compression::Zstd => {
-            let out = DECOMPRESS.with(|cell| -> Result<Vec<u8>> {
+    let mut plain = Vec::new();
+    open_blob_append(key, kind, id, compression, raw_len, sealed, &mut plain)?;
+    Ok(plain)
+}
+
+thread_local! {
+    /// Per thread: the decrypted, still compressed payload of the last blob.
+    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`open_blob`], appending the plaintext to `out`: a caller that reuses
+/// `out` opens blobs without allocating. On failure `out` is left as it was.
+pub fn open_blob_append(
+    key: &MasterKey,
+    kind: BlobType,
+    id: &Id,
+    compression: Compression,
+    raw_len: u32,
+    sealed: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let start = out.len();
+    let result = open_into(key, kind, id, compression, raw_len, sealed, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn open_into(
+    key: &MasterKey,
+    kind: BlobType,
+    id: &Id,
+    compression: Compression,
+    raw_len: u32,
+    sealed: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let start = out.len();
+    let ad = blob_ad(kind, id);
+    match compression {
+        Compression::None => crypto::open_append(key.encryption_key(), &ad, sealed, out)?,
+        Compression::Zstd => PAYLOAD.with(|payload| -> Result<()> {
+            let mut payload = payload.borrow_mut();
+            payload.clear();
+            crypto::open_append(key.encryption_key(), &ad, sealed, &mut payload)?;
+            out.resize(start + raw_len as usize, 0);
+            let n = DECOMPRESS.with(|cell| -> Result<usize> {
                 let mut slot = cell.borrow_mut();
                 if slot.is_none() {
                     *slot = Some(zstd::bulk::Decompressor::new()?);
                 }
                 let ctx = slot.as_mut().expect("decompressor just set");
-                Ok(ctx.decompress(&payload, raw_len as usize)?)
+                Ok(ctx.decompress_to_buffer(&payload[..], &mut out[start..])?)
             })?;
-            if out.len() != raw_len as usize {
-                bail!(
-                    "blob decompressed to {} bytes, expected {raw_len}",
-                    out.len()
-                );
+            if n != raw_len as usize {
+                bail!("blob decompressed to {n} bytes, expected {raw_len}");
             }
-            out
-        }
-    };
+            Ok(())
+        })?,
+    }
+    let plain = &out[start..];
     if plain.len() != raw_len as usize {
         bail!("blob has {} bytes, expected {raw_len}", plain.len());
     }
-    if key.id_of(&plain) != *id {
+    if key.id_of(plain) != *id {
         bail!("blob content does not match its id");
     }
-    Ok(plain)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::RngCore;
+
+    #[test]
+    fn open_append_adds_each_plaintext_and_keeps_the_buffer_on_failure() {
+        let key = MasterKey::from_secret([5; 32]);
+        let text = b"compressible ".repeat(10_000);
+        let mut noise = vec![0u8; 100_000];
+        rand::rng().fill_bytes(&mut noise);
+        let mut out = Vec::new();
+        let mut sealed_all = Vec::new();
+        for plain in [&text[..], &noise[..]] {
+            let id = key.id_of(plain);
+            let s = seal_blob(&key, BlobType::Data, id, plain, 3);
+            open_blob_append(
+                &key,
+                BlobType::Data,
+                &id,
+                s.compression,
+                s.raw_len,
+                &s.bytes,
+                &mut out,
+            )
+            .unwrap();
+            sealed_all.push((id, s));
+        }
+        assert_eq!(sealed_all[0].1.compression, Compression::Zstd);
+        assert_eq!(sealed_all[1].1.compression, Compression::None);
+        assert_eq!(out, [&text[..], &noise[..]].concat());
+
+        let before = out.clone();
+        for (id, s) in &sealed_all {
+            let mut bad = s.bytes.clone();
+            let n = bad.len();
+            bad[n / 2] ^= 1;
+            let r = open_blob_append(
+                &key,
+                BlobType::Data,
+                id,
+                s.compression,
+                s.raw_len,
+                &bad,
+                &mut out,
+            );
+            assert!(r.is_err());
+            let r = open_blob_append(
+                &key,
+                BlobType::Data,
+                id,
+                s.compression,
+                s.raw_len + 1,
+                &s.bytes,
+                &mut out,
+            );
+            assert!(r.is_err(), "a wrong length is refused");
+            assert_eq!(out, before, "a failed open leaves the buffer as it was");
+        }
+    }
 
     fn sealed_compression(plain: &[u8]) -> Compression {
         let key = MasterKey::from_secret([3; 32]);

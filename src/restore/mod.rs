@@ -20,7 +20,7 @@ pub use plan::{Entry, walk_snapshot};
 
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::repo::blob::open_blob;
+use crate::repo::blob::{open_blob, open_blob_append};
 use crate::repo::index::Index;
 use crate::repo::layout;
 use crate::repo::pack::PackEntry;
@@ -217,11 +217,12 @@ pub fn restore(
                 let rx = rx.clone();
                 let fill = &fill;
                 s.spawn(move || {
+                    let mut plain = SpanPlain::default();
                     for (pack, blobs) in rx {
                         if fill.stopped.load(Ordering::Relaxed) {
                             break;
                         }
-                        restore_pack(repo, &pack, blobs, fill);
+                        restore_pack(repo, &pack, blobs, fill, &mut plain);
                     }
                 });
             }
@@ -373,11 +374,34 @@ const MAX_GAP: u64 = 1 << 20;
 /// holds one span and its decompressed blobs in memory at a time.
 const MAX_SPAN: u64 = 4 << 20;
 
+/// The plaintexts of one span, back to back in one buffer that a worker
+/// keeps from span to span (fresh buffers cost a page fault per 4 KiB).
+#[derive(Default)]
+struct SpanPlain {
+    bytes: Vec<u8>,
+    /// Where each blob's plaintext is in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl SpanPlain {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The plaintext of blob `k` of the span.
+    fn blob(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.bytes[start..self.ends[k]]
+    }
+}
+
 fn restore_pack(
     repo: &Repository,
     pack: &Id,
     mut blobs: Vec<(PackEntry, Vec<Target>)>,
     fill: &Fill,
+    plain: &mut SpanPlain,
 ) {
     let name = layout::pack(pack);
     blobs.sort_by_key(|(e, _)| e.offset);
@@ -399,29 +423,29 @@ fn restore_pack(
         // Decrypt the whole span before writing anything, so a bad copy on
         // one pool member is rejected and the span is read from the next.
         let group = &blobs[i..j];
-        let mut plains: Vec<Vec<u8>> = Vec::new();
         let read = repo.backend().read_range(&name, start..end, &mut |bytes| {
-            plains.clear();
+            plain.clear();
             for (entry, _) in group {
                 let off = (entry.offset as u64 - start) as usize;
                 let sealed = &bytes[off..off + entry.stored_len as usize];
-                let plain = open_blob(
+                open_blob_append(
                     repo.key(),
                     entry.kind,
                     &entry.id,
                     entry.compression,
                     entry.raw_len,
                     sealed,
+                    &mut plain.bytes,
                 )
                 .with_context(|| format!("blob {}", entry.id.short()))?;
-                plains.push(plain);
+                plain.ends.push(plain.bytes.len());
             }
             Ok(())
         });
         match read {
             Ok(()) => {
-                for ((_, targets), plain) in group.iter().zip(&plains) {
-                    fill.write(plain, targets);
+                for (k, (_, targets)) in group.iter().enumerate() {
+                    fill.write(plain.blob(k), targets);
                 }
             }
             Err(_) => {
