@@ -110,6 +110,14 @@ fresh_fs() { # dir
   if [ "$(id -u)" = 0 ] && [ -z "${BENCH_NO_LOOP:-}" ]; then
     truncate -s "${BENCH_FS_SIZE:-24G}" "$img"
     mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$img"
+    # Direct I/O from the loop device to its image: otherwise every byte a
+    # tool writes is copied a second time, by kernel threads competing for
+    # the same cores (0.9 s of CPU per GiB written, measured here).
+    local dev
+    if dev=$(losetup --direct-io=on -f --show "$img" 2>/dev/null) && mount "$dev" "$dir"; then
+      return
+    fi
+    [ -n "${dev:-}" ] && losetup -d "$dev" 2>/dev/null
     if mount -o loop "$img" "$dir"; then
       return
     fi
@@ -123,7 +131,10 @@ fresh_fs() { # dir
 release_fs() { # dir
   local dir=$1
   if mountpoint -q "$dir" 2>/dev/null; then
+    local dev
+    dev=$(findmnt -n -o SOURCE "$dir")
     umount "$dir"
+    losetup -d "$dev" 2>/dev/null || true
   fi
   rm -rf "$dir" "$dir.img"
 }
@@ -161,7 +172,8 @@ settle() { # paths to warm...
   sync
   if [ "$(id -u)" = 0 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
   local p
-  for p in "$@"; do tar -cf - -C "$p" . >/dev/null 2>&1 || true; done
+  # Through a pipe: GNU tar reads no file contents when writing to /dev/null.
+  for p in "$@"; do tar -cf - -C "$p" . 2>/dev/null | cat >/dev/null || true; done
 }
 
 # Runs a command under /usr/bin/time; appends "set tool step seconds maxrss_kib".
