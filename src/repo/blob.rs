@@ -210,53 +210,42 @@ pub fn open_blob_append(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     let start = out.len();
-    let result = open_into(key, kind, id, compression, raw_len, sealed, out);
+    let result = (|| -> Result<()> {
+        let ad = blob_ad(kind, id);
+        match compression {
+            Compression::None => crypto::open_append(key.encryption_key(), &ad, sealed, out)?,
+            Compression::Zstd => PAYLOAD.with(|payload| -> Result<()> {
+                let mut payload = payload.borrow_mut();
+                payload.clear();
+                crypto::open_append(key.encryption_key(), &ad, sealed, &mut payload)?;
+                out.resize(start + raw_len as usize, 0);
+                let n = DECOMPRESS.with(|cell| -> Result<usize> {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    let ctx = slot.as_mut().expect("decompressor just set");
+                    Ok(ctx.decompress_to_buffer(&payload[..], &mut out[start..])?)
+                })?;
+                if n != raw_len as usize {
+                    bail!("blob decompressed to {n} bytes, expected {raw_len}");
+                }
+                Ok(())
+            })?,
+        }
+        let plain = &out[start..];
+        if plain.len() != raw_len as usize {
+            bail!("blob has {} bytes, expected {raw_len}", plain.len());
+        }
+        if key.id_of(plain) != *id {
+            bail!("blob content does not match its id");
+        }
+        Ok(())
+    })();
     if result.is_err() {
         out.truncate(start);
     }
     result
-}
-
-fn open_into(
-    key: &MasterKey,
-    kind: BlobType,
-    id: &Id,
-    compression: Compression,
-    raw_len: u32,
-    sealed: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<()> {
-    let start = out.len();
-    let ad = blob_ad(kind, id);
-    match compression {
-        Compression::None => crypto::open_append(key.encryption_key(), &ad, sealed, out)?,
-        Compression::Zstd => PAYLOAD.with(|payload| -> Result<()> {
-            let mut payload = payload.borrow_mut();
-            payload.clear();
-            crypto::open_append(key.encryption_key(), &ad, sealed, &mut payload)?;
-            out.resize(start + raw_len as usize, 0);
-            let n = DECOMPRESS.with(|cell| -> Result<usize> {
-                let mut slot = cell.borrow_mut();
-                if slot.is_none() {
-                    *slot = Some(zstd::bulk::Decompressor::new()?);
-                }
-                let ctx = slot.as_mut().expect("decompressor just set");
-                Ok(ctx.decompress_to_buffer(&payload[..], &mut out[start..])?)
-            })?;
-            if n != raw_len as usize {
-                bail!("blob decompressed to {n} bytes, expected {raw_len}");
-            }
-            Ok(())
-        })?,
-    }
-    let plain = &out[start..];
-    if plain.len() != raw_len as usize {
-        bail!("blob has {} bytes, expected {raw_len}", plain.len());
-    }
-    if key.id_of(plain) != *id {
-        bail!("blob content does not match its id");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
