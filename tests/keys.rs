@@ -91,15 +91,47 @@ fn cheap() -> [&'static str; 4] {
 fn several_passwords_open_the_same_repository() {
     let repo = Repo::new();
     repo.write("pw2", "second password\n");
-    let mut args = vec!["key", "add", "--new-password-file"];
     let pw2 = repo.path("pw2");
-    args.push(pw2.to_str().unwrap());
-    args.extend(cheap());
-    repo.ok("pw1", &args);
+    repo.ok(
+        "pw1",
+        &[
+            "key",
+            "add",
+            "--new-password-file",
+            pw2.to_str().unwrap(),
+            "--argon2-memory-kib",
+            "2048",
+            "--argon2-iterations",
+            "2",
+            "--argon2-parallelism",
+            "2",
+        ],
+    );
 
     let keys = repo.keys("pw2");
     assert_eq!(keys.len(), 2);
     assert_eq!(keys.iter().filter(|k| k["current"] == true).count(), 1);
+    // Each key file keeps the Argon2id cost it was made with.
+    let mut params: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let p = &k["params"];
+            (
+                p["memory_kib"].as_u64(),
+                p["iterations"].as_u64(),
+                p["parallelism"].as_u64(),
+            )
+        })
+        .collect();
+    params.sort();
+    assert_eq!(
+        params,
+        [
+            (Some(1024), Some(1), Some(4)),
+            (Some(2048), Some(2), Some(2))
+        ],
+        "{keys:?}"
+    );
     // Both passwords open it, and see the same snapshots.
     let src = repo.path("src");
     std::fs::create_dir(&src).unwrap();
