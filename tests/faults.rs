@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 
@@ -52,12 +52,20 @@ fn assert_clean_failure(out: &Output) {
     );
 }
 
-fn make_tree(dir: &Path, big: usize, big_len: usize, small: usize) -> BTreeMap<PathBuf, Vec<u8>> {
+/// Writes `big` random files and `small` text files under `dir`; each
+/// `generation` gives the big files new content.
+fn make_tree(
+    dir: &Path,
+    generation: u64,
+    big: usize,
+    big_len: usize,
+    small: usize,
+) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     for i in 0..big {
         files.insert(
             PathBuf::from(format!("big/{i}.bin")),
-            common::random_bytes(i as u64, big_len),
+            common::random_bytes(generation * 1000 + i as u64, big_len),
         );
     }
     for i in 0..small {
@@ -84,6 +92,29 @@ fn assert_restored(root: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
 
 // ---------------------------------------------------------------- crash
 
+/// Starts a backup of `src`, SIGKILLs it after `delay` unless it has ended;
+/// true when it was killed.
+fn backup_killed_after(repo: &Path, pw: &Path, src: &Path, delay: Duration) -> bool {
+    let mut child = strata()
+        .arg("--repo")
+        .arg(repo)
+        .arg("--password-file")
+        .arg(pw)
+        .args(["backup", "-q", "--threads", "2"])
+        .arg(src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        child.kill().unwrap(); // SIGKILL
+    }
+    child.wait().unwrap();
+    running
+}
+
 #[test]
 fn backup_killed_at_random_moments_leaves_a_usable_repository() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,8 +122,6 @@ fn backup_killed_at_random_moments_leaves_a_usable_repository() {
     std::fs::write(&pw, "crash test\n").unwrap();
     let repo = dir.path().join("repo");
     let src = dir.path().join("src");
-    let files = make_tree(&src, 12, 3 << 20, 300);
-    let total: usize = files.values().map(Vec::len).sum();
     let run = |args: &[&str]| {
         strata()
             .arg("--repo")
@@ -114,29 +143,24 @@ fn backup_killed_at_random_moments_leaves_a_usable_repository() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
 
+    // How long one backup of new data takes here, so that the kills land
+    // inside backups whatever the build and machine.
+    let mut files = make_tree(&src, 0, 12, 3 << 20, 300);
+    let started = Instant::now();
+    let out = run(&["backup", "-q", "--threads", "2", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let one_backup = started.elapsed();
+
+    // Every round backs up new data and is killed at a random moment of it.
     let kills: usize = std::env::var("STRATA_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
     let mut killed = 0;
     for round in 0..kills {
-        let mut child = strata()
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--password-file")
-            .arg(&pw)
-            .args(["backup", "-q", "--threads", "2"])
-            .arg(&src)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(100 + rand::random::<u64>() % 1200));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            killed += 1;
-        }
-        child.wait().unwrap();
+        files = make_tree(&src, round as u64 + 1, 12, 3 << 20, 300);
+        let delay = one_backup.mul_f64(rand::random::<f64>());
+        killed += usize::from(backup_killed_after(&repo, &pw, &src, delay));
         let out = run(&["check"]);
         assert!(
             out.status.success(),
@@ -144,22 +168,36 @@ fn backup_killed_at_random_moments_leaves_a_usable_repository() {
             text(&out)
         );
     }
+    assert!(
+        killed * 2 >= kills,
+        "only {killed} of {kills} backups were still running when killed"
+    );
 
-    // The next backup finishes and re-uses what the killed ones uploaded.
-    let out = run(&["--json", "backup", src.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: serde_json::Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message_type"] == "summary")
-        .expect("summary line");
-    let added = summary["data_added"].as_u64().unwrap() as usize;
-    if killed >= 3 {
-        assert!(
-            added < total,
-            "the final backup re-uploaded everything ({added} of {total} bytes)"
-        );
+    // New data, a kill late in its backup: the next backup finishes and
+    // re-uses what the killed one uploaded.
+    let mut reused = None;
+    for attempt in 0..6u32 {
+        files = make_tree(&src, 1000 + u64::from(attempt), 12, 3 << 20, 300);
+        let total: usize = files.values().map(Vec::len).sum();
+        let delay = one_backup.mul_f64(0.8f64.powi(attempt as i32 + 1));
+        if !backup_killed_after(&repo, &pw, &src, delay) {
+            continue;
+        }
+        let out = run(&["--json", "backup", src.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let summary: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message_type"] == "summary")
+            .expect("summary line");
+        let added = summary["data_added"].as_u64().unwrap() as usize;
+        if added < total {
+            reused = Some((added, total));
+            break;
+        }
     }
+    let (added, total) =
+        reused.expect("no backup killed late re-used any of its uploads in the next run");
     let out = run(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", text(&out));
 
@@ -181,7 +219,10 @@ fn backup_killed_at_random_moments_leaves_a_usable_repository() {
     let out = run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_restored(&target.join(src.strip_prefix("/").unwrap()), &files);
-    eprintln!("{killed} of {kills} backups killed; final backup added {added} of {total} bytes");
+    eprintln!(
+        "{killed} of {kills} backups killed mid-way (one backup takes {one_backup:?}); \
+         after a late kill the next backup added {added} of {total} bytes"
+    );
 }
 
 // ---------------------------------------------------------------- network faults
@@ -440,7 +481,7 @@ fn backups_and_restores_through_a_faulty_network_are_correct_or_fail_cleanly() {
     };
 
     let src = dir.path().join("src");
-    let files = make_tree(&src, 10, 1 << 20, 150);
+    let files = make_tree(&src, 0, 10, 1 << 20, 150);
     attempt(
         &faulty,
         &[
