@@ -218,14 +218,25 @@ pub fn open_blob_append(
                 let mut payload = payload.borrow_mut();
                 payload.clear();
                 crypto::open_append(key.encryption_key(), &ad, sealed, &mut payload)?;
-                out.resize(start + raw_len as usize, 0);
+                // Our frames declare their size; checking it first means a
+                // bad length never sizes an allocation.
+                match zstd::zstd_safe::get_frame_content_size(&payload) {
+                    Ok(Some(n)) if n == u64::from(raw_len) => {}
+                    Ok(Some(n)) => bail!("blob's zstd frame holds {n} bytes, expected {raw_len}"),
+                    Ok(None) | Err(_) => bail!("blob is not a zstd frame that declares its size"),
+                }
+                out.reserve(raw_len as usize);
                 let n = DECOMPRESS.with(|cell| -> Result<usize> {
                     let mut slot = cell.borrow_mut();
                     if slot.is_none() {
                         *slot = Some(zstd::bulk::Decompressor::new()?);
                     }
                     let ctx = slot.as_mut().expect("decompressor just set");
-                    Ok(ctx.decompress_to_buffer(&payload[..], &mut out[start..])?)
+                    // Decompresses into the spare capacity after `start`,
+                    // without zeroing it first.
+                    let mut tail = std::io::Cursor::new(&mut *out);
+                    tail.set_position(start as u64);
+                    Ok(ctx.decompress_to_buffer(&payload[..], &mut tail)?)
                 })?;
                 if n != raw_len as usize {
                     bail!("blob decompressed to {n} bytes, expected {raw_len}");
