@@ -56,6 +56,17 @@ fn in_copy(env: &Env, copy: &Path, obj: &Path) -> PathBuf {
     copy.join(obj.strip_prefix(env.repo()).unwrap())
 }
 
+/// `check --read-data` on the repository at `repo`; it must not panic.
+fn check_read_data(env: &Env, repo: &Path) -> Output {
+    let out = env
+        .cmd_for(repo)
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    out
+}
+
 /// Whether `text` names the object file `obj`: its file name (the id), or
 /// the id's 8-character short form, or the folder-relative path.
 fn names_object(text: &str, obj: &Path) -> bool {
@@ -142,12 +153,7 @@ fn check_read_data_names_each_damaged_object() {
     for (i, (what, obj)) in victims.iter().enumerate() {
         let copy = copy_repo(&env, &format!("copy{i}"));
         flip_byte(&in_copy(&env, &copy, obj), None);
-        let out = env
-            .cmd_for(&copy)
-            .args(["check", "--read-data"])
-            .output()
-            .unwrap();
-        assert_no_panic(&out);
+        let out = check_read_data(&env, &copy);
         assert!(!out.status.success(), "{what}: check passed on damage");
         assert!(
             names_object(&all_output(&out), obj),
@@ -170,12 +176,7 @@ fn check_read_data_names_each_damaged_object() {
         for offset in [Some(0), None] {
             let copy = copy_repo(&env, &format!("meta{i}-{offset:?}"));
             flip_byte(&in_copy(&env, &copy, obj), offset);
-            let out = env
-                .cmd_for(&copy)
-                .args(["check", "--read-data"])
-                .output()
-                .unwrap();
-            assert_no_panic(&out);
+            let out = check_read_data(&env, &copy);
             assert!(!out.status.success(), "{what}: damage not noticed");
             assert_eq!(
                 err_lines(&out).len(),
@@ -202,12 +203,7 @@ fn truncated_or_deleted_pack_is_named_by_check() {
         .unwrap();
     f.set_len(len / 3).unwrap();
     drop(f);
-    let out = env
-        .cmd_for(&copy)
-        .args(["check", "--read-data"])
-        .output()
-        .unwrap();
-    assert_no_panic(&out);
+    let out = check_read_data(&env, &copy);
     assert!(!out.status.success(), "check passed a truncated pack");
     assert!(
         names_object(&all_output(&out), &pack),
@@ -475,4 +471,236 @@ fn restore_of_unknown_snapshot_is_a_clear_error() {
         files_under(&target).is_empty(),
         "restore of an unknown snapshot wrote files"
     );
+}
+
+/// One kind of damage to an object file.
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    Flip,
+    Truncate,
+    Delete,
+}
+
+/// Applies `damage` to `path`, at a place chosen by `rng`.
+fn damage(path: &Path, damage: Damage, rng: &mut impl rand::Rng) {
+    let len = std::fs::metadata(path).unwrap().len() as usize;
+    match damage {
+        Damage::Flip => flip_byte(path, Some(rng.random_range(0..len))),
+        Damage::Truncate => {
+            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            f.set_len(rng.random_range(0..len) as u64).unwrap();
+        }
+        Damage::Delete => std::fs::remove_file(path).unwrap(),
+    }
+}
+
+#[test]
+fn check_read_data_names_every_object_of_random_damage() {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    // Six backups of new data: several packs, index files and snapshots.
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6u64 {
+        std::fs::write(src.join(format!("f{i}.bin")), random_bytes(10 + i, 400_000)).unwrap();
+        std::fs::write(
+            src.join(format!("t{i}.txt")),
+            format!("text {i}\n").repeat(500),
+        )
+        .unwrap();
+        env.ok(&[OsStr::new("backup"), src.as_os_str()]);
+    }
+    let mut all: Vec<PathBuf> = ["data", "index", "snapshots"]
+        .iter()
+        .flat_map(|f| objects(&env.repo(), f))
+        .collect();
+    all.sort();
+    assert!(all.len() >= 18, "{all:?}");
+
+    let seed = rand::random::<u64>();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let rounds: usize = std::env::var("STRATA_CORRUPT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let mut corrupted = 0;
+    let mut found = 0;
+    for round in 0..rounds {
+        let copy = copy_repo(&env, &format!("random{round}"));
+        all.shuffle(&mut rng);
+        let victims: Vec<(PathBuf, Damage)> = all[..rng.random_range(1..=5)]
+            .iter()
+            .map(|obj| {
+                // A deleted snapshot is a forgotten one: nothing can tell.
+                let kinds = if obj
+                    .strip_prefix(env.repo())
+                    .unwrap()
+                    .starts_with("snapshots")
+                {
+                    &[Damage::Flip, Damage::Truncate][..]
+                } else {
+                    &[Damage::Flip, Damage::Truncate, Damage::Delete][..]
+                };
+                (obj.clone(), kinds[rng.random_range(0..kinds.len())])
+            })
+            .collect();
+        for (obj, kind) in &victims {
+            damage(&in_copy(&env, &copy, obj), *kind, &mut rng);
+        }
+        corrupted += victims.len();
+        let out = check_read_data(&env, &copy);
+        assert!(
+            !out.status.success(),
+            "seed {seed}: check passed with {victims:?}"
+        );
+        let text = all_output(&out);
+        let index_damaged = victims
+            .iter()
+            .any(|(obj, _)| obj.strip_prefix(env.repo()).unwrap().starts_with("index"));
+        for (obj, kind) in &victims {
+            let folder = obj.strip_prefix(env.repo()).unwrap().components().next();
+            let folder = folder.unwrap().as_os_str().to_str().unwrap();
+            match (folder, kind) {
+                // A deleted pack is named by the index that lists it; with
+                // index files damaged too, that one may be among them.
+                ("data", Damage::Delete) if index_damaged && !names_object(&text, obj) => continue,
+                // Nothing names index files either: what shows is the packs
+                // they listed, now in no index.
+                ("index", Damage::Delete) => assert!(
+                    text.contains("not in any index"),
+                    "seed {seed}: deleted {} left no unindexed pack among {victims:?}:\n{text}",
+                    obj.display()
+                ),
+                _ => assert!(
+                    names_object(&text, obj),
+                    "seed {seed}: {kind:?} of {} not named among {victims:?}:\n{text}",
+                    obj.display()
+                ),
+            }
+            found += 1;
+        }
+    }
+    eprintln!(
+        "{corrupted} objects damaged over {rounds} rounds; check failed every time, and named \
+         each of the {found} whose damage can be told (deleted packs whose index file went too cannot)"
+    );
+}
+
+#[test]
+fn lost_or_damaged_index_files_are_rebuilt_by_repair_index() {
+    let (env, src) = populated();
+    let index_files = objects(&env.repo(), "index");
+    assert!(index_files.len() >= 2, "{index_files:?}");
+    for (i, victim) in index_files.iter().enumerate() {
+        for delete in [false, true] {
+            let copy = copy_repo(&env, &format!("ix{i}-{delete}"));
+            let at = in_copy(&env, &copy, victim);
+            if delete {
+                std::fs::remove_file(&at).unwrap();
+            } else {
+                flip_byte(&at, None);
+            }
+            let run = |args: &[&str]| env.cmd_for(&copy).args(args).output().unwrap();
+
+            // Prune must not take the unindexed packs for garbage.
+            let packs_before = objects(&copy, "data");
+            let out = run(&["prune", "--grace", "0s"]);
+            assert_no_panic(&out);
+            assert!(!out.status.success(), "prune ran with an index lost");
+            assert!(
+                common::stderr(&out).contains("repair index"),
+                "{}",
+                common::stderr(&out)
+            );
+            assert_eq!(objects(&copy, "data"), packs_before, "prune deleted packs");
+
+            // Backups go on meanwhile (storing again what they cannot see).
+            let out = run(&["backup", "-q", src.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", all_output(&out));
+
+            let out = run(&["repair", "index"]);
+            assert!(out.status.success(), "{}", all_output(&out));
+            // (check fails on any damaged index file left behind)
+            let repair = all_output(&out);
+            let out = run(&["check", "--read-data"]);
+            assert!(
+                out.status.success(),
+                "{i} {delete}: after repair ({repair}): {}",
+                all_output(&out)
+            );
+            assert!(
+                !all_output(&out).contains("not in any index"),
+                "{}",
+                all_output(&out)
+            );
+            // Every snapshot restores completely.
+            let snaps: Vec<String> = common::json_lines(&run(&["--json", "snapshots"]).stdout)
+                .iter()
+                .filter(|v| v["message_type"] == "snapshot")
+                .map(|v| v["id"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(snaps.len(), 3, "{snaps:?}");
+            for id in &snaps {
+                let target = env.path(&format!("out-{i}-{delete}-{id}"));
+                let out = run(&["restore", id, "--target", target.to_str().unwrap()]);
+                assert!(out.status.success(), "{id}: {}", all_output(&out));
+                let r = restored(&target, &src);
+                assert_eq!(std::fs::read(r.join("a.txt")).unwrap(), b"alpha\n");
+                assert!(std::fs::read(r.join("sub/b.bin")).unwrap() == random_bytes(1, 600_000));
+            }
+            // And prune works again, losing nothing.
+            let out = run(&["prune", "--grace", "0s"]);
+            assert!(out.status.success(), "{}", all_output(&out));
+            let out = run(&["check", "--read-data"]);
+            assert!(out.status.success(), "after prune: {}", all_output(&out));
+        }
+    }
+}
+
+#[test]
+fn damaged_snapshot_is_left_out_and_removed_by_repair_snapshots() {
+    let (env, src) = populated();
+    let mut snaps = objects(&env.repo(), "snapshots");
+    assert_eq!(snaps.len(), 2);
+    snaps.sort();
+    let (victim, other) = (&snaps[0], &snaps[1]);
+    flip_byte(victim, None);
+
+    // Listing, restoring the other one and backing up go on, with a warning.
+    let out = env.run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(
+        names_object(&common::stderr(&out), victim),
+        "{}",
+        all_output(&out)
+    );
+    let listed: Vec<String> = common::json_lines(&out.stdout)
+        .iter()
+        .filter(|v| v["message_type"] == "snapshot")
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    let other_id = other.file_name().unwrap().to_str().unwrap();
+    assert_eq!(listed, [other_id]);
+    let target = env.path("out");
+    let out = env.run(&["restore", other_id, "--target", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(
+        std::fs::read(restored(&target, &src).join("a.txt")).unwrap(),
+        b"alpha\n"
+    );
+    env.ok(&[OsStr::new("backup"), OsStr::new("-q"), src.as_os_str()]);
+
+    // Forget must weigh every snapshot: it refuses, pointing at the repair.
+    let out = env.run(&["forget", "--keep-last", "1"]);
+    assert_no_panic(&out);
+    assert!(!out.status.success());
+    assert_eq!(err_lines(&out).len(), 1, "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("repair snapshots"));
+
+    env.ok(&["repair", "snapshots"]);
+    assert!(!victim.exists());
+    env.ok(&["forget", "--keep-last", "1", "--prune", "--grace", "0s"]);
+    env.ok(&["check", "--read-data"]);
 }

@@ -304,7 +304,7 @@ pub fn last_backups(
     jobs: &[JobSpec],
     host: &str,
 ) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
-    let snaps = repo.snapshots()?;
+    let snaps = repo.readable_snapshots()?;
     Ok(jobs
         .iter()
         .filter_map(|j| match &j.task {

@@ -309,7 +309,10 @@ fn choose_parent(
         p.sort();
         s.hostname == host && p == sorted
     };
-    let mut candidates = repo.snapshots()?.into_iter().filter(|(_, s)| same(s));
+    let mut candidates = repo
+        .readable_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| same(s));
     let parent = match mode {
         BackupMode::Differential => candidates.rfind(|(_, s)| s.mode == BackupMode::Full),
         _ => candidates.next_back(),

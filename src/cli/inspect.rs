@@ -24,7 +24,7 @@ pub struct SnapshotsArgs {
 /// Lists snapshots.
 pub fn snapshots(ctx: &Ctx, args: SnapshotsArgs) -> Result<i32> {
     let repo = ctx.open()?;
-    let all = repo.snapshots()?;
+    let all = repo.readable_snapshots()?;
     let shown: Vec<_> = all
         .iter()
         .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.hostname == h))
@@ -170,7 +170,11 @@ pub fn stats(ctx: &Ctx, args: StatsArgs) -> Result<i32> {
     let repo = ctx.open()?;
     let roots: Vec<_> = match &args.snapshot {
         Some(spec) => vec![repo.find_snapshot(spec)?.1.tree],
-        None => repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect(),
+        None => repo
+            .readable_snapshots()?
+            .into_iter()
+            .map(|(_, s)| s.tree)
+            .collect(),
     };
     let index = repo.load_index()?;
     let s = repo_stats(&repo, &index, &roots)?;

@@ -10,6 +10,7 @@ mod inspect;
 mod interrupt;
 mod key;
 mod pool;
+mod repair;
 mod restore;
 
 use std::path::PathBuf;
@@ -86,6 +87,8 @@ enum Command {
     Prune(forget::PruneCmdArgs),
     /// Inspect and repair the members of a storage pool.
     Pool(pool::PoolArgs),
+    /// Re-index packs whose index file was lost, remove damaged snapshots.
+    Repair(repair::RepairArgs),
     /// Manage the passwords (key files) that open the repository.
     Key(key::KeyArgs),
     /// Run scheduled backups, prune and check as a long-running process,
@@ -151,6 +154,7 @@ pub fn main() -> i32 {
             Command::Check(a) => check::run(&ctx, a),
             Command::Stats(a) => inspect::stats(&ctx, a),
             Command::Pool(a) => pool::run(&ctx, a),
+            Command::Repair(a) => repair::run(&ctx, a),
             Command::Key(a) => key::run(&ctx, a),
             Command::Forget(a) => forget::forget(&ctx, a),
             Command::Prune(a) => forget::run_prune(&ctx, a),

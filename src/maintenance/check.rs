@@ -70,9 +70,10 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
             .and_then(|p| IndexFile::decode(&p))
         {
             Ok(f) => files.push((id, f)),
-            Err(e) => r
-                .errors
-                .push(format!("{name}: {}", crate::error::one_line(&e))),
+            Err(e) => r.errors.push(format!(
+                "{name}: {} (`strata repair index` indexes its packs again)",
+                crate::error::one_line(&e)
+            )),
         }
     }
     let superseded: HashSet<Id> = files
@@ -110,7 +111,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     }
     for pack in stored.keys().filter(|p| !indexed.contains_key(p)) {
         r.warnings.push(format!(
-            "{}: not in any index (left by an interrupted backup; not used by any snapshot)",
+            "{}: not in any index (left by an interrupted backup, or its index file was lost: `strata repair index` indexes it again)",
             layout::pack(pack)
         ));
     }

@@ -1,6 +1,7 @@
-//! Repository maintenance: integrity checks (forget and prune come later).
+//! Repository maintenance: integrity checks, retention, prune and repair.
 
 pub mod append_only;
 pub mod check;
 pub mod prune;
+pub mod repair;
 pub mod retention;

@@ -167,7 +167,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
 }
 
 /// Takes the prune lock, refusing if another live prune holds one.
-fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
+pub(crate) fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
     let lock = Lock::acquire(repo, "prune")?;
     let locks = list_locks(repo)?;
     // Clear away locks left by processes killed on this host.
@@ -230,6 +230,15 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         full_index.add_file(f);
     }
     let used = used_blobs(repo, roots, &full_index)?;
+    // Packs no index names would be swept as orphans: when snapshots need
+    // blobs only such packs may hold (an index file was lost), stop.
+    let unindexed = used.iter().filter(|b| !full_index.contains(b)).count();
+    if unindexed > 0 {
+        bail!(
+            "{unindexed} blobs that snapshots use are in no index file (was one lost?): \
+             run `strata repair index`, then prune again; nothing was deleted"
+        );
+    }
     let markers = load_markers(repo)?;
 
     // Packs and what they hold (a blob may sit in several packs).

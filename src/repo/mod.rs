@@ -69,6 +69,17 @@ pub struct Repository {
     use_cache: std::sync::atomic::AtomicBool,
     /// The key file that unlocked the repository.
     key_file: Id,
+    /// Damaged index files and snapshots already warned about by this process.
+    damaged_warned: Mutex<std::collections::HashSet<Id>>,
+}
+
+/// Index files as loaded, damaged ones set aside.
+#[derive(Default)]
+pub struct LoadedIndexFiles {
+    /// Usable index files that no other index file supersedes.
+    pub files: Vec<(Id, IndexFile)>,
+    /// Index files that failed verification or decoding, with the reason.
+    pub damaged: Vec<(Id, String)>,
 }
 
 impl Repository {
@@ -117,6 +128,7 @@ impl Repository {
             config,
             tree_cache: Mutex::default(),
             key_file,
+            damaged_warned: Mutex::default(),
         })
     }
 
@@ -154,6 +166,7 @@ impl Repository {
             config,
             tree_cache: Mutex::default(),
             key_file,
+            damaged_warned: Mutex::default(),
         })
     }
 
@@ -282,6 +295,17 @@ impl Repository {
 
     /// Loads, decrypts and verifies a snapshot or index.
     pub fn load_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        self.load_object_noting(kind, id, &mut None)
+    }
+
+    /// [`Repository::load_object`], noting in `rejected` why the last copy
+    /// read was refused by verification (as opposed to not being read).
+    fn load_object_noting(
+        &self,
+        kind: ObjectKind,
+        id: &Id,
+        rejected: &mut Option<String>,
+    ) -> Result<Vec<u8>> {
         let name = layout::object(kind, id);
         let folder = layout::prefix(kind);
         let cache = self.cache_dir.as_deref().filter(|_| {
@@ -297,7 +321,9 @@ impl Repository {
         let mut plain = Vec::new();
         self.backend
             .read(&name, &mut |sealed| {
-                plain = self.open_object(kind, id, sealed)?;
+                plain = self.open_object(kind, id, sealed).inspect_err(|e| {
+                    *rejected = Some(crate::error::one_line(e));
+                })?;
                 if let Some(dir) = cache {
                     cache::put(dir, folder, id, sealed);
                 }
@@ -355,8 +381,26 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Every index file that no other index file supersedes.
+    /// Every index file that no other index file supersedes; fails when one
+    /// is damaged (for prune, which must see every pack that is in use).
     pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let loaded = self.load_index_files_lenient()?;
+        if let Some((id, why)) = loaded.damaged.first() {
+            bail!(
+                "{} is damaged ({why}){}: run `strata repair index` first",
+                layout::object(ObjectKind::Index, id),
+                match loaded.damaged.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more index files", n - 1),
+                }
+            );
+        }
+        Ok(loaded.files)
+    }
+
+    /// Every usable index file that no other index file supersedes, with the
+    /// damaged ones set aside instead of failing.
+    pub fn load_index_files_lenient(&self) -> Result<LoadedIndexFiles> {
         match self.try_load_index_files() {
             // A prune compacted the index between our listing and reading.
             Err(e) if is_not_found(&e) => self.try_load_index_files(),
@@ -364,29 +408,53 @@ impl Repository {
         }
     }
 
-    fn try_load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+    fn try_load_index_files(&self) -> Result<LoadedIndexFiles> {
         let ids = self.list_ids(ObjectKind::Index)?;
-        let mut files = Vec::with_capacity(ids.len());
+        let mut loaded = LoadedIndexFiles::default();
         for id in ids {
-            let plain = self.load_object(ObjectKind::Index, &id)?;
-            files.push((
-                id,
-                IndexFile::decode(&plain).with_context(|| format!("index {id}"))?,
-            ));
+            let mut rejected = None;
+            match self.load_object_noting(ObjectKind::Index, &id, &mut rejected) {
+                Ok(plain) => match IndexFile::decode(&plain) {
+                    Ok(file) => loaded.files.push((id, file)),
+                    Err(e) => loaded.damaged.push((id, crate::error::one_line(&e))),
+                },
+                Err(e) if is_not_found(&e) => return Err(e),
+                Err(e) => match rejected {
+                    Some(why) => loaded.damaged.push((id, why)),
+                    None => return Err(e),
+                },
+            }
         }
-        let superseded: std::collections::HashSet<Id> = files
+        let superseded: std::collections::HashSet<Id> = loaded
+            .files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
             .collect();
-        files.retain(|(id, _)| !superseded.contains(id));
-        Ok(files)
+        loaded.files.retain(|(id, _)| !superseded.contains(id));
+        Ok(loaded)
+    }
+
+    /// The usable index files, warning once per damaged one: backup and
+    /// restore go on without it (a backup stores its blobs again, a restore
+    /// names the files it cannot complete).
+    fn usable_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let loaded = self.load_index_files_lenient()?;
+        for (id, why) in &loaded.damaged {
+            self.warn_damaged(
+                ObjectKind::Index,
+                id,
+                why,
+                "the packs it lists are not used until `strata repair index` indexes them again",
+            );
+        }
+        Ok(loaded.files)
     }
 
     /// The index without the given packs (a backup must not deduplicate
     /// against packs that prune has marked for deletion).
     pub fn load_index_without(&self, packs: &std::collections::HashSet<Id>) -> Result<Index> {
         let mut index = Index::default();
-        for (_, file) in self.load_index_files()? {
+        for (_, file) in self.usable_index_files()? {
             for (pack, entries) in &file.packs {
                 if !packs.contains(pack) {
                     index.add_pack(*pack, entries);
@@ -396,11 +464,11 @@ impl Repository {
         Ok(index)
     }
 
-    /// Loads every index file into one in-memory index, skipping index files
-    /// that another index file supersedes.
+    /// Loads every usable index file into one in-memory index, skipping
+    /// index files that another index file supersedes.
     pub fn load_index(&self) -> Result<Index> {
         let mut index = Index::default();
-        for (_, file) in self.load_index_files()? {
+        for (_, file) in self.usable_index_files()? {
             index.add_file(&file);
         }
         Ok(index)
@@ -411,21 +479,70 @@ impl Repository {
         self.save_object(ObjectKind::Index, &file.encode())
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first; fails when one is damaged (for forget
+    /// and prune, which must weigh every snapshot).
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let (out, damaged) = self.load_snapshots()?;
+        if let Some((id, why)) = damaged.first() {
+            bail!(
+                "{} is damaged ({why}): nothing can be restored from it; `strata repair snapshots` removes it",
+                layout::object(ObjectKind::Snapshot, id)
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every readable snapshot, oldest first, warning once per damaged one.
+    pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let (out, damaged) = self.load_snapshots()?;
+        for (id, why) in &damaged {
+            self.warn_damaged(ObjectKind::Snapshot, id, why, "it is left out");
+        }
+        Ok(out)
+    }
+
+    /// Readable snapshots sorted oldest first, and the damaged ones with why.
+    #[allow(clippy::type_complexity)]
+    pub fn load_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<(Id, String)>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for id in self.list_ids(ObjectKind::Snapshot)? {
-            let plain = self.load_object(ObjectKind::Snapshot, &id)?;
-            let snap = Snapshot::decode(&plain).with_context(|| format!("snapshot {id}"))?;
-            out.push((id, snap));
+            let mut rejected = None;
+            match self.load_object_noting(ObjectKind::Snapshot, &id, &mut rejected) {
+                Ok(plain) => match Snapshot::decode(&plain) {
+                    Ok(snap) => out.push((id, snap)),
+                    Err(e) => damaged.push((id, crate::error::one_line(&e))),
+                },
+                // Forgotten between listing and reading.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => match rejected {
+                    Some(why) => damaged.push((id, why)),
+                    None => return Err(e),
+                },
+            }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        Ok((out, damaged))
+    }
+
+    /// Warns on stderr about a damaged object, once per process.
+    fn warn_damaged(&self, kind: ObjectKind, id: &Id, why: &str, consequence: &str) {
+        if self
+            .damaged_warned
+            .lock()
+            .expect("damaged object set")
+            .insert(*id)
+        {
+            eprintln!(
+                "warning: {} is damaged ({why}); {consequence}",
+                layout::object(kind, id)
+            );
+        }
     }
 
     /// Resolves `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        let mut all = self.snapshots()?;
+        let mut all = self.readable_snapshots()?;
         if spec == "latest" {
             return all.pop().context("the repository has no snapshots yet");
         }
@@ -447,7 +564,9 @@ impl Repository {
     /// Reads one blob, verifying it.
     pub fn read_blob(&self, index: &Index, kind: BlobType, id: &Id) -> Result<Vec<u8>> {
         let (pack, e) = index.get(id).with_context(|| {
-            format!("blob {id} is not in the index (repository damaged? run `strata check`)")
+            format!(
+                "blob {id} is not in the index (repository damaged? `strata check` tells; `strata repair index` re-indexes packs whose index file was lost)"
+            )
         })?;
         if e.kind != kind {
             bail!("blob {id} has the wrong type");

@@ -232,13 +232,28 @@ pub fn read_pack_header(key: &MasterKey, pack_id: &Id, pack: &[u8]) -> Result<Ve
         bail!("pack too short ({n} bytes)");
     }
     let range = header_range(n, &pack[pack.len() - TRAILER_LEN..])?;
-    let sealed = &pack[range.start as usize..range.end as usize];
+    open_pack_header(
+        key,
+        pack_id,
+        &pack[range.start as usize..range.end as usize],
+        range.start,
+    )
+}
+
+/// Decrypts and decodes a pack's sealed header, read on its own from the
+/// [`header_range`] (whose start is `data_len`).
+pub fn open_pack_header(
+    key: &MasterKey,
+    pack_id: &Id,
+    sealed: &[u8],
+    data_len: u64,
+) -> Result<Vec<PackEntry>> {
     let plain = crypto::open(key.encryption_key(), &header_ad(pack_id), sealed)
         .context("pack header does not authenticate")?;
     if key.id_of(&plain) != *pack_id {
         bail!("pack header does not match the pack's name");
     }
-    decode_header(&plain, range.start)
+    decode_header(&plain, data_len)
 }
 
 #[cfg(test)]

@@ -1,0 +1,175 @@
+//! `repair index` and `repair snapshots`.
+//!
+//! `repair index` indexes again, from their own headers, the packs that no
+//! usable index file names (its index file was lost or damaged), then removes
+//! the damaged index files.
+//!
+//! Every pack carries an encrypted header listing its blobs, so the index is
+//! redundant: nothing but the header is read. The new index file is durable
+//! before any damaged one is deleted, so a crash in between loses nothing.
+//! Both run under the prune lock: a prune that loaded the index before the new
+//! file existed could otherwise sweep a pack the new file names.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::id::Id;
+use crate::repo::index::IndexFile;
+use crate::repo::pack::{PackEntry, TRAILER_LEN, header_range, open_pack_header};
+use crate::repo::{ObjectKind, Repository, layout};
+
+/// Packs per new index file (as a backup writes them, a few thousand blobs).
+const PACKS_PER_INDEX: usize = 256;
+
+/// What `repair index` did (or, in a dry run, would do).
+#[derive(Debug, Default)]
+pub struct RepairIndexReport {
+    /// Packs in the repository.
+    pub packs: usize,
+    /// Packs that no usable index file named.
+    pub unindexed: usize,
+    /// Packs indexed again from their headers.
+    pub reindexed: usize,
+    /// Blobs those packs hold.
+    pub blobs: usize,
+    /// New index files written.
+    pub index_files_written: usize,
+    /// Damaged index files, removed (or to be removed).
+    pub damaged_removed: Vec<String>,
+    /// Packs whose header could not be read: `object: reason`.
+    pub unreadable_packs: Vec<String>,
+}
+
+/// Runs `repair index`.
+pub fn repair_index(repo: &Arc<Repository>, dry_run: bool) -> Result<RepairIndexReport> {
+    under_prune_lock(repo, dry_run, || run(repo, dry_run))
+}
+
+/// Removes the snapshots that fail verification (nothing can be restored
+/// from them, and forget and prune refuse to run while they exist); returns
+/// their object names.
+pub fn repair_snapshots(repo: &Arc<Repository>, dry_run: bool) -> Result<Vec<String>> {
+    under_prune_lock(repo, dry_run, || {
+        let (_, damaged) = repo.load_snapshots()?;
+        let names: Vec<String> = damaged
+            .iter()
+            .map(|(id, _)| layout::object(ObjectKind::Snapshot, id))
+            .collect();
+        if !dry_run {
+            for name in &names {
+                repo.backend()
+                    .delete(name)
+                    .with_context(|| format!("removing the damaged {name}"))?;
+            }
+        }
+        Ok(names)
+    })
+}
+
+/// Runs `f` holding the prune lock (none in a dry run, which changes nothing).
+fn under_prune_lock<T>(
+    repo: &Arc<Repository>,
+    dry_run: bool,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let lock = if dry_run {
+        None
+    } else {
+        Some(crate::maintenance::prune::exclusive_prune_lock(repo)?)
+    };
+    let result = f();
+    if let Some(l) = lock {
+        l.release();
+    }
+    result
+}
+
+fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
+    let mut report = RepairIndexReport::default();
+    let loaded = repo.load_index_files_lenient()?;
+    let indexed: HashSet<Id> = loaded
+        .files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter().map(|(p, _)| *p))
+        .collect();
+    let stored: Vec<(Id, u64)> = repo
+        .backend()
+        .list(layout::DATA)?
+        .into_iter()
+        .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
+        .collect();
+    report.packs = stored.len();
+
+    let mut recovered: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+    for (pack, size) in stored.iter().filter(|(p, _)| !indexed.contains(p)) {
+        report.unindexed += 1;
+        match read_header(repo, pack, *size) {
+            Ok(entries) => {
+                report.blobs += entries.len();
+                recovered.push((*pack, entries));
+            }
+            Err(e) => report.unreadable_packs.push(format!(
+                "{}: {}",
+                layout::pack(pack),
+                crate::error::one_line(&e)
+            )),
+        }
+    }
+    report.reindexed = recovered.len();
+    let names = |ids: &mut dyn Iterator<Item = &Id>| -> Vec<String> {
+        ids.map(|id| layout::object(ObjectKind::Index, id))
+            .collect()
+    };
+    if dry_run {
+        report.damaged_removed = names(&mut loaded.damaged.iter().map(|(id, _)| id));
+        report.index_files_written = recovered.len().div_ceil(PACKS_PER_INDEX);
+        return Ok(report);
+    }
+    let mut written = HashSet::new();
+    for chunk in recovered.chunks(PACKS_PER_INDEX) {
+        written.insert(repo.save_index(&IndexFile {
+            supersedes: Vec::new(),
+            packs: chunk.to_vec(),
+        })?);
+        report.index_files_written += 1;
+    }
+    // Only now that what they listed is indexed again. A rebuilt file can
+    // come out byte for byte as the damaged one was, under the same name:
+    // then the damaged copy has just been overwritten, and stays.
+    report.damaged_removed = names(
+        &mut loaded
+            .damaged
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| !written.contains(*id)),
+    );
+    for name in &report.damaged_removed {
+        repo.backend()
+            .delete(name)
+            .with_context(|| format!("removing the damaged {name}"))?;
+    }
+    Ok(report)
+}
+
+/// Reads and opens one pack's header: its trailer, then the sealed header.
+fn read_header(repo: &Repository, pack: &Id, size: u64) -> Result<Vec<PackEntry>> {
+    let name = layout::pack(pack);
+    let trailer_at = size
+        .checked_sub(TRAILER_LEN as u64)
+        .context("too short to be a pack")?;
+    let mut range = 0..0;
+    repo.backend()
+        .read_range(&name, trailer_at..size, &mut |t| {
+            range = header_range(size, t)?;
+            Ok(())
+        })?;
+    let mut entries = Vec::new();
+    let data_len = range.start;
+    repo.backend().read_range(&name, range, &mut |sealed| {
+        entries = open_pack_header(repo.key(), pack, sealed, data_len)?;
+        Ok(())
+    })?;
+    Ok(entries)
+}
