@@ -829,3 +829,44 @@ fn gcs_member_backs_up_prunes_and_restores_alone() {
     assert_same_tree(&src, &restored(&target, &src));
     run(&["check", "--read-data"]);
 }
+
+#[test]
+fn index_lost_on_every_member_is_rebuilt_by_repair_index() {
+    let Some(s) = servers() else { return };
+    let prefix = unique("reindex");
+    let tmp = tempfile::tempdir().unwrap();
+    let members = [
+        MemberSpec::s3(&s, &prefix),
+        MemberSpec::local(&tmp.path().join("local")),
+    ];
+    let env = Env::new(&members, 2);
+    env.init();
+    let src = env.path("src");
+    make_source(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for m in &members {
+        let b = m.backend();
+        let index = b.list("index/").unwrap();
+        assert!(!index.is_empty(), "{} has no index files", m.name);
+        for o in index {
+            b.delete(&o.key).unwrap();
+        }
+    }
+
+    // Prune must not take the packs for a killed backup's leftovers.
+    let out = env.run(&["prune", "--grace", "0s"]);
+    assert!(!out.status.success(), "prune ran without an index");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("repair index"));
+
+    let out = env.ok(&["repair", "index"]);
+    assert!(out.contains("indexed again"), "{out}");
+    assert!(
+        env.missing().values().all(|&n| n == 0),
+        "{:?}",
+        env.missing()
+    );
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("r");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+}

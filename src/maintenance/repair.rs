@@ -11,7 +11,8 @@
 //! file existed could otherwise sweep a pack the new file names.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
@@ -22,6 +23,8 @@ use crate::repo::{ObjectKind, Repository, layout};
 
 /// Packs per new index file (as a backup writes them, a few thousand blobs).
 const PACKS_PER_INDEX: usize = 256;
+/// Pack headers read at once.
+const READERS: usize = 8;
 
 /// What `repair index` did (or, in a dry run, would do).
 #[derive(Debug, Default)]
@@ -102,17 +105,21 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         .collect();
     report.packs = stored.len();
 
+    let unindexed: Vec<(Id, u64)> = stored
+        .into_iter()
+        .filter(|(p, _)| !indexed.contains(p))
+        .collect();
+    report.unindexed = unindexed.len();
     let mut recovered: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-    for (pack, size) in stored.iter().filter(|(p, _)| !indexed.contains(p)) {
-        report.unindexed += 1;
-        match read_header(repo, pack, *size) {
+    for (pack, header) in read_headers(repo, &unindexed) {
+        match header {
             Ok(entries) => {
                 report.blobs += entries.len();
-                recovered.push((*pack, entries));
+                recovered.push((pack, entries));
             }
             Err(e) => report.unreadable_packs.push(format!(
                 "{}: {}",
-                layout::pack(pack),
+                layout::pack(&pack),
                 crate::error::one_line(&e)
             )),
         }
@@ -151,6 +158,28 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
             .with_context(|| format!("removing the damaged {name}"))?;
     }
     Ok(report)
+}
+
+/// Reads the headers of `packs` with a few requests in flight (two small
+/// range reads per pack; a whole lost index on an object store is many
+/// round trips); results in pack order.
+#[allow(clippy::type_complexity)]
+fn read_headers(repo: &Repository, packs: &[(Id, u64)]) -> Vec<(Id, Result<Vec<PackEntry>>)> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(packs.len()));
+    std::thread::scope(|s| {
+        for _ in 0..READERS.min(packs.len()) {
+            s.spawn(|| {
+                while let Some((pack, size)) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let header = read_header(repo, pack, *size);
+                    results.lock().expect("results").push((*pack, header));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|r| r.0);
+    results
 }
 
 /// Reads and opens one pack's header: its trailer, then the sealed header.
