@@ -47,12 +47,7 @@ pub struct CheckReport {
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     repo.bypass_cache();
     let mut r = CheckReport::default();
-    let stored: HashMap<Id, u64> = repo
-        .backend()
-        .list(layout::DATA)?
-        .into_iter()
-        .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
-        .collect();
+    let stored: HashMap<Id, u64> = repo.list_packs()?.into_iter().collect();
     r.packs = stored.len();
 
     // Snapshots are listed before the index is read: a backup writes its

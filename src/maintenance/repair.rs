@@ -97,12 +97,7 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|(p, _)| *p))
         .collect();
-    let stored: Vec<(Id, u64)> = repo
-        .backend()
-        .list(layout::DATA)?
-        .into_iter()
-        .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
-        .collect();
+    let stored = repo.list_packs()?;
     report.packs = stored.len();
 
     let unindexed: Vec<(Id, u64)> = stored

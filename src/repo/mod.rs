@@ -361,6 +361,16 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Every pack stored, with its size in bytes, from listing the backend.
+    pub fn list_packs(&self) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .backend
+            .list(layout::DATA)?
+            .into_iter()
+            .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
+            .collect())
+    }
+
     /// Ids of objects of a kind, from listing the backend.
     pub fn list_ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
         let prefix = layout::prefix(kind);
