@@ -2,7 +2,7 @@
 //!
 //! Wire form: `nonce (24) || ciphertext || tag (16)`.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::KeyInit;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 const NONCE_LEN: usize = 24;
@@ -41,14 +41,9 @@ pub fn seal_into(key: &[u8; 32], ad: &[u8], plaintext: &[u8], mut out: Vec<u8>) 
 
 /// Decrypts and authenticates a message made by [`seal`] with the same `ad`.
 pub fn open(key: &[u8; 32], ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AeadError> {
-    if sealed.len() < OVERHEAD {
-        return Err(AeadError);
-    }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    let cipher = XChaCha20Poly1305::new(key.into());
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: ad })
-        .map_err(|_| AeadError)
+    let mut out = Vec::new();
+    open_append(key, ad, sealed, &mut out)?;
+    Ok(out)
 }
 
 /// [`open`], appending the plaintext to `out` (decrypted in place there, so

@@ -120,12 +120,10 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         }
     }
     report.reindexed = recovered.len();
-    let names = |ids: &mut dyn Iterator<Item = &Id>| -> Vec<String> {
-        ids.map(|id| layout::object(ObjectKind::Index, id))
-            .collect()
-    };
+    let index_name = |id: &Id| layout::object(ObjectKind::Index, id);
+    let damaged = loaded.damaged.iter().map(|(id, _)| id);
     if dry_run {
-        report.damaged_removed = names(&mut loaded.damaged.iter().map(|(id, _)| id));
+        report.damaged_removed = damaged.map(index_name).collect();
         report.index_files_written = recovered.len().div_ceil(PACKS_PER_INDEX);
         return Ok(report);
     }
@@ -140,13 +138,10 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     // Only now that what they listed is indexed again. A rebuilt file can
     // come out byte for byte as the damaged one was, under the same name:
     // then the damaged copy has just been overwritten, and stays.
-    report.damaged_removed = names(
-        &mut loaded
-            .damaged
-            .iter()
-            .map(|(id, _)| id)
-            .filter(|id| !written.contains(*id)),
-    );
+    report.damaged_removed = damaged
+        .filter(|id| !written.contains(*id))
+        .map(index_name)
+        .collect();
     for name in &report.damaged_removed {
         repo.backend()
             .delete(name)

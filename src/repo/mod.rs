@@ -333,6 +333,23 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Loads and decodes a snapshot or index file, telling damage from a
+    /// failed read: `Ok(Err(why))` when it fails verification or decoding,
+    /// `Err` when it could not be read (not found included).
+    fn load_decoded<T>(
+        &self,
+        kind: ObjectKind,
+        id: &Id,
+        decode: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<std::result::Result<T, String>> {
+        let mut rejected = None;
+        match self.load_object_noting(kind, id, &mut rejected) {
+            Ok(plain) => Ok(decode(&plain).map_err(|e| crate::error::one_line(&e))),
+            Err(e) if is_not_found(&e) => Err(e),
+            Err(e) => rejected.map(Err).ok_or(e),
+        }
+    }
+
     /// Stores an object under a chosen id (locks, which are rewritten in place).
     pub fn save_object_as(&self, kind: ObjectKind, id: &Id, plaintext: &[u8]) -> Result<()> {
         let sealed = crypto::seal(self.key.encryption_key(), &kind.ad(id), plaintext);
@@ -422,17 +439,9 @@ impl Repository {
         let ids = self.list_ids(ObjectKind::Index)?;
         let mut loaded = LoadedIndexFiles::default();
         for id in ids {
-            let mut rejected = None;
-            match self.load_object_noting(ObjectKind::Index, &id, &mut rejected) {
-                Ok(plain) => match IndexFile::decode(&plain) {
-                    Ok(file) => loaded.files.push((id, file)),
-                    Err(e) => loaded.damaged.push((id, crate::error::one_line(&e))),
-                },
-                Err(e) if is_not_found(&e) => return Err(e),
-                Err(e) => match rejected {
-                    Some(why) => loaded.damaged.push((id, why)),
-                    None => return Err(e),
-                },
+            match self.load_decoded(ObjectKind::Index, &id, IndexFile::decode)? {
+                Ok(file) => loaded.files.push((id, file)),
+                Err(why) => loaded.damaged.push((id, why)),
             }
         }
         let superseded: std::collections::HashSet<Id> = loaded
@@ -517,18 +526,12 @@ impl Repository {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for id in self.list_ids(ObjectKind::Snapshot)? {
-            let mut rejected = None;
-            match self.load_object_noting(ObjectKind::Snapshot, &id, &mut rejected) {
-                Ok(plain) => match Snapshot::decode(&plain) {
-                    Ok(snap) => out.push((id, snap)),
-                    Err(e) => damaged.push((id, crate::error::one_line(&e))),
-                },
+            match self.load_decoded(ObjectKind::Snapshot, &id, Snapshot::decode) {
+                Ok(Ok(snap)) => out.push((id, snap)),
+                Ok(Err(why)) => damaged.push((id, why)),
                 // Forgotten between listing and reading.
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => match rejected {
-                    Some(why) => damaged.push((id, why)),
-                    None => return Err(e),
-                },
+                Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));

@@ -473,10 +473,10 @@ impl ObjectBackend {
 }
 
 impl ObjectBackend {
-    /// Reads a local object (or a range of it) with plain positioned reads:
-    /// no hop through the async runtime and no extra copy, which dominated
-    /// restores of many small files and tree walks.
-    /// Reads a range of a local object into `buf` (replacing its contents).
+    /// Reads a range of a local object into `buf` (replacing its contents)
+    /// with a plain positioned read: no hop through the async runtime and
+    /// no extra copy, which dominated restores of many small files and tree
+    /// walks.
     fn read_local_into(
         &self,
         root: &std::path::Path,
@@ -492,16 +492,7 @@ impl ObjectBackend {
             f.read_exact_at(buf, range.start)?;
             // Pack ranges are read once (restore, check, repack): leave the
             // page cache to the machine's own files.
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid descriptor; the call is only advice.
-            unsafe {
-                libc::posix_fadvise(
-                    f.as_raw_fd(),
-                    range.start as libc::off_t,
-                    buf.len() as libc::off_t,
-                    libc::POSIX_FADV_DONTNEED,
-                );
-            }
+            super::spool::drop_cached(&f, range.start, buf.len() as u64);
             Ok(())
         };
         read(buf)
@@ -509,28 +500,14 @@ impl ObjectBackend {
             .with_context(|| format!("reading {key} from {}", self.location))
     }
 
-    fn read_local(
-        &self,
-        root: &std::path::Path,
-        key: &str,
-        range: Option<Range<u64>>,
-    ) -> Result<Vec<u8>> {
+    /// Reads a whole local object.
+    fn read_local(&self, root: &std::path::Path, key: &str) -> Result<Vec<u8>> {
         use std::io::Read;
-        use std::os::unix::fs::FileExt;
         let read = || -> std::io::Result<Vec<u8>> {
             let f = std::fs::File::open(root.join(key))?;
-            match &range {
-                None => {
-                    let mut buf = Vec::with_capacity(f.metadata()?.len() as usize);
-                    (&f).read_to_end(&mut buf)?;
-                    Ok(buf)
-                }
-                Some(r) => {
-                    let mut buf = vec![0; r.end.saturating_sub(r.start) as usize];
-                    f.read_exact_at(&mut buf, r.start)?;
-                    Ok(buf)
-                }
-            }
+            let mut buf = Vec::with_capacity(f.metadata()?.len() as usize);
+            (&f).read_to_end(&mut buf)?;
+            Ok(buf)
         };
         read()
             .map_err(|e| local_error(key, e))
@@ -680,14 +657,18 @@ impl Backend for ObjectBackend {
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
-            return self.counts.count(self.read_local(root, key, None));
+            return self.counts.count(self.read_local(root, key));
         }
         block_on(self.get_async(key)).map(|b| b.to_vec())
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
-            return self.counts.count(self.read_local(root, key, Some(range)));
+            let mut buf = Vec::new();
+            return self
+                .counts
+                .count(self.read_local_into(root, key, range, &mut buf))
+                .map(|()| buf);
         }
         block_on(self.get_range_async(key, range)).map(|b| b.to_vec())
     }

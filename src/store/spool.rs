@@ -67,7 +67,10 @@ impl Spool for LocalSpool {
         self.file
             .sync_all()
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
-        drop_cached(&self.file);
+        // Nothing reads a pack soon, and a backup should not push the
+        // machine's working set out (borg does the same); the freed pages
+        // are also what the next pack's writes reuse.
+        drop_cached(&self.file, 0, 0);
         let dest = self.root.join(key);
         let parent = dest.parent().expect("keys name a file below the root");
         if !parent.is_dir() {
@@ -92,15 +95,19 @@ impl Drop for LocalSpool {
     }
 }
 
-/// Lets the kernel drop a written pack's pages from the page cache: nothing
-/// reads a pack soon, and a backup should not push the machine's working
-/// set out (borg does the same). The freed pages are also what the next
-/// pack's writes reuse, instead of pages never touched before.
-fn drop_cached(file: &File) {
+/// Advises the kernel to drop `len` bytes of `file` from `offset` (0: to
+/// the end) from the page cache: for pack bytes that are written or read
+/// once.
+pub(super) fn drop_cached(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid descriptor; the call is only advice.
     unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
     }
 }
 
