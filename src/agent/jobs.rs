@@ -140,7 +140,11 @@ pub fn run(
             Task::Prune(p) => run_prune(&repo, p),
             Task::Check(c) => run_check(&repo, c),
         });
-    for n in backend.take_notices() {
+    for n in backend
+        .replicated()
+        .map(|r| r.take_notices())
+        .unwrap_or_default()
+    {
         tracing::warn!(job = %spec.name, "{n}");
     }
     (result, backend.request_counts())

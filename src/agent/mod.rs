@@ -239,7 +239,7 @@ fn probe(ctx: &Ctx, unlock: bool, init: bool, jobs: &[JobSpec], host: &str) -> P
             .unwrap_or(1);
         let key = crate::repo::layout::CONFIG;
         for m in pool.members() {
-            let up = crate::store::block_on(m.backend.size_async(key)).is_ok();
+            let up = m.backend.size(key).is_ok();
             p.members.push((m.name.clone(), up));
         }
         let up = p.members.iter().filter(|(_, up)| *up).count();
@@ -304,7 +304,11 @@ fn probe(ctx: &Ctx, unlock: bool, init: bool, jobs: &[JobSpec], host: &str) -> P
             }
         }
     }
-    for n in backend.take_notices() {
+    for n in backend
+        .replicated()
+        .map(|r| r.take_notices())
+        .unwrap_or_default()
+    {
         tracing::warn!("{n}");
     }
     p.counts = backend.request_counts();

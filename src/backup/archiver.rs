@@ -279,7 +279,9 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
     // The commit point: everything the snapshot references is durable now.
     // Heal lagging pool members first: it can take a while, and the lock
     // must still be fresh when the snapshot is written.
-    repo.backend().heal_lagging();
+    if let Some(pool) = repo.backend().replicated() {
+        pool.heal_lagging();
+    }
     lock.check_fresh()?;
     let snapshot_id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode())?;
     lock.release();

@@ -179,6 +179,13 @@ impl Ctx {
         .read(confirm)
     }
 
+    /// True when a password can be had without asking on a terminal.
+    pub fn has_password_source(&self) -> bool {
+        self.password_file.is_some()
+            || self.password_command.is_some()
+            || std::env::var_os("STRATA_PASSWORD").is_some()
+    }
+
     /// The pool itself, for `pool status` and `pool repair`.
     pub fn pool(&self) -> Result<crate::pool::Pool> {
         match &self.pool {
@@ -191,7 +198,11 @@ impl Ctx {
 
     /// Prints what the storage worked around (failovers, lagging members).
     pub fn report_notices(&self, backend: &dyn Backend) {
-        for n in backend.take_notices() {
+        for n in backend
+            .replicated()
+            .map(|r| r.take_notices())
+            .unwrap_or_default()
+        {
             self.out.warn(n);
         }
     }

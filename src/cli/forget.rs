@@ -149,6 +149,10 @@ pub fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<i32> {
         // Refuse before forgetting anything rather than half-way.
         crate::maintenance::append_only::check_prune_may_delete(&repo)?;
     }
+    if !args.dry_run {
+        // Forget decides on every member's listing, or not at all.
+        repo.require_complete_views(None)?;
+    }
     let all = repo.snapshots()?;
     let mut remove = Vec::new();
     for spec in &args.snapshots {
@@ -198,10 +202,13 @@ pub fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<i32> {
             remove.len()
         ));
     } else {
-        for id in &remove {
-            repo.backend()
-                .delete(&layout::object(ObjectKind::Snapshot, id))?;
-        }
+        // The deletion is recorded first: a member that misses it is
+        // finished by `pool repair` instead of bringing the snapshots back.
+        let keys: Vec<String> = remove
+            .iter()
+            .map(|id| layout::object(ObjectKind::Snapshot, id))
+            .collect();
+        repo.delete_recorded(&keys)?;
         ctx.out
             .line(format!("removed {} snapshots, kept {kept}", remove.len()));
     }

@@ -1,6 +1,8 @@
 //! `strata pool status` and `strata pool repair`.
 
-use anyhow::{Result, bail};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::context::Ctx;
@@ -50,7 +52,10 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
                 }
                 let counts: Vec<String> =
                     s.objects.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                let health = if s.missing.is_empty() && s.size_mismatch.is_empty() {
+                let health = if s.missing.is_empty()
+                    && s.size_mismatch.is_empty()
+                    && s.deleted_held.is_empty()
+                {
                     "ok"
                 } else {
                     "INCOMPLETE"
@@ -78,6 +83,13 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
                             .join(", ")
                     ));
                 }
+                if !s.deleted_held.is_empty() {
+                    ctx.out.line(format!(
+                        "             still holds {} objects deleted on purpose while it was away, e.g. {}",
+                        s.deleted_held.len(),
+                        s.deleted_held[0]
+                    ));
+                }
                 if !s.size_mismatch.is_empty() {
                     ctx.out.line(format!(
                         "             {} objects differ in size from other members' copies, e.g. {}",
@@ -93,6 +105,18 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
             Ok(0)
         }
         PoolCommand::Repair { dry_run } => {
+            let pool = Arc::new(pool);
+            // With the password, every copy is authenticated before it is
+            // written to another member (the repository sets the pool's
+            // verifier when it opens); without one, repair still runs.
+            if ctx.has_password_source() {
+                ctx.open_on(pool.clone())
+                    .context("pool repair checks copies with the repository key")?;
+            } else {
+                ctx.out.warn(
+                    "no password given: copies are checked by their names only where that is possible (key files, deletion records); give --password-file to authenticate every copy before it is written",
+                );
+            }
             let r = repair(&pool, dry_run);
             let mut v = serde_json::to_value(&r)?;
             v["message_type"] = "summary".into();
@@ -103,7 +127,13 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
                 ctx.out
                     .line(format!("{name}: {verb} {n} objects ({})", bytes(b)));
             }
-            if r.copied.is_empty() && r.errors.is_empty() {
+            for (name, n) in &r.deletions_finished {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                ctx.out.line(format!(
+                    "{name}: {verb} {n} objects deleted on purpose while it was away"
+                ));
+            }
+            if r.copied.is_empty() && r.deletions_finished.is_empty() && r.errors.is_empty() {
                 ctx.out
                     .line("every member holds every object; nothing to repair");
             }

@@ -49,11 +49,20 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
     display.finish();
     ctx.report_notices(repo.backend().as_ref());
     // A pool member that served a damaged copy gets the good one.
-    for healed in repo.backend().heal_bad_copies() {
+    for healed in repo
+        .backend()
+        .replicated()
+        .map(|r| r.heal_bad_copies())
+        .unwrap_or_default()
+    {
         ctx.out.warn(&healed);
     }
     let r = result?;
-    let served = repo.backend().served();
+    let served = repo
+        .backend()
+        .replicated()
+        .map(|r| r.served())
+        .unwrap_or_default();
     for e in &r.errors {
         ctx.out.warn(e);
     }

@@ -154,7 +154,12 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         read_pack(repo, &pack, indexed.get(&pack), &mut r);
     }
     // A pool served a good copy, but a member holds a damaged one.
-    for bad in repo.backend().take_bad_copies() {
+    for bad in repo
+        .backend()
+        .replicated()
+        .map(|r| r.take_bad_copies())
+        .unwrap_or_default()
+    {
         r.errors.push(format!(
             "{bad} is damaged (another member served a good copy): delete it there and run `strata pool repair`"
         ));

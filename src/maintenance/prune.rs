@@ -52,7 +52,7 @@ pub struct FoundMarker {
 /// Every deletion marker in the repository.
 pub fn load_markers(repo: &Repository) -> Result<Vec<FoundMarker>> {
     let mut out = Vec::new();
-    for o in repo.backend().list(layout::prefix(ObjectKind::Deletion))? {
+    for o in repo.list(layout::prefix(ObjectKind::Deletion))? {
         let Some(id) = o.key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else {
             continue;
         };
@@ -153,6 +153,7 @@ fn used_blobs(
 pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let lock = if opts.dry_run {
+        repo.require_complete_views(None)?;
         None
     } else {
         // Before writing anything: append-only credentials cannot prune.
@@ -169,6 +170,11 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
 /// Takes the prune lock, refusing if another live prune holds one.
 pub(crate) fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
     let lock = Lock::acquire(repo, "prune")?;
+    // Everything from here on acts on every member's listing, on one clock.
+    if let Err(e) = repo.require_complete_views(Some(lock.id())) {
+        lock.release();
+        return Err(e);
+    }
     let locks = list_locks(repo)?;
     // Clear away locks left by processes killed on this host.
     for l in &locks {
@@ -252,7 +258,7 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
             });
         }
     }
-    let listed_packs = repo.backend().list(layout::DATA)?;
+    let listed_packs = repo.list(layout::DATA)?;
     let stored: HashMap<Id, u64> = listed_packs
         .iter()
         .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
@@ -468,8 +474,17 @@ fn sweep(
     report: &mut PruneReport,
 ) -> Result<()> {
     let mut seen_packs = HashSet::new();
+    // Supersession is carried forward: the new index names every file the
+    // loaded ones superseded too, so a file deleted long ago that comes back
+    // (a failed delete, a crash before the stale files went, a restored
+    // bucket version) stays dead instead of making gone packs live again.
+    let supersedes: std::collections::BTreeSet<Id> = index_files
+        .iter()
+        .flat_map(|(id, f)| std::iter::once(*id).chain(f.supersedes.iter().copied()))
+        .chain(stale_index.iter().copied())
+        .collect();
     let mut compacted = IndexFile {
-        supersedes: index_files.iter().map(|(id, _)| *id).collect(),
+        supersedes: supersedes.into_iter().collect(),
         packs: Vec::new(),
     };
     for (_, f) in index_files {
@@ -483,20 +498,26 @@ fn sweep(
     repo.save_index(&compacted)?;
     // A pool member that missed it would be left with no index at all once
     // the old ones go: stop here; a re-run finishes once the member is back.
-    if !repo.backend().heal_lagging() {
+    if !repo.backend().replicated().is_none_or(|r| r.heal_lagging()) {
         bail!(
             "a pool member missed the compacted index; nothing was deleted. Run `strata pool repair` when it is reachable, then prune again"
         );
     }
     report.index_files_compacted = index_files.len() as u64;
-    // 2. The packs nobody references any more.
+    // 2. The packs nobody references any more, recorded first so that a
+    //    member that misses a delete does not get them back from `pool repair`.
+    crate::repo::deleted::record(repo.backend().as_ref(), to_delete.iter().map(layout::pack))?;
     for pack in to_delete {
         repo.backend().delete(&layout::pack(pack))?;
         report.packs_deleted += 1;
         report.bytes_freed += stored.get(pack).copied().unwrap_or(0);
     }
-    // 3. The superseded index files, and last the markers.
-    for id in index_files.iter().map(|(id, _)| id).chain(stale_index) {
+    // 3. The superseded index files (the ones already hidden first), and
+    //    last the markers.
+    for id in stale_index
+        .iter()
+        .chain(index_files.iter().map(|(id, _)| id))
+    {
         repo.backend()
             .delete(&layout::object(ObjectKind::Index, id))?;
     }

@@ -61,11 +61,8 @@ pub fn repair_snapshots(repo: &Arc<Repository>, dry_run: bool) -> Result<Vec<Str
             .map(|(id, _)| layout::object(ObjectKind::Snapshot, id))
             .collect();
         if !dry_run {
-            for name in &names {
-                repo.backend()
-                    .delete(name)
-                    .with_context(|| format!("removing the damaged {name}"))?;
-            }
+            repo.delete_recorded(&names)
+                .context("removing the damaged snapshots")?;
         }
         Ok(names)
     })

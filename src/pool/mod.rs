@@ -17,16 +17,16 @@ pub mod config;
 pub mod status;
 
 use std::ops::Range;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
 use bytes::Bytes;
-use futures::future::join_all;
 
 use crate::store::{
-    Backend, NotFound, ObjectBackend, ObjectInfo, block_on, is_not_found, open_store,
+    Backend, NotFound, ObjectInfo, Replicated, StoreListing, Unsettled, Verifier,
+    is_location_missing, is_not_found, open_store,
 };
 use config::PoolConfig;
 
@@ -35,7 +35,7 @@ pub struct Member {
     /// Name from the config.
     pub name: String,
     /// Its store.
-    pub backend: ObjectBackend,
+    pub backend: Arc<dyn Backend>,
     /// Read preference (lower first).
     pub read_priority: u32,
     served: AtomicU64,
@@ -57,6 +57,40 @@ pub struct Pool {
     /// Damaged copies to overwrite: (key, damaged member, member that
     /// served a good copy).
     to_heal: Mutex<Vec<(String, usize, usize)>>,
+    /// Checks copies before they are written to another member; without
+    /// one, only what can be checked without the key is (see `verify_copy`).
+    verifier: RwLock<Option<Verifier>>,
+}
+
+/// A callback that gets the bytes of one read.
+type Accept<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
+
+/// One member's read of an object, handing its bytes to the callback.
+type MemberRead<'a> = dyn Fn(&dyn Backend, &mut Accept<'_>) -> Result<()> + 'a;
+
+/// Runs `f` on each of `targets` at once (one thread per member: requests to
+/// different providers overlap) and returns the results in order.
+pub(crate) fn on_members<T: Send>(
+    members: &[Member],
+    targets: &[usize],
+    f: impl Fn(&dyn Backend) -> T + Sync,
+) -> Vec<T> {
+    if targets.len() == 1 {
+        return vec![f(members[targets[0]].backend.as_ref())];
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|&i| {
+                let (f, b) = (&f, members[i].backend.as_ref());
+                s.spawn(move || f(b))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("pool member thread"))
+            .collect()
+    })
 }
 
 impl Pool {
@@ -69,13 +103,32 @@ impl Pool {
                 .map_err(|e| anyhow!("pool member {}: {e:#}", m.name))?;
             members.push(Member {
                 name: m.name.clone(),
-                backend,
+                backend: Arc::new(backend),
                 read_priority: m.read_priority,
                 served: AtomicU64::new(0),
             });
         }
+        Ok(Self::with_members(members, write_quorum))
+    }
+
+    /// A pool of ready stores (named), for tests and the simulation.
+    pub fn from_stores(stores: Vec<(String, Arc<dyn Backend>)>, write_quorum: usize) -> Pool {
+        let members = stores
+            .into_iter()
+            .map(|(name, backend)| Member {
+                name,
+                backend,
+                read_priority: 100,
+                served: AtomicU64::new(0),
+            })
+            .collect::<Vec<_>>();
+        let quorum = write_quorum.clamp(1, members.len().max(1));
+        Self::with_members(members, quorum)
+    }
+
+    fn with_members(members: Vec<Member>, write_quorum: usize) -> Pool {
         let order = (0..members.len()).collect();
-        Ok(Pool {
+        Pool {
             members,
             write_quorum,
             order: Mutex::new(order),
@@ -84,7 +137,8 @@ impl Pool {
             gap_warned: Mutex::default(),
             bad_copies: Mutex::default(),
             to_heal: Mutex::default(),
-        })
+            verifier: RwLock::default(),
+        }
     }
 
     /// The members.
@@ -95,12 +149,13 @@ impl Pool {
     /// Orders reads by configured priority, then by how fast each member
     /// answers a small request; members that fail go last.
     pub fn rank_members(&self, probe_key: &str) {
-        let probes = block_on(join_all(self.members.iter().map(|m| async move {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        let probes = on_members(&self.members, &all, |b| {
             let t = Instant::now();
             // A member that lacks the probe object is behind, like a failing one.
-            let ok = m.backend.size_async(probe_key).await.is_ok();
+            let ok = b.size(probe_key).is_ok();
             (ok, t.elapsed())
-        })));
+        });
         let mut order: Vec<usize> = (0..self.members.len()).collect();
         order.sort_by_key(|&i| (self.members[i].read_priority, !probes[i].0, probes[i].1));
         *self.order.lock().expect("order") = order;
@@ -119,6 +174,13 @@ impl Pool {
                 self.members[member].name
             ));
         }
+    }
+
+    fn member_pos(&self, name: &str) -> usize {
+        self.members
+            .iter()
+            .position(|m| m.name == name)
+            .expect("a member of this pool")
     }
 
     fn demote(&self, member: usize) {
@@ -155,7 +217,7 @@ impl Pool {
             for key in &keys {
                 let copied = self
                     .fetch_from_others(member, key)
-                    .and_then(|bytes| block_on(self.members[member].backend.put_async(key, bytes)));
+                    .and_then(|bytes| self.members[member].backend.put(key, bytes.to_vec()));
                 match copied {
                     Ok(()) => done += 1,
                     Err(e) => {
@@ -176,23 +238,57 @@ impl Pool {
         self.lagging.lock().expect("lagging").extend(still);
     }
 
-    fn fetch_from_others(&self, except: usize, key: &str) -> Result<Bytes> {
+    /// A verified copy of `key` from a member other than `except`: a copy
+    /// that fails verification is never spread to another member.
+    pub(crate) fn fetch_from_others(&self, except: usize, key: &str) -> Result<Bytes> {
         let order = self.order.lock().expect("order").clone();
-        let mut last = anyhow!("no other member holds {key}");
+        let mut problems = Vec::new();
         for i in order.into_iter().filter(|&i| i != except) {
-            match block_on(self.members[i].backend.get_async(key)) {
-                Ok(b) => return Ok(b),
-                Err(e) => last = e,
+            let m = &self.members[i];
+            match m.backend.get(key) {
+                Ok(b) => match self.verify_copy(key, &b) {
+                    Ok(()) => return Ok(Bytes::from(b)),
+                    Err(e) => problems.push(format!(
+                        "bad copy on member {} ({})",
+                        m.name,
+                        crate::error::one_line(&e)
+                    )),
+                },
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    problems.push(format!("member {}: {}", m.name, crate::error::one_line(&e)))
+                }
             }
         }
-        Err(last)
+        if problems.is_empty() {
+            bail!("no other member holds {key}");
+        }
+        bail!("no good copy of {key} to copy: {}", problems.join("; "))
+    }
+
+    /// Checks bytes about to be copied to another member: with the
+    /// repository's verifier (set once the repository is unlocked) every
+    /// object is authenticated; without it, objects named by the hash of
+    /// their bytes (key files, deletion records) are still checked.
+    fn verify_copy(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        if let Some(v) = self.verifier.read().expect("verifier").as_ref() {
+            return v(key, bytes);
+        }
+        crate::repo::layout::verify_plain_named(key, bytes)
+    }
+
+    /// True when copies are authenticated before they are spread.
+    pub fn verifies_copies(&self) -> bool {
+        self.verifier.read().expect("verifier").is_some()
     }
 
     /// Tries members in read order until one yields bytes `accept` takes.
+    /// `read` runs one member's read, handing the bytes to the callback it
+    /// is given.
     fn read_with(
         &self,
         key: &str,
-        fetch: &dyn Fn(&ObjectBackend) -> Result<Bytes>,
+        read: &MemberRead<'_>,
         accept: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let order = self.order.lock().expect("order").clone();
@@ -200,50 +296,60 @@ impl Pool {
         let mut missing_on = Vec::new();
         let mut damaged_on = Vec::new();
         let mut all_missing = true;
+        let mut unsettled = false;
         for i in order {
             let m = &self.members[i];
-            match fetch(&m.backend) {
-                Ok(bytes) => match accept(&bytes) {
-                    Ok(()) => {
-                        m.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                        // A member that lacks what another holds is behind:
-                        // read from it last, and say so once per session.
-                        for &gap in &missing_on {
-                            self.demote(gap);
-                            self.note_gap(gap);
-                        }
-                        self.to_heal
-                            .lock()
-                            .expect("to heal")
-                            .extend(damaged_on.iter().map(|&bad| (key.to_string(), bad, i)));
-                        if !problems.is_empty() {
-                            self.notice(format!(
-                                "{key}: {}; served by member {}",
-                                problems.join("; "),
-                                m.name
-                            ));
-                        }
-                        return Ok(());
+            // Tell the caller's verdict apart from the member's own failure.
+            let mut verdict: Option<Result<()>> = None;
+            let mut len = 0;
+            let outcome = read(m.backend.as_ref(), &mut |bytes| {
+                len = bytes.len();
+                let r = accept(bytes);
+                let failed = r.as_ref().err().map(|e| anyhow!("{e:#}"));
+                verdict = Some(r);
+                failed.map_or(Ok(()), Err)
+            });
+            match (outcome, verdict) {
+                (Ok(()), _) => {
+                    m.served.fetch_add(len as u64, Ordering::Relaxed);
+                    // A member that lacks what another holds is behind:
+                    // read from it last, and say so once per session.
+                    for &gap in &missing_on {
+                        self.demote(gap);
+                        self.note_gap(gap);
                     }
-                    Err(e) => {
-                        all_missing = false;
-                        damaged_on.push(i);
-                        self.bad_copies
-                            .lock()
-                            .expect("bad copies")
-                            .push(format!("{key} on member {}", m.name));
-                        problems.push(format!(
-                            "bad copy on member {} ({})",
-                            m.name,
-                            crate::error::one_line(&e)
+                    self.to_heal
+                        .lock()
+                        .expect("to heal")
+                        .extend(damaged_on.iter().map(|&bad| (key.to_string(), bad, i)));
+                    if !problems.is_empty() {
+                        self.notice(format!(
+                            "{key}: {}; served by member {}",
+                            problems.join("; "),
+                            m.name
                         ));
                     }
-                },
-                Err(e) if is_not_found(&e) => {
+                    return Ok(());
+                }
+                (Err(_), Some(Err(e))) => {
+                    all_missing = false;
+                    damaged_on.push(i);
+                    self.bad_copies
+                        .lock()
+                        .expect("bad copies")
+                        .push(format!("{key} on member {}", m.name));
+                    problems.push(format!(
+                        "bad copy on member {} ({})",
+                        m.name,
+                        crate::error::one_line(&e)
+                    ));
+                }
+                (Err(e), _) if is_not_found(&e) || is_location_missing(&e) => {
                     missing_on.push(i);
                 }
-                Err(e) => {
+                (Err(e), _) => {
                     all_missing = false;
+                    unsettled = true;
                     self.demote(i);
                     problems.push(format!("member {}: {}", m.name, crate::error::one_line(&e)));
                 }
@@ -252,10 +358,23 @@ impl Pool {
         if all_missing {
             return Err(anyhow!(NotFound(key.to_string())));
         }
-        bail!(
+        let msg = format!(
             "{key}: no pool member has a good copy ({})",
             problems.join("; ")
-        )
+        );
+        // A member that could not be read may hold a good copy: the object
+        // is not known to be damaged, whatever the others held.
+        if unsettled {
+            return Err(anyhow!(Unsettled).context(msg));
+        }
+        Err(anyhow!(msg))
+    }
+
+    /// Every member's listing of `prefix`, or the reasons some could not
+    /// list (a member whose location is gone counts as failing).
+    fn list_members(&self, prefix: &str) -> Vec<Result<Vec<ObjectInfo>>> {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        on_members(&self.members, &all, |b| b.list(prefix))
     }
 }
 
@@ -263,11 +382,6 @@ impl Backend for Pool {
     fn location(&self) -> String {
         let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
         format!("pool [{}]", names.join(", "))
-    }
-
-    fn heal_lagging(&self) -> bool {
-        self.heal();
-        self.lagging.lock().expect("lagging").is_empty()
     }
 
     fn default_uploads(&self) -> usize {
@@ -283,18 +397,13 @@ impl Backend for Pool {
     }
 
     fn put_parts(&self, key: &str, parts: &[Bytes]) -> Result<()> {
-        if key.starts_with("snapshots/") {
+        if crate::repo::layout::is_commit_point(key) {
             self.heal();
         }
-        let bytes: object_store::PutPayload = parts.iter().cloned().collect();
         let targets: Vec<usize> = (0..self.members.len())
             .filter(|&i| !self.is_lagging(i))
             .collect();
-        let results = block_on(join_all(
-            targets
-                .iter()
-                .map(|&i| self.members[i].backend.put_async(key, bytes.clone())),
-        ));
+        let results = on_members(&self.members, &targets, |b| b.put_parts(key, parts));
         let mut ok = 0;
         let mut errors = Vec::new();
         for (&i, r) in targets.iter().zip(results) {
@@ -345,7 +454,7 @@ impl Backend for Pool {
     }
 
     fn read(&self, key: &str, accept: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        self.read_with(key, &|b| block_on(b.get_async(key)), accept)
+        self.read_with(key, &|b, take| b.read(key, take), accept)
     }
 
     fn read_range(
@@ -356,18 +465,19 @@ impl Backend for Pool {
     ) -> Result<()> {
         self.read_with(
             key,
-            &|b| block_on(b.get_range_async(key, range.clone())),
+            &|b, take| b.read_range(key, range.clone(), take),
             accept,
         )
     }
 
+    /// The union of what every member holds. A member that fails to list is
+    /// left out with a notice: enough for backup and restore, which read
+    /// what they find and fail over per object. Whatever deletes uses
+    /// [`Backend::list_each`] instead.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let results = block_on(join_all(
-            self.members.iter().map(|m| m.backend.list_async(prefix)),
-        ));
         let mut seen = std::collections::BTreeMap::new();
         let mut failures = Vec::new();
-        for (m, r) in self.members.iter().zip(results) {
+        for (m, r) in self.members.iter().zip(self.list_members(prefix)) {
             match r {
                 Ok(list) => {
                     for o in list {
@@ -386,6 +496,10 @@ impl Backend for Pool {
                         }
                     }
                 }
+                // A member that lost its location holds nothing.
+                Err(e) if is_location_missing(&e) => {
+                    self.note_gap(self.member_pos(&m.name));
+                }
                 Err(e) => {
                     failures.push(format!("member {}: {}", m.name, crate::error::one_line(&e)))
                 }
@@ -403,12 +517,36 @@ impl Backend for Pool {
         Ok(seen.into_values().collect())
     }
 
+    fn list_each(&self, prefix: &str) -> Result<Vec<StoreListing>> {
+        let mut out = Vec::new();
+        let mut failures = Vec::new();
+        for (m, r) in self.members.iter().zip(self.list_members(prefix)) {
+            match r {
+                Ok(objects) => out.push(StoreListing {
+                    store: m.name.clone(),
+                    objects,
+                }),
+                Err(e) => {
+                    failures.push(format!("member {}: {}", m.name, crate::error::one_line(&e)))
+                }
+            }
+        }
+        if !failures.is_empty() {
+            bail!(
+                "not every pool member could list {prefix} ({}): nothing is deleted on a partial view; \
+                 bring the member back (`strata pool status`, `strata pool repair`) and run again",
+                failures.join("; ")
+            );
+        }
+        Ok(out)
+    }
+
     fn size(&self, key: &str) -> Result<u64> {
         let order = self.order.lock().expect("order").clone();
         let mut errors = Vec::new();
         let mut all_missing = true;
         for i in order {
-            match block_on(self.members[i].backend.size_async(key)) {
+            match self.members[i].backend.size(key) {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     if !is_not_found(&e) {
@@ -429,9 +567,8 @@ impl Backend for Pool {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let results = block_on(join_all(
-            self.members.iter().map(|m| m.backend.delete_async(key)),
-        ));
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        let results = on_members(&self.members, &all, |b| b.delete(key));
         let errors: Vec<String> = self
             .members
             .iter()
@@ -489,24 +626,40 @@ impl Backend for Pool {
         Ok(())
     }
 
-    fn served(&self) -> Vec<(String, u64)> {
-        self.members
-            .iter()
-            .map(|m| (m.name.clone(), m.served.load(Ordering::Relaxed)))
-            .collect()
-    }
-
     fn request_counts(&self) -> Vec<crate::store::RequestCounts> {
         self.members
             .iter()
             .map(|m| {
-                let (requests, errors) = m.backend.request_counts();
+                let (requests, errors) = m
+                    .backend
+                    .request_counts()
+                    .first()
+                    .map(|c| (c.requests, c.errors))
+                    .unwrap_or_default();
                 crate::store::RequestCounts {
                     member: m.name.clone(),
                     requests,
                     errors,
                 }
             })
+            .collect()
+    }
+
+    fn replicated(&self) -> Option<&dyn Replicated> {
+        Some(self)
+    }
+}
+
+impl Replicated for Pool {
+    fn heal_lagging(&self) -> bool {
+        self.heal();
+        self.lagging.lock().expect("lagging").is_empty()
+    }
+
+    fn served(&self) -> Vec<(String, u64)> {
+        self.members
+            .iter()
+            .map(|m| (m.name.clone(), m.served.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -519,8 +672,14 @@ impl Backend for Pool {
                 continue;
             }
             let (from, to) = (&self.members[good], &self.members[bad]);
-            let result = block_on(from.backend.get_async(&key))
-                .and_then(|bytes| block_on(to.backend.put_async(&key, bytes)));
+            let result = from
+                .backend
+                .get(&key)
+                .and_then(|bytes| {
+                    self.verify_copy(&key, &bytes)?;
+                    Ok(bytes)
+                })
+                .and_then(|bytes| to.backend.put(&key, bytes));
             said.push(match result {
                 Ok(()) => format!(
                     "healed the damaged copy of {key} on member {} from member {}",
@@ -542,5 +701,9 @@ impl Backend for Pool {
 
     fn take_notices(&self) -> Vec<String> {
         std::mem::take(&mut *self.notices.lock().expect("notices"))
+    }
+
+    fn set_verifier(&self, verifier: Verifier) {
+        *self.verifier.write().expect("verifier") = Some(verifier);
     }
 }

@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::future::join_all;
 use serde::Serialize;
 
 use super::Pool;
-use crate::store::{ObjectInfo, block_on};
+use crate::repo::deleted::Deleted;
+use crate::repo::layout::Folder;
+use crate::store::{ObjectInfo, is_location_missing};
 
 /// One member's state relative to the union of all members.
 #[derive(Debug, Serialize)]
@@ -27,41 +28,72 @@ pub struct MemberStatus {
     pub bytes: u64,
     /// Keys other members hold and this one lacks.
     pub missing: Vec<String>,
+    /// Sizes of the missing objects, as the other members hold them.
+    #[serde(skip)]
+    pub missing_sizes: BTreeMap<String, u64>,
     /// Bytes of the missing objects.
     pub missing_bytes: u64,
     /// Keys whose size here differs from another member's copy.
     pub size_mismatch: Vec<String>,
+    /// Objects a deletion record names that this member still holds (it
+    /// missed the delete); `pool repair` finishes the deletion.
+    pub deleted_held: Vec<String>,
 }
 
 fn folder(key: &str) -> String {
-    key.split('/').next().unwrap_or_default().to_string()
+    Folder::of(key).name().to_string()
 }
 
-/// Lists every member and works out what each lacks.
+/// Lists every member and works out what each lacks. Locks are not
+/// compared (they belong to running commands), and objects deleted on
+/// purpose (named by a deletion record) are not missing but held too long.
 pub fn status(pool: &Pool) -> Vec<MemberStatus> {
-    let listings = block_on(join_all(
-        pool.members().iter().map(|m| m.backend.list_async("")),
-    ));
+    let (states, _) = status_and_deleted(pool);
+    states
+}
+
+fn status_and_deleted(pool: &Pool) -> (Vec<MemberStatus>, Result<Deleted, String>) {
+    let all: Vec<usize> = (0..pool.members().len()).collect();
+    let listings: Vec<_> = super::on_members(pool.members(), &all, |b| match b.list("") {
+        // A member that lost its location is reachable and holds nothing.
+        Err(e) if is_location_missing(&e) => Ok(Vec::new()),
+        other => other,
+    });
     let mut union: BTreeMap<String, u64> = BTreeMap::new();
     for list in listings.iter().flatten() {
         for o in list {
             union.entry(o.key.clone()).or_insert(o.size);
         }
     }
-    pool.members()
+    let records: Vec<ObjectInfo> = union
+        .iter()
+        .filter(|(k, _)| Folder::of(k) == Folder::Deleted)
+        .map(|(k, size)| ObjectInfo {
+            key: k.clone(),
+            size: *size,
+            modified: None,
+        })
+        .collect();
+    let deleted = crate::repo::deleted::load(pool, records).map_err(|e| crate::error::one_line(&e));
+    let gone = deleted.as_ref().map(|d| d.keys.clone()).unwrap_or_default();
+    union.retain(|k, _| Folder::of(k) != Folder::Locks);
+    let states = pool
+        .members()
         .iter()
         .zip(listings)
         .map(|(m, listing)| {
             let mut s = MemberStatus {
                 name: m.name.clone(),
-                location: crate::store::Backend::location(&m.backend),
+                location: m.backend.location(),
                 reachable: listing.is_ok(),
                 error: None,
                 objects: BTreeMap::new(),
                 bytes: 0,
                 missing: Vec::new(),
+                missing_sizes: BTreeMap::new(),
                 missing_bytes: 0,
                 size_mismatch: Vec::new(),
+                deleted_held: Vec::new(),
             };
             let list: Vec<ObjectInfo> = match listing {
                 Ok(l) => l,
@@ -76,8 +108,15 @@ pub fn status(pool: &Pool) -> Vec<MemberStatus> {
                 s.bytes += o.size;
             }
             for (key, size) in &union {
+                if gone.contains(key) {
+                    if held.contains_key(key.as_str()) {
+                        s.deleted_held.push(key.clone());
+                    }
+                    continue;
+                }
                 match held.get(key.as_str()) {
                     None => {
+                        s.missing_sizes.insert(key.clone(), *size);
                         s.missing.push(key.clone());
                         s.missing_bytes += size;
                     }
@@ -87,36 +126,48 @@ pub fn status(pool: &Pool) -> Vec<MemberStatus> {
             }
             s
         })
-        .collect()
+        .collect();
+    (states, deleted)
 }
 
-/// The order objects must land in so every member stays consistent:
-/// config and keys, then packs, then indexes, then snapshots.
+/// The order objects must land in so every member stays consistent.
 fn write_rank(key: &str) -> u8 {
-    match folder(key).as_str() {
-        "config" | "keys" => 0,
-        "data" => 1,
-        "index" => 2,
-        "snapshots" => 4,
-        _ => 3,
-    }
+    Folder::of(key).write_rank()
 }
 
 /// What `repair` did.
 #[derive(Debug, Default, Serialize)]
 pub struct RepairReport {
-    /// Objects copied, per member.
+    /// Objects copied (or, in a dry run, to copy), per member.
     pub copied: BTreeMap<String, u64>,
-    /// Bytes copied, per member.
+    /// Bytes copied (or to copy), per member.
     pub bytes: BTreeMap<String, u64>,
+    /// Objects deleted on purpose that a member still held, removed (or to
+    /// remove), per member.
+    pub deletions_finished: BTreeMap<String, u64>,
+    /// Whether copies were authenticated with the repository key before
+    /// they were written (false: only sizes and hash-named objects).
+    pub verified: bool,
     /// Problems; non-empty means some member is still incomplete.
     pub errors: Vec<String>,
 }
 
-/// Copies to every reachable member what it lacks, in write order.
+/// Copies to every reachable member what it lacks, in write order, each
+/// copy verified first; finishes deletions a member missed. Locks are never
+/// copied, and objects a deletion record names are never copied back.
 pub fn repair(pool: &Pool, dry_run: bool) -> RepairReport {
-    let mut report = RepairReport::default();
-    let states = status(pool);
+    let mut report = RepairReport {
+        verified: pool.verifies_copies(),
+        ..RepairReport::default()
+    };
+    let (states, deleted) = status_and_deleted(pool);
+    if let Err(e) = deleted {
+        // Without the records, a copy could bring back what was deleted.
+        report.errors.push(format!(
+            "deletion records cannot be read ({e}); nothing was repaired"
+        ));
+        return report;
+    }
     for (i, s) in states.iter().enumerate() {
         if !s.reachable {
             report.errors.push(format!(
@@ -126,9 +177,21 @@ pub fn repair(pool: &Pool, dry_run: bool) -> RepairReport {
             ));
             continue;
         }
+        let member = &pool.members()[i].backend;
+        for key in &s.deleted_held {
+            if !dry_run && let Err(e) = member.delete(key) {
+                report.errors.push(format!(
+                    "member {}: deleting {key}: {}",
+                    s.name,
+                    crate::error::one_line(&e)
+                ));
+                continue;
+            }
+            *report.deletions_finished.entry(s.name.clone()).or_default() += 1;
+        }
         if !dry_run && !s.missing.is_empty() {
             // A member that lost its bucket, container or folder gets it back.
-            if let Err(e) = crate::store::Backend::create(&pool.members()[i].backend) {
+            if let Err(e) = member.create() {
                 report.errors.push(format!(
                     "member {}: {}; not repaired",
                     s.name,
@@ -144,11 +207,12 @@ pub fn repair(pool: &Pool, dry_run: bool) -> RepairReport {
         for (_, key) in missing {
             if dry_run {
                 *report.copied.entry(s.name.clone()).or_default() += 1;
+                *report.bytes.entry(s.name.clone()).or_default() += s.missing_size(key);
                 continue;
             }
             let result = pool.fetch_from_others(i, key).and_then(|bytes| {
                 let n = bytes.len() as u64;
-                block_on(pool.members()[i].backend.put_async(key, bytes)).map(|_| n)
+                member.put(key, bytes.to_vec()).map(|_| n)
             });
             match result {
                 Ok(n) => {
@@ -170,4 +234,11 @@ pub fn repair(pool: &Pool, dry_run: bool) -> RepairReport {
         }
     }
     report
+}
+
+impl MemberStatus {
+    /// The size of a missing object, as the other members hold it.
+    fn missing_size(&self, key: &str) -> u64 {
+        self.missing_sizes.get(key).copied().unwrap_or(0)
+    }
 }

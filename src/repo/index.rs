@@ -145,26 +145,43 @@ pub struct BlobLocation {
     pub entry: PackEntry,
 }
 
-/// Every known blob, from all index files.
+/// Every known blob, from all index files. A blob stored in several packs
+/// (racing backups, repacking) keeps every location, so a reader can fall
+/// back to another when one fails.
 #[derive(Default)]
 pub struct Index {
     pack_ids: Vec<Id>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, BlobLocation>,
+    /// Further locations of blobs held by more than one pack.
+    more: HashMap<Id, Vec<BlobLocation>>,
 }
 
 impl Index {
-    /// Adds one pack's blobs (a blob already known keeps its first location).
+    /// Adds one pack's blobs (a blob already known gains a location; the
+    /// first one stays the preferred one).
     pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry]) {
         let pos = *self.pack_pos.entry(pack).or_insert_with(|| {
             self.pack_ids.push(pack);
             (self.pack_ids.len() - 1) as u32
         });
         for e in entries {
-            self.blobs.entry(e.id).or_insert(BlobLocation {
+            let loc = BlobLocation {
                 pack: pos,
                 entry: *e,
-            });
+            };
+            match self.blobs.entry(e.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(loc);
+                }
+                std::collections::hash_map::Entry::Occupied(o) if o.get().pack != pos => {
+                    let more = self.more.entry(e.id).or_default();
+                    if !more.iter().any(|l| l.pack == pos) {
+                        more.push(loc);
+                    }
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {}
+            }
         }
     }
 
@@ -175,11 +192,21 @@ impl Index {
         }
     }
 
-    /// Looks a blob up.
+    /// Looks a blob up (its preferred location).
     pub fn get(&self, id: &Id) -> Option<(Id, PackEntry)> {
         self.blobs
             .get(id)
             .map(|l| (self.pack_ids[l.pack as usize], l.entry))
+    }
+
+    /// Every location of a blob, the preferred one first.
+    pub fn locations(&self, id: &Id) -> Vec<(Id, PackEntry)> {
+        self.blobs
+            .get(id)
+            .into_iter()
+            .chain(self.more.get(id).into_iter().flatten())
+            .map(|l| (self.pack_ids[l.pack as usize], l.entry))
+            .collect()
     }
 
     /// True when the blob is known.
@@ -192,7 +219,7 @@ impl Index {
         &self.pack_ids
     }
 
-    /// All blobs with their pack.
+    /// All blobs with their preferred pack.
     pub fn iter(&self) -> impl Iterator<Item = (Id, PackEntry)> + '_ {
         self.blobs
             .values()
@@ -232,5 +259,25 @@ mod tests {
         let mut bad = f.encode();
         bad.truncate(bad.len() - 1);
         assert!(IndexFile::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn every_location_is_kept() {
+        let e = PackEntry {
+            kind: BlobType::Data,
+            compression: Compression::None,
+            id: Id([9; 32]),
+            offset: 0,
+            stored_len: 5,
+            raw_len: 5,
+        };
+        let mut index = Index::default();
+        index.add_pack(Id([1; 32]), &[e]);
+        index.add_pack(Id([2; 32]), &[e]);
+        index.add_pack(Id([2; 32]), &[e]);
+        let packs: Vec<Id> = index.locations(&e.id).iter().map(|l| l.0).collect();
+        assert_eq!(packs, vec![Id([1; 32]), Id([2; 32])]);
+        assert_eq!(index.get(&e.id).unwrap().0, Id([1; 32]));
+        assert_eq!(index.len(), 1);
     }
 }

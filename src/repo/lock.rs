@@ -79,7 +79,7 @@ pub struct FoundLock {
 /// Lists every lock with its server modification time.
 pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
     let mut out = Vec::new();
-    for o in repo.backend().list(layout::prefix(ObjectKind::Lock))? {
+    for o in repo.list(layout::prefix(ObjectKind::Lock))? {
         let Some(id) = o.key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else {
             continue;
         };

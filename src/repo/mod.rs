@@ -4,10 +4,12 @@
 pub mod blob;
 mod cache;
 mod config;
+pub mod deleted;
 pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod pack;
+mod seen;
 pub mod snapshot;
 pub mod tree;
 
@@ -71,6 +73,10 @@ pub struct Repository {
     key_file: Id,
     /// Damaged index files and snapshots already warned about by this process.
     damaged_warned: Mutex<std::collections::HashSet<Id>>,
+    /// Set by commands that delete: every listing must then come from every
+    /// pool member, with each member's times moved onto one clock (the
+    /// offsets, per member, in seconds).
+    complete_views: Mutex<Option<HashMap<String, i64>>>,
 }
 
 /// Index files as loaded, damaged ones set aside.
@@ -120,6 +126,12 @@ impl Repository {
             &plain,
         );
         backend.put(layout::CONFIG, sealed)?;
+        if let Some(pool) = backend.replicated() {
+            let key = key.clone();
+            pool.set_verifier(Arc::new(move |name, bytes| {
+                verify_stored(&key, name, bytes)
+            }));
+        }
         Ok(Repository {
             backend,
             key,
@@ -129,6 +141,7 @@ impl Repository {
             tree_cache: Mutex::default(),
             key_file,
             damaged_warned: Mutex::default(),
+            complete_views: Mutex::default(),
         })
     }
 
@@ -158,6 +171,12 @@ impl Repository {
                 config.id
             );
         }
+        if let Some(pool) = backend.replicated() {
+            let key = key.clone();
+            pool.set_verifier(Arc::new(move |name, bytes| {
+                verify_stored(&key, name, bytes)
+            }));
+        }
         Ok(Repository {
             backend,
             key,
@@ -167,6 +186,7 @@ impl Repository {
             tree_cache: Mutex::default(),
             key_file,
             damaged_warned: Mutex::default(),
+            complete_views: Mutex::default(),
         })
     }
 
@@ -218,7 +238,7 @@ impl Repository {
     /// Every key file: its id and its public fields (or why it is unreadable).
     pub fn key_files(&self) -> Result<Vec<(Id, Result<KeyFile>)>> {
         let mut out = Vec::new();
-        for info in self.backend.list(layout::KEYS)? {
+        for info in self.list(layout::KEYS)? {
             let Some(id) = layout::key_id_of(&info.key) else {
                 continue;
             };
@@ -246,7 +266,7 @@ impl Repository {
                 "refusing to remove the key in use; unlock with another password to remove it, or use `strata key passwd`"
             );
         }
-        self.backend.delete(&layout::key(id))
+        self.delete_recorded(&[layout::key(id)])
     }
 
     /// Adds a key file for another password.
@@ -345,7 +365,9 @@ impl Repository {
         let mut rejected = None;
         match self.load_object_noting(kind, id, &mut rejected) {
             Ok(plain) => Ok(decode(&plain).map_err(|e| crate::error::one_line(&e))),
-            Err(e) if is_not_found(&e) => Err(e),
+            // Unsettled: some member could not be read, so the copies that
+            // failed verification do not make the object damaged.
+            Err(e) if is_not_found(&e) || crate::store::is_unsettled(&e) => Err(e),
             Err(e) => rejected.map(Err).ok_or(e),
         }
     }
@@ -378,26 +400,103 @@ impl Repository {
         Ok(plain)
     }
 
+    /// From now on, every listing this handle makes comes from every pool
+    /// member or fails (nothing may be deleted on a partial view), and
+    /// modification times are moved onto one clock: each member's times
+    /// are shifted by how far its time for `own_lock` (this command's lock,
+    /// just written) is from the first member's. Fails when a member does
+    /// not hold that lock: it missed a write, so its view cannot be trusted.
+    pub fn require_complete_views(&self, own_lock: Option<Id>) -> Result<()> {
+        let listings = self.backend.list_each(layout::prefix(ObjectKind::Lock))?;
+        let mut offsets = HashMap::new();
+        if let Some(lock) = own_lock {
+            let name = layout::object(ObjectKind::Lock, &lock);
+            let mut base = None;
+            for l in &listings {
+                let Some(t) = l
+                    .objects
+                    .iter()
+                    .find(|o| o.key == name)
+                    .and_then(|o| o.modified)
+                else {
+                    bail!(
+                        "pool member {} missed this command's lock write; nothing is deleted while a member misses writes (see `strata pool status`)",
+                        l.store
+                    );
+                };
+                let base = *base.get_or_insert(t);
+                offsets.insert(l.store.clone(), (t - base).num_seconds());
+            }
+        }
+        *self.complete_views.lock().expect("complete views") = Some(offsets);
+        Ok(())
+    }
+
+    /// Lists a folder: the union of what the members hold, or, once
+    /// [`Repository::require_complete_views`] was called, a complete view
+    /// (see there).
+    pub fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
+        let offsets = self.complete_views.lock().expect("complete views").clone();
+        let Some(offsets) = offsets else {
+            return self.backend.list(prefix);
+        };
+        let mut union: std::collections::BTreeMap<String, crate::store::ObjectInfo> =
+            std::collections::BTreeMap::new();
+        for l in self.backend.list_each(prefix)? {
+            let shift = chrono::Duration::seconds(offsets.get(&l.store).copied().unwrap_or(0));
+            for mut o in l.objects {
+                o.modified = o.modified.map(|t| t - shift);
+                match union.entry(o.key.clone()) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(o);
+                    }
+                    // The newest time: ages come out shortest (the safe side).
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        if o.modified > e.get().modified {
+                            e.get_mut().modified = o.modified;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(union.into_values().collect())
+    }
+
     /// Every pack stored, with its size in bytes, from listing the backend.
     pub fn list_packs(&self) -> Result<Vec<(Id, u64)>> {
         Ok(self
-            .backend
             .list(layout::DATA)?
             .into_iter()
             .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
             .collect())
     }
 
-    /// Ids of objects of a kind, from listing the backend.
+    /// Ids of objects of a kind, from listing the backend. Snapshots that a
+    /// deletion record names are left out (forgotten stays forgotten, even
+    /// when an old copy turns up again).
     pub fn list_ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
         let prefix = layout::prefix(kind);
         let mut ids = Vec::new();
-        for info in self.backend.list(prefix)? {
+        let listed = self.list(prefix)?;
+        let deleted = match kind {
+            ObjectKind::Snapshot if !listed.is_empty() => self.deleted()?,
+            _ => deleted::Deleted::default(),
+        };
+        let mut revived = Vec::new();
+        for info in listed {
             let name = info.key.rsplit('/').next().unwrap_or_default();
             match name.parse::<Id>() {
+                Ok(_) if deleted.contains(&info.key) => revived.push(info.key),
                 Ok(id) => ids.push(id),
-                Err(_) => eprintln!("warning: ignoring unexpected object {}", info.key),
+                Err(_) => tracing::warn!("ignoring unexpected object {}", info.key),
             }
+        }
+        if !revived.is_empty() {
+            self.warn_once(format!(
+                "{} forgotten snapshot(s) turned up again and are ignored (e.g. {}): an old copy was put back; `strata forget` removed them before",
+                revived.len(),
+                revived[0]
+            ));
         }
         ids.sort();
         if let Some(dir) = &self.cache_dir
@@ -525,7 +624,9 @@ impl Repository {
     pub fn load_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<(Id, String)>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for id in self.list_ids(ObjectKind::Snapshot)? {
+        let ids = self.list_ids(ObjectKind::Snapshot)?;
+        self.notice_rollback(&ids)?;
+        for id in ids {
             match self.load_decoded(ObjectKind::Snapshot, &id, Snapshot::decode) {
                 Ok(Ok(snap)) => out.push((id, snap)),
                 Ok(Err(why)) => damaged.push((id, why)),
@@ -536,6 +637,53 @@ impl Repository {
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok((out, damaged))
+    }
+
+    /// Warns when snapshots this machine saw before are gone without a
+    /// deletion record (see [`seen`]).
+    fn notice_rollback(&self, listed: &[Id]) -> Result<()> {
+        let mut deleted = None;
+        let gone = seen::check_and_record(&self.config.id, listed, |id| {
+            let d = deleted.get_or_insert_with(|| self.deleted().unwrap_or_default());
+            d.contains(&layout::object(ObjectKind::Snapshot, id))
+        });
+        if !gone.is_empty() {
+            self.warn_once(format!(
+                "{} snapshot(s) this machine saw before are gone without a deletion record (e.g. {}): the repository was rolled back or snapshots were deleted outside strata; check the storage's access logs",
+                gone.len(),
+                gone[0].short()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The deletion records (see [`deleted`]).
+    pub fn deleted(&self) -> Result<deleted::Deleted> {
+        deleted::load(self.backend.as_ref(), self.list(layout::DELETED)?)
+    }
+
+    /// Records that `keys` are deleted on purpose, then deletes them (on
+    /// every pool member: a member that misses the delete is finished by
+    /// `pool repair`, which honours the record).
+    pub fn delete_recorded(&self, keys: &[String]) -> Result<()> {
+        deleted::record(self.backend.as_ref(), keys.iter().cloned())?;
+        for k in keys {
+            self.backend.delete(k)?;
+        }
+        Ok(())
+    }
+
+    /// Prints a warning once per process.
+    fn warn_once(&self, msg: String) {
+        let key = Id(*blake3::hash(msg.as_bytes()).as_bytes());
+        if self
+            .damaged_warned
+            .lock()
+            .expect("damaged object set")
+            .insert(key)
+        {
+            eprintln!("warning: {msg}");
+        }
     }
 
     /// Warns on stderr about a damaged object, once per process.
@@ -574,26 +722,38 @@ impl Repository {
         }
     }
 
-    /// Reads one blob, verifying it.
+    /// Reads one blob, verifying it; when it is in several packs and one
+    /// read fails, the next location is tried.
     pub fn read_blob(&self, index: &Index, kind: BlobType, id: &Id) -> Result<Vec<u8>> {
-        let (pack, e) = index.get(id).with_context(|| {
-            format!(
+        let locations = index.locations(id);
+        if locations.is_empty() {
+            bail!(
                 "blob {id} is not in the index (repository damaged? `strata check` tells; `strata repair index` re-indexes packs whose index file was lost)"
-            )
-        })?;
-        if e.kind != kind {
-            bail!("blob {id} has the wrong type");
+            );
         }
-        let name = layout::pack(&pack);
-        let range = e.offset as u64..e.offset as u64 + e.stored_len as u64;
-        let mut plain = Vec::new();
-        self.backend
-            .read_range(&name, range, &mut |sealed| {
-                plain = open_blob(&self.key, e.kind, id, e.compression, e.raw_len, sealed)?;
-                Ok(())
-            })
-            .with_context(|| format!("blob {} in pack {name}", id.short()))?;
-        Ok(plain)
+        let mut first_error = None;
+        for (pack, e) in locations {
+            if e.kind != kind {
+                bail!("blob {id} has the wrong type");
+            }
+            let name = layout::pack(&pack);
+            let range = e.offset as u64..e.offset as u64 + e.stored_len as u64;
+            let mut plain = Vec::new();
+            let read = self
+                .backend
+                .read_range(&name, range, &mut |sealed| {
+                    plain = open_blob(&self.key, e.kind, id, e.compression, e.raw_len, sealed)?;
+                    Ok(())
+                })
+                .with_context(|| format!("blob {} in pack {name}", id.short()));
+            match read {
+                Ok(()) => return Ok(plain),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        Err(first_error.expect("at least one location was tried"))
     }
 
     /// Reads and decodes a tree, bypassing the cache: for walks that visit
@@ -615,5 +775,51 @@ impl Repository {
         }
         cache.insert(*id, tree.clone());
         Ok(tree)
+    }
+}
+
+/// Checks the bytes of a stored object by what its name says it is, with
+/// the master key: the pool runs this before it copies an object to
+/// another member, so a damaged copy never spreads.
+pub fn verify_stored(key: &MasterKey, name: &str, bytes: &[u8]) -> Result<()> {
+    use layout::Folder;
+    let id_in_name = || -> Result<Id> {
+        name.rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .parse::<Id>()
+            .map_err(|_| anyhow::anyhow!("{name} is not a strata object name"))
+    };
+    let sealed_as = |kind: ObjectKind, check_id: bool| -> Result<()> {
+        let id = if kind == ObjectKind::Config {
+            Id::default()
+        } else {
+            id_in_name()?
+        };
+        let plain = crypto::open(key.encryption_key(), &kind.ad(&id), bytes)?;
+        if check_id && key.id_of(&plain) != id {
+            bail!("content does not match its name");
+        }
+        Ok(())
+    };
+    match Folder::of(name) {
+        Folder::Config => sealed_as(ObjectKind::Config, false),
+        Folder::Keys | Folder::Deleted => layout::verify_plain_named(name, bytes),
+        Folder::Index => sealed_as(ObjectKind::Index, true),
+        Folder::Snapshots => sealed_as(ObjectKind::Snapshot, true),
+        Folder::Deletions => sealed_as(ObjectKind::Deletion, true),
+        Folder::Locks => sealed_as(ObjectKind::Lock, false),
+        Folder::Data => {
+            let id = id_in_name()?;
+            let entries = pack::read_pack_header(key, &id, bytes)?;
+            for e in entries {
+                let range = e.offset as usize..(e.offset as usize + e.stored_len as usize);
+                let sealed = bytes.get(range).context("a blob lies outside its pack")?;
+                open_blob(key, e.kind, &e.id, e.compression, e.raw_len, sealed)
+                    .with_context(|| format!("blob {} is damaged", e.id.short()))?;
+            }
+            Ok(())
+        }
+        Folder::Other => Ok(()),
     }
 }

@@ -5,6 +5,7 @@
 
 mod bucket;
 pub mod immutable;
+pub mod memory;
 mod object;
 #[cfg(feature = "object-lock")]
 mod s3lock;
@@ -36,6 +37,52 @@ pub(crate) fn unreachable(cause: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!(
         "cannot reach the endpoint ({cause}): is the server up and the endpoint URL right?"
     )
+}
+
+/// The location itself (local folder, bucket, container) is missing: a
+/// store that lost everything, as opposed to an empty one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} does not exist")]
+pub struct LocationMissing(pub String);
+
+/// A read failed on some store for a reason other than the object's
+/// content (an I/O error, a timeout): whatever other copies were rejected,
+/// the object cannot be called damaged.
+#[derive(Debug, thiserror::Error)]
+#[error("not every copy could be read")]
+pub struct Unsettled;
+
+/// One store's listing of a prefix, from [`Backend::list_each`].
+#[derive(Debug, Clone)]
+pub struct StoreListing {
+    /// Pool member name; empty for a single store.
+    pub store: String,
+    /// What it holds under the prefix, with that store's own clock times.
+    pub objects: Vec<ObjectInfo>,
+}
+
+/// Checks an object's bytes before they are copied from one pool member to
+/// another (the key decides how: decryption, or the hash that names it).
+pub type Verifier = std::sync::Arc<dyn Fn(&str, &[u8]) -> Result<()> + Send + Sync>;
+
+/// What a pool adds to a [`Backend`]: copies between members, and what it
+/// noticed while reading. Only the pool implements it.
+pub trait Replicated: Send + Sync {
+    /// Copies to members whatever they missed this session; true when every
+    /// member is whole again.
+    fn heal_lagging(&self) -> bool;
+    /// Bytes served per member (name, bytes), for reports.
+    fn served(&self) -> Vec<(String, u64)>;
+    /// Problems met and worked around (e.g. a corrupt copy on one member).
+    fn take_notices(&self) -> Vec<String>;
+    /// Overwrites copies that failed verification with the copy another
+    /// member served (ciphertext only); one message per copy.
+    fn heal_bad_copies(&self) -> Vec<String>;
+    /// Copies that failed verification on some member while another member
+    /// served a good one (each: "KEY on member NAME").
+    fn take_bad_copies(&self) -> Vec<String>;
+    /// Sets how objects are verified before they are copied between members.
+    fn set_verifier(&self, verifier: Verifier);
 }
 
 /// One stored object as listed.
@@ -122,12 +169,6 @@ pub trait Backend: Send + Sync {
         }
     }
 
-    /// Copies to pool members whatever they missed this session; true when
-    /// every member is whole again. A single store has nothing to heal.
-    fn heal_lagging(&self) -> bool {
-        true
-    }
-
     /// Pack uploads worth running at once: a local disk gains nothing from
     /// more than two, while object stores hide their latency with more.
     fn default_uploads(&self) -> usize {
@@ -153,32 +194,36 @@ pub trait Backend: Send + Sync {
         accept(&bytes)
     }
 
-    /// Bytes served per member (name, bytes), for reports; empty for a single store.
-    fn served(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
-
     /// Requests sent so far, per store (one entry per pool member).
     fn request_counts(&self) -> Vec<RequestCounts> {
         Vec::new()
     }
 
-    /// Problems met and worked around (e.g. a corrupt copy on one member).
-    fn take_notices(&self) -> Vec<String> {
-        Vec::new()
+    /// Lists `prefix` on every store separately (one entry per pool
+    /// member), failing unless every store answered: the complete view that
+    /// anything deleting must act on. A missing location (a wiped member)
+    /// is an error here, not an empty listing.
+    fn list_each(&self, prefix: &str) -> Result<Vec<StoreListing>> {
+        Ok(vec![StoreListing {
+            store: String::new(),
+            objects: self.list(prefix)?,
+        }])
     }
 
-    /// Overwrites copies that failed verification with the copy another
-    /// member served (ciphertext only); one message per copy.
-    fn heal_bad_copies(&self) -> Vec<String> {
-        Vec::new()
+    /// The replication side of a pool; `None` for a single store.
+    fn replicated(&self) -> Option<&dyn Replicated> {
+        None
     }
+}
 
-    /// Copies that failed verification on some member while another member
-    /// served a good one (each: "KEY on member NAME").
-    fn take_bad_copies(&self) -> Vec<String> {
-        Vec::new()
-    }
+/// True when the error chain holds a [`LocationMissing`].
+pub fn is_location_missing(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<LocationMissing>())
+}
+
+/// True when the error chain holds an [`Unsettled`].
+pub fn is_unsettled(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<Unsettled>())
 }
 
 /// True when the error chain holds a [`NotFound`].

@@ -424,15 +424,19 @@ impl ObjectBackend {
         let p = ObjPath::from(prefix.trim_end_matches('/'));
         let store = match self.store() {
             Ok(s) => s,
-            Err(e) if super::is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) if super::is_not_found(&e) => {
+                return Err(anyhow!(super::LocationMissing(self.location.clone())));
+            }
             Err(e) => return Err(e),
         };
         let metas: Vec<object_store::ObjectMeta> = match store.list(Some(&p)).try_collect().await {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            // A missing bucket holds nothing (a member that lost it lacks all).
+            // A missing bucket is told apart from an empty one: a member that
+            // lost it lacks everything, and nothing may be deleted on the
+            // strength of its listing.
             Err(_) if self.bucket.is_some() && !self.bucket_exists().await.unwrap_or(true) => {
-                Vec::new()
+                return Err(anyhow!(super::LocationMissing(self.location.clone())));
             }
             Err(e) => {
                 return Err(map_err(prefix, e))
