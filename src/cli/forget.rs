@@ -6,7 +6,6 @@ use clap::Args;
 use super::context::Ctx;
 use crate::maintenance::prune::{PruneOptions, PruneReport, prune};
 use crate::maintenance::retention::{Grouping, Policy, apply};
-use crate::repo::{ObjectKind, layout};
 use crate::report::bytes;
 
 /// How prune runs (shared by `forget --prune` and `prune`).
@@ -202,13 +201,7 @@ pub fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<i32> {
             remove.len()
         ));
     } else {
-        // The deletion is recorded first: a member that misses it is
-        // finished by `pool repair` instead of bringing the snapshots back.
-        let keys: Vec<String> = remove
-            .iter()
-            .map(|id| layout::object(ObjectKind::Snapshot, id))
-            .collect();
-        repo.delete_recorded(&keys)?;
+        crate::maintenance::forget::forget_snapshots(&repo, &remove)?;
         ctx.out
             .line(format!("removed {} snapshots, kept {kept}", remove.len()));
     }

@@ -254,6 +254,7 @@ impl Repository {
     /// Deletes a key file. Refuses the last one and the one in use (a
     /// session must not saw off the branch it sits on).
     pub fn remove_key(&self, id: &Id) -> Result<()> {
+        self.require_complete_views(None)?;
         let keys = self.key_files()?;
         if !keys.iter().any(|(k, _)| k == id) {
             bail!("no key file {}; see `strata key list`", id.short());
