@@ -17,7 +17,8 @@ pub enum Extent {
 
 /// The extents of `file` (whose `meta` the caller has) up to `size`, or
 /// `None` when the file has no holes worth skipping (or the file system
-/// cannot say where they are).
+/// cannot say where they are); then it is read to its end, whatever its
+/// stated size.
 pub fn extents(file: &File, meta: &std::fs::Metadata, size: u64) -> Option<Vec<Extent>> {
     // Allocated less than its length: it has holes (or is compressed or
     // inline; then SEEK_DATA finds one extent and nothing changes).
@@ -52,6 +53,11 @@ pub fn extents(file: &File, meta: &std::fs::Metadata, size: u64) -> Option<Vec<E
             len: hole - data,
         });
         pos = hole;
+    }
+    // No hole after all (a compressed file, or a pseudo-file whose size is
+    // made up, like sysfs's 4096): read it plainly, to its real end.
+    if !out.iter().any(|e| matches!(e, Extent::Hole { .. })) {
+        return None;
     }
     Some(out)
 }
