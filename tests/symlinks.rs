@@ -192,37 +192,52 @@ fn a_path_named_inside_another_through_a_symlink_is_saved_too() {
     let env = Env::new();
     let root = env.root();
     let (f, g) = build(&root);
-    // `t` alone would store `t/link` as a link; `t/link/f` is named too.
-    let out = env
-        .cmd()
-        .current_dir(&root)
-        .args(["--json", "backup", "t", "t/link/f", "t/real/sub"])
-        .output()
-        .unwrap();
-    common::assert_success(&out, &["backup"]);
+    std::os::unix::fs::symlink("sub", root.join("t/real/sublink")).unwrap();
+    // `t` alone would store `t/link` and `t/real/sublink` as links; paths
+    // through them are named too.
+    let args = [
+        "--json",
+        "backup",
+        "t",
+        "t/link/f",
+        "t/real/sub",
+        "t/real/sublink/g",
+    ];
+    let out = env.cmd().current_dir(&root).args(args).output().unwrap();
+    common::assert_success(&out, &args);
     let sum = common::summary(&common::json_lines(&out.stdout));
     let id = id_of(&sum);
     let shown = |p: &str| root.join(p).display().to_string();
     // `t/real/sub` is inside `t` with no symlink between: dropped as before.
-    assert_eq!(
-        snapshot_paths(&env, &id),
-        vec![shown("t"), shown("t/link/f")]
-    );
+    let want = vec![shown("t"), shown("t/link/f"), shown("t/real/sublink/g")];
+    assert_eq!(snapshot_paths(&env, &id), want);
     let target = restore(&env, &id, "r");
     let out = restored(&target, &root.join("t"));
+    let same = |p: &str, want: &[u8]| {
+        let got = std::fs::read(out.join(p)).unwrap_or_else(|e| panic!("t/{p}: {e}"));
+        assert!(got == want, "t/{p} differs");
+    };
+    // The link followed for `t/link/f` is a directory holding only that.
     assert!(is_dir(&out.join("link")), "t/link is not a directory");
-    assert!(
-        std::fs::read(out.join("link/f")).unwrap() == f,
-        "t/link/f differs"
+    let names: Vec<_> = std::fs::read_dir(out.join("link"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    same("link/f", &f);
+    // `t/real` lies on the way to `t/real/sublink/g`: all of it is there.
+    same("real/f", &f);
+    same("real/sub/g", &g);
+    assert_eq!(
+        std::fs::read_link(out.join("real/inner")).unwrap(),
+        Path::new("f")
     );
     assert!(
-        std::fs::read(out.join("real/f")).unwrap() == f,
-        "t/real/f differs"
+        is_dir(&out.join("real/sublink")),
+        "t/real/sublink is not a directory"
     );
-    assert!(
-        std::fs::read(out.join("real/sub/g")).unwrap() == g,
-        "t/real/sub/g differs"
-    );
+    same("real/sublink/g", &g);
+    // Links on no named path stay links.
     assert_eq!(
         std::fs::read_link(out.join("flink")).unwrap(),
         Path::new("real/f")

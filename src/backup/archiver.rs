@@ -552,7 +552,7 @@ impl Walker {
         for (name, child) in &dir.children {
             let name = OsStr::from_bytes(name);
             let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
-            nodes.extend(self.virtual_entry(&path.join(name), name, child, parent_node));
+            nodes.extend(self.virtual_entry(&path.join(name), name, child, parent_node, false));
         }
         self.submit(nodes)
     }
@@ -560,12 +560,15 @@ impl Walker {
     /// A named path, or a directory above one. The user named these, so a
     /// symlink among them is followed and stored as what it points to, under
     /// the name the user gave (a dangling one is stored as the link).
+    /// `in_named`: it lies inside another named path, so, unless it is the
+    /// symlink that made the user name a path below it, all of it is walked.
     fn virtual_entry(
         &self,
         path: &Path,
         name: &OsStr,
         v: &VirtualEntry,
         parent: Option<&Node>,
+        in_named: bool,
     ) -> Option<Pending> {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
@@ -577,11 +580,14 @@ impl Walker {
                 }
             },
         };
-        if !meta.is_dir() || (v.named && v.below.children.is_empty()) {
+        let whole = v.named
+            || (in_named
+                && !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()));
+        if !meta.is_dir() || (whole && v.below.children.is_empty()) {
             return self.entry(path, name, &meta, parent, true);
         }
         let subtree = self.parent_subtree(parent);
-        let rx = match v.named {
+        let rx = match whole {
             true => self.walk_dir(path, subtree, Some(&v.below)),
             false => self.walk_virtual(path, &v.below, subtree),
         };
@@ -620,7 +626,7 @@ impl Walker {
             let child = path.join(&name);
             let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
             if let Some(v) = named.and_then(|d| d.children.get(name.as_bytes())) {
-                nodes.extend(self.virtual_entry(&child, &name, v, parent_node));
+                nodes.extend(self.virtual_entry(&child, &name, v, parent_node, true));
                 continue;
             }
             if excluded(&self.excludes, &child) {
