@@ -243,3 +243,23 @@ fn a_path_named_inside_another_through_a_symlink_is_saved_too() {
         Path::new("real/f")
     );
 }
+
+#[test]
+fn a_sysfs_file_whose_size_is_4096_is_read_as_it_is() {
+    // sysfs says 4096 bytes, none allocated, and holds a few.
+    let named = Path::new("/sys/devices/system/cpu/online");
+    let Ok(want) = std::fs::read(named) else {
+        eprintln!("skipped: no {}", named.display());
+        return;
+    };
+    assert!(!want.is_empty());
+    let env = Env::new();
+    let sum = backup_in(&env, Path::new("/"), named.as_os_str());
+    assert_eq!(sum["files_new"], 1, "{sum}");
+    let target = restore(&env, &id_of(&sum), "r");
+    let got = std::fs::read(restored(&target, named)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+}
