@@ -275,3 +275,121 @@ fn password_sources_and_their_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
+
+impl Repo {
+    /// The key file `init` wrote (the only one there yet).
+    fn init_key(&self) -> PathBuf {
+        let mut keys: Vec<_> = std::fs::read_dir(self.path("repo/keys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        keys.pop().unwrap()
+    }
+
+    /// Writes `bytes` into keys/ as someone who may write there would: named
+    /// by their hash (or `name`), and dated 2001, before the key `init`
+    /// wrote, so that it is not tried last for being the newest.
+    fn plant(&self, bytes: &[u8], name: Option<&str>) -> String {
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| blake3::hash(bytes).to_hex().to_string());
+        let p = self.path("repo/keys").join(&name);
+        std::fs::write(&p, bytes).unwrap();
+        filetime::set_file_mtime(&p, filetime::FileTime::from_unix_time(1_000_000_000, 0)).unwrap();
+        name
+    }
+
+    /// Runs with password file `pw` and the key hint cache in `cache`.
+    fn run_cached(&self, pw: &str, cache: &str, args: &[&str]) -> (Output, std::time::Duration) {
+        let pw = self.path(pw);
+        let mut all = vec!["--password-file", pw.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let cache = self.path(cache);
+        let started = std::time::Instant::now();
+        let out = self.run_env(
+            &all,
+            &[
+                ("STRATA_NO_CACHE", "0"),
+                ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+            ],
+        );
+        (out, started.elapsed())
+    }
+}
+
+/// A key file as the one given, but asking for another Argon2id cost.
+fn with_params(key: &std::path::Path, memory_kib: u64, iterations: u64) -> Vec<u8> {
+    let mut kf: serde_json::Value = serde_json::from_slice(&std::fs::read(key).unwrap()).unwrap();
+    kf["params"]["memory_kib"] = memory_kib.into();
+    kf["params"]["iterations"] = iterations.into();
+    kf["hostname"] = "attacker".into();
+    serde_json::to_vec_pretty(&kf).unwrap()
+}
+
+#[test]
+fn hostile_key_files_do_not_stall_unlock_and_are_named() {
+    let repo = Repo::new();
+    let real = repo.init_key();
+    assert!(std::fs::metadata(&real).unwrap().len() < 1024);
+    // 256 MiB × 64 passes: within what the format took, ~20 s to derive.
+    let costly = repo.plant(&with_params(&real, 256 * 1024, 64), None);
+    // 8 MiB: far more than any key file.
+    let huge = repo.plant(&vec![b' '; 8 << 20], None);
+    repo.write("wrong", "not the password\n");
+
+    for (pw, code) in [("pw1", 0), ("wrong", 12)] {
+        let (out, took) = repo.run_cached(pw, "cache", &["snapshots"]);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        assert!(took.as_secs() < 5, "{pw}: unlock took {took:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let warning = err
+            .lines()
+            .find(|l| l.starts_with("warning: unusable key files"))
+            .unwrap_or_else(|| panic!("{pw}: no warning\n{err}"));
+        assert!(
+            warning.contains(&huge) && warning.contains("not read"),
+            "{warning}"
+        );
+        if code == 12 {
+            // Every key file was tried: the costly one was refused unread.
+            assert!(
+                warning.contains(&costly) && warning.contains("out of range"),
+                "{warning}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_key_that_unlocked_last_is_tried_first() {
+    let repo = Repo::new();
+    let real = repo.init_key();
+    let real_id = real.file_name().unwrap().to_str().unwrap().to_string();
+    // Older than the real key, so tried first when there is no hint.
+    let damaged = repo.plant(b"{}", Some(&"0".repeat(64)));
+
+    let (out, _) = repo.run_cached("pw1", "cache", &["snapshots"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&damaged) && err.contains("damaged"), "{err}");
+
+    // The hint sits in the repository's cache directory.
+    let dirs: Vec<_> = std::fs::read_dir(repo.path("cache/strata"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let hint = std::fs::read_to_string(dirs[0].join("key-hint")).unwrap();
+    assert_eq!(hint.trim(), real_id);
+
+    // With the hint, the planted file is not even read.
+    let (out, _) = repo.run_cached("pw1", "cache", &["snapshots"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(&damaged), "{err}");
+
+    // Without the cache, it is tried (and named) again.
+    let (out, _) = repo.run_cached("pw1", "other-cache", &["snapshots"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&damaged));
+}

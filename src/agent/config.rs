@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Component, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use serde::Deserialize;
@@ -190,35 +190,18 @@ impl JobConfig {
         self.name.get_ref()
     }
 
-    /// The paths the snapshot records, as the archiver writes them (absolute,
-    /// normal, sorted, nested ones dropped), or `/NAME` for a command.
+    /// The paths the snapshot records, as the archiver writes them
+    /// ([`snapshot_paths`](crate::backup::snapshot_paths)), or
+    /// `/NAME` for a command.
     pub fn snapshot_paths(&self) -> Vec<String> {
         if self.command.is_some() {
             return vec![format!("/{}", self.stdin_file_name())];
         }
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let mut out: Vec<PathBuf> = self
-            .paths
+        crate::backup::snapshot_paths(&cwd, &self.paths)
             .iter()
-            .map(|p| {
-                let mut abs = PathBuf::from("/");
-                for c in cwd.join(p).components() {
-                    match c {
-                        Component::ParentDir => {
-                            abs.pop();
-                        }
-                        Component::Normal(n) => abs.push(n),
-                        _ => {}
-                    }
-                }
-                abs
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        let all = out.clone();
-        out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
-        out.iter().map(|p| p.display().to_string()).collect()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     /// File name of a command's output in the snapshot.

@@ -36,7 +36,10 @@ use crate::repo::{ObjectKind, Repository};
 
 /// What to back up.
 pub enum Source {
-    /// Files and directories (made absolute; symlinks are not followed).
+    /// Files and directories, made absolute and recorded as named. A named
+    /// path and the directories above it are followed when they are
+    /// symlinks (a symlink to a directory is backed up as that directory,
+    /// under the name given); symlinks inside the tree stay symlinks.
     Paths(Vec<PathBuf>),
     /// One stream, stored as a file named `name` at the snapshot root.
     Stdin {
@@ -148,6 +151,8 @@ enum FileOutcome {
 
 struct FileJob {
     path: PathBuf,
+    /// The user named this path: open it through a final symlink.
+    follow: bool,
     node: Node,
     /// Counted as changed (it was in the parent) or new once it is saved.
     in_parent: bool,
@@ -223,7 +228,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
                 std::thread::spawn(move || {
                     let (mut files, mut bytes) = (0, 0);
                     for p in &paths {
-                        if !scan_totals(&done, p, &excludes, &mut files, &mut bytes) {
+                        if !scan_totals(&done, p, true, &excludes, &mut files, &mut bytes) {
                             return;
                         }
                     }
@@ -326,11 +331,13 @@ fn choose_parent(
     Ok((mode, parent))
 }
 
-/// Adds up the regular files under `path` for the progress display's totals;
-/// false when the backup finished first.
+/// Adds up the regular files under `path` for the progress display's totals
+/// (`named`: a path the user gave, followed if it is a symlink); false when
+/// the backup finished first.
 fn scan_totals(
     done: &AtomicBool,
     path: &Path,
+    named: bool,
     excludes: &GlobSet,
     files: &mut u64,
     bytes: &mut u64,
@@ -338,7 +345,11 @@ fn scan_totals(
     if done.load(Ordering::Relaxed) {
         return false;
     }
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    let meta = match named {
+        true => std::fs::metadata(path),
+        false => std::fs::symlink_metadata(path),
+    };
+    let Ok(meta) = meta else {
         return true;
     };
     if meta.is_file() {
@@ -349,7 +360,9 @@ fn scan_totals(
     {
         for e in entries.flatten() {
             let child = e.path();
-            if !excluded(excludes, &child) && !scan_totals(done, &child, excludes, files, bytes) {
+            if !excluded(excludes, &child)
+                && !scan_totals(done, &child, false, excludes, files, bytes)
+            {
                 return false;
             }
         }
@@ -369,40 +382,80 @@ fn excluded(set: &GlobSet, path: &Path) -> bool {
     !set.is_empty() && (set.is_match(path) || path.file_name().is_some_and(|n| set.is_match(n)))
 }
 
-/// Makes paths absolute and lexically normal, checks they exist, and drops
-/// any path inside another given path.
+/// Makes paths absolute and lexically normal, checks they exist, and keeps
+/// those the snapshot records (see [`snapshot_paths`]).
 fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         bail!("nothing to back up: give one or more paths, or --stdin");
     }
     let cwd = std::env::current_dir()?;
-    let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let mut abs = PathBuf::from("/");
-        for comp in cwd.join(p).components() {
-            match comp {
-                Component::ParentDir => {
-                    abs.pop();
-                }
-                Component::Normal(n) => abs.push(n),
-                _ => {}
-            }
-        }
-        std::fs::symlink_metadata(&abs)
+        std::fs::symlink_metadata(absolute(&cwd, p))
             .with_context(|| format!("cannot back up {}", p.display()))?;
-        out.push(abs);
     }
+    Ok(snapshot_paths(&cwd, paths))
+}
+
+/// The paths a snapshot of `paths` records: made absolute from `cwd` and
+/// lexically normal (`..` removes the name before it, as the user wrote it,
+/// not the target of a symlink), sorted, without duplicates, and without any
+/// path inside another given path unless a symlink lies between the two
+/// (then the inner path is what makes the walk follow that symlink).
+/// Symlinks stay in the names: the snapshot records the names the user gave.
+pub fn snapshot_paths(cwd: &Path, paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = paths.iter().map(|p| absolute(cwd, p)).collect();
     out.sort();
     out.dedup();
     let all = out.clone();
-    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
-    Ok(out)
+    out.retain(|p| {
+        !all.iter()
+            .any(|q| q != p && p.starts_with(q) && !symlink_between(q, p))
+    });
+    out
+}
+
+/// `cwd.join(p)`, lexically normal.
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    let mut abs = PathBuf::from("/");
+    for comp in cwd.join(p).components() {
+        match comp {
+            Component::ParentDir => {
+                abs.pop();
+            }
+            Component::Normal(n) => abs.push(n),
+            _ => {}
+        }
+    }
+    abs
+}
+
+/// True when a name below `outer` down to `inner` (itself included) is a
+/// symlink: walking `outer` would store it as a link, not what `inner` names.
+fn symlink_between(outer: &Path, inner: &Path) -> bool {
+    let mut at = outer.to_path_buf();
+    let Ok(rest) = inner.strip_prefix(outer) else {
+        return false;
+    };
+    rest.iter().any(|name| {
+        at.push(name);
+        std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+    })
 }
 
 /// The directories above the given paths, down to the paths themselves.
 #[derive(Default)]
 struct VirtualDir {
-    children: BTreeMap<Vec<u8>, Option<VirtualDir>>,
+    children: BTreeMap<Vec<u8>, VirtualEntry>,
+}
+
+/// A name on the way to, or at, a path the user gave.
+#[derive(Default)]
+struct VirtualEntry {
+    /// The user named this path: everything below it is backed up.
+    named: bool,
+    /// Named paths below it (below a named one: those reached through a
+    /// symlink, which the walk follows for them).
+    below: VirtualDir,
 }
 
 fn walk_sources(
@@ -423,7 +476,7 @@ fn walk_sources(
                 .name(format!("strata-read-{i}"))
                 .spawn(move || {
                     for job in rx {
-                        let out = read_file(&shared, &job.path, job.node);
+                        let out = read_file(&shared, &job.path, job.follow, job.node);
                         if let FileOutcome::Saved(_) = out {
                             let c = &shared.counters;
                             match job.in_parent {
@@ -449,32 +502,18 @@ fn walk_sources(
         dir_tx,
         excludes: excludes.clone(),
     };
-    let root_rx = if paths.iter().any(|p| p == Path::new("/")) {
-        walker.walk_dir(Path::new("/"), parent_root)
-    } else {
-        let mut root = VirtualDir::default();
-        for p in paths {
-            let mut dir = &mut root;
-            let comps: Vec<&OsStr> = p.iter().skip(1).collect();
-            for (i, c) in comps.iter().enumerate() {
-                let last = i + 1 == comps.len();
-                let slot = dir
-                    .children
-                    .entry(c.as_bytes().to_vec())
-                    .or_insert_with(|| {
-                        if last {
-                            None
-                        } else {
-                            Some(VirtualDir::default())
-                        }
-                    });
-                match slot {
-                    Some(d) if !last => dir = d,
-                    _ => break,
-                }
-            }
+    let mut root = VirtualEntry::default();
+    for p in paths {
+        let mut at = &mut root;
+        for c in p.iter().skip(1) {
+            at = at.below.children.entry(c.as_bytes().to_vec()).or_default();
         }
-        walker.walk_virtual(Path::new("/"), &root, parent_root)
+        at.named = true;
+    }
+    let root_rx = if root.named {
+        walker.walk_dir(Path::new("/"), parent_root, Some(&root.below))
+    } else {
+        walker.walk_virtual(Path::new("/"), &root.below, parent_root)
     };
     drop(walker);
     for w in workers {
@@ -504,6 +543,7 @@ impl Walker {
         self.shared.repo.load_tree(&self.shared.index, &id).ok()
     }
 
+    /// Walks the directories above the named paths, and the named paths.
     fn walk_virtual(
         &self,
         path: &Path,
@@ -513,28 +553,57 @@ impl Walker {
         let mut nodes = Vec::new();
         for (name, child) in &dir.children {
             let name = OsStr::from_bytes(name);
-            let child_path = path.join(name);
-            let meta = match std::fs::symlink_metadata(&child_path) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.shared.warn(format!("{}: {e}", child_path.display()));
-                    continue;
-                }
-            };
             let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
-            match child {
-                Some(vdir) if meta.is_dir() => {
-                    let node = node_from(name, &meta);
-                    let rx = self.walk_virtual(&child_path, vdir, self.parent_subtree(parent_node));
-                    nodes.push(Pending::Dir(node, rx));
-                }
-                _ => nodes.extend(self.entry(&child_path, name, &meta, parent_node)),
-            }
+            nodes.extend(self.virtual_entry(&path.join(name), name, child, parent_node, false));
         }
         self.submit(nodes)
     }
 
-    fn walk_dir(&self, path: &Path, parent: Option<Arc<Tree>>) -> Receiver<Option<Id>> {
+    /// A named path, or a directory above one. The user named these, so a
+    /// symlink among them is followed and stored as what it points to, under
+    /// the name the user gave (a dangling one is stored as the link).
+    /// `in_named`: it lies inside another named path, so, unless it is the
+    /// symlink that made the user name a path below it, all of it is walked.
+    fn virtual_entry(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        v: &VirtualEntry,
+        parent: Option<&Node>,
+        in_named: bool,
+    ) -> Option<Pending> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() && v.below.children.is_empty() => m,
+                _ => {
+                    self.shared.warn(format!("{}: {e}", path.display()));
+                    return None;
+                }
+            },
+        };
+        let whole = v.named
+            || (in_named
+                && !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()));
+        if !meta.is_dir() || (whole && v.below.children.is_empty()) {
+            return self.entry(path, name, &meta, parent, true);
+        }
+        let subtree = self.parent_subtree(parent);
+        let rx = match whole {
+            true => self.walk_dir(path, subtree, Some(&v.below)),
+            false => self.walk_virtual(path, &v.below, subtree),
+        };
+        Some(Pending::Dir(node_from(name, &meta), rx))
+    }
+
+    /// Walks a directory; the entries of `named` (paths the user gave below
+    /// it) are followed as [`Walker::virtual_entry`] does.
+    fn walk_dir(
+        &self,
+        path: &Path,
+        parent: Option<Arc<Tree>>,
+        named: Option<&VirtualDir>,
+    ) -> Receiver<Option<Id>> {
         let mut names: Vec<OsString> = Vec::new();
         if self.shared.stopped() {
             // Saving failed: the backup is lost anyway, stop reading.
@@ -557,6 +626,11 @@ impl Walker {
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(&name);
+            let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
+            if let Some(v) = named.and_then(|d| d.children.get(name.as_bytes())) {
+                nodes.extend(self.virtual_entry(&child, &name, v, parent_node, true));
+                continue;
+            }
             if excluded(&self.excludes, &child) {
                 continue;
             }
@@ -567,23 +641,26 @@ impl Walker {
                     continue;
                 }
             };
-            let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
-            nodes.extend(self.entry(&child, &name, &meta, parent_node));
+            nodes.extend(self.entry(&child, &name, &meta, parent_node, false));
         }
         self.submit(nodes)
     }
 
+    /// The node of one entry with its `meta` (`named`: a path the user gave,
+    /// whose `meta` is that of the file it names, so it is opened through a
+    /// final symlink).
     fn entry(
         &self,
         path: &Path,
         name: &OsStr,
         meta: &Metadata,
         parent: Option<&Node>,
+        named: bool,
     ) -> Option<Pending> {
         let mut node = node_from(name, meta);
         match node.kind {
             NodeKind::Dir => {
-                let rx = self.walk_dir(path, self.parent_subtree(parent));
+                let rx = self.walk_dir(path, self.parent_subtree(parent), None);
                 Some(Pending::Dir(node, rx))
             }
             NodeKind::Symlink => match std::fs::read_link(path) {
@@ -612,6 +689,7 @@ impl Walker {
                 let (reply, rx) = bounded(1);
                 let _ = self.file_tx.send(FileJob {
                     path: path.to_path_buf(),
+                    follow: named,
                     node,
                     in_parent: parent.is_some(),
                     reply,
@@ -623,7 +701,9 @@ impl Walker {
     }
 }
 
-fn open_source(path: &Path) -> std::io::Result<File> {
+/// Opens a source file; a final symlink is refused unless `follow`.
+fn open_source(path: &Path, follow: bool) -> std::io::Result<File> {
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     let open = |flags| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -631,9 +711,9 @@ fn open_source(path: &Path) -> std::io::Result<File> {
             .open(path)
     };
     // O_NOATIME keeps backups from touching access times; it needs ownership.
-    open(libc::O_NOFOLLOW | libc::O_NOATIME).or_else(|e| {
+    open(nofollow | libc::O_NOATIME).or_else(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
-            open(libc::O_NOFOLLOW)
+            open(nofollow)
         } else {
             Err(e)
         }
@@ -648,7 +728,7 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
         && a.ctime_nsec() == b.ctime_nsec()
 }
 
-fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
+fn read_file(shared: &Shared, path: &Path, follow: bool, walked: Node) -> FileOutcome {
     let fail = |msg: String| {
         shared.warn(msg);
         FileOutcome::Failed
@@ -656,7 +736,7 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
     if shared.stopped() {
         return FileOutcome::Failed;
     }
-    let file = match open_source(path) {
+    let file = match open_source(path, follow) {
         Ok(f) => f,
         Err(e) => return fail(format!("{}: cannot read: {e}", path.display())),
     };

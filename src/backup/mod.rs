@@ -6,4 +6,4 @@ mod buffers;
 pub mod saver;
 mod sparse;
 
-pub use archiver::{BackupOptions, BackupReport, Source, run_backup};
+pub use archiver::{BackupOptions, BackupReport, Source, run_backup, snapshot_paths};

@@ -17,14 +17,33 @@ pub enum Extent {
 
 /// The extents of `file` (whose `meta` the caller has) up to `size`, or
 /// `None` when the file has no holes worth skipping (or the file system
-/// cannot say where they are).
+/// cannot say where they are); then it is to be read from its start (the
+/// file offset is put back there) to its end, whatever its stated size.
 pub fn extents(file: &File, meta: &std::fs::Metadata, size: u64) -> Option<Vec<Extent>> {
     // Allocated less than its length: it has holes (or is compressed or
-    // inline; then SEEK_DATA finds one extent and nothing changes).
+    // inline, or a pseudo-file whose size is made up, like sysfs's 4096).
     if meta.blocks().saturating_mul(512) >= size || size == 0 {
         return None;
     }
     let fd = file.as_raw_fd();
+    match find_extents(fd, size) {
+        Some(out) if out.iter().any(|e| matches!(e, Extent::Hole { .. })) => Some(out),
+        // No hole after all: read it plainly, to its real end. The seeks
+        // moved the file offset; if it cannot be put back, read what the
+        // file says it holds with positioned reads.
+        _ => match seek(fd, 0, libc::SEEK_SET) {
+            Ok(_) => None,
+            Err(_) => Some(vec![Extent::Data {
+                offset: 0,
+                len: size,
+            }]),
+        },
+    }
+}
+
+/// The extents up to `size` as `SEEK_DATA`/`SEEK_HOLE` find them (moving the
+/// file offset), or `None` when they fail.
+fn find_extents(fd: libc::c_int, size: u64) -> Option<Vec<Extent>> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < size {

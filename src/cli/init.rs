@@ -10,13 +10,14 @@ use crate::repo::Repository;
 /// Argon2id cost of a new key file (shared by `init` and `key add|passwd`).
 #[derive(Args, Debug)]
 pub struct KdfArgs {
-    /// Argon2id memory in KiB for the new key.
+    /// Argon2id memory in KiB for the new key (at most 262144, and memory ×
+    /// passes at most 524288: what strata opens from any key file).
     #[arg(long, default_value_t = KdfParams::default().memory_kib)]
     argon2_memory_kib: u32,
-    /// Argon2id passes.
+    /// Argon2id passes (1 to 64).
     #[arg(long, default_value_t = KdfParams::default().iterations)]
     argon2_iterations: u32,
-    /// Argon2id lanes.
+    /// Argon2id lanes (1 to 64; computed one after another).
     #[arg(long, default_value_t = KdfParams::default().parallelism)]
     argon2_parallelism: u32,
 }
@@ -52,6 +53,8 @@ impl InitArgs {
 
 /// Creates the repository.
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<i32> {
+    // Before anything is created: a key strata would not open elsewhere.
+    args.kdf().validate(&crate::crypto::keyfile::OPEN_BOUNDS)?;
     let backend = ctx.backend()?;
     let location = backend.location();
     let pw = ctx.password(true)?;

@@ -190,28 +190,69 @@ impl Repository {
         })
     }
 
-    /// Tries every key file with the password; returns the master key, the
+    /// Tries the key files with the password; returns the master key, the
     /// repository id and the key file's id.
+    ///
+    /// Anyone who can write `keys/` can add key files, so trying one must
+    /// cost little: a file listed as larger than a key file is skipped
+    /// unread, and a key is derived only within
+    /// [`OPEN_BOUNDS`](crate::crypto::keyfile::OPEN_BOUNDS). The key file that
+    /// unlocked the repository last on this machine (the key hint in the
+    /// local cache) is tried first, within the format's wider bounds (its
+    /// bytes hash to its name, so it is the file that opened before); then
+    /// the others, oldest first (planted files are newer than the one `init`
+    /// wrote). Skipped and broken files are named in one warning.
     fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String, Id)> {
-        let keys = backend.list(layout::KEYS)?;
+        use crate::crypto::keyfile::{FORMAT_BOUNDS, MAX_KEYFILE_BYTES, OPEN_BOUNDS};
+        let mut keys = backend.list(layout::KEYS)?;
         if keys.is_empty() {
             bail!("the repository has no key files (keys/ is empty or missing)");
         }
-        let mut broken = Vec::new();
         let total = keys.len();
+        let hints = cache::key_hints();
+        let hinted = |key: &str| layout::key_id_of(key).is_some_and(|id| hints.contains(&id));
+        keys.sort_by(|a, b| {
+            (!hinted(&a.key), a.modified, &a.key).cmp(&(!hinted(&b.key), b.modified, &b.key))
+        });
+        let (oversized, keys): (Vec<_>, Vec<_>) =
+            keys.into_iter().partition(|k| k.size > MAX_KEYFILE_BYTES);
+        let mut broken: Vec<String> = oversized
+            .iter()
+            .map(|k| {
+                format!(
+                    "{}: {} bytes, larger than a key file can be ({MAX_KEYFILE_BYTES}); not read",
+                    k.key, k.size
+                )
+            })
+            .collect();
+        let warn = |broken: &[String]| {
+            if !broken.is_empty() {
+                eprintln!("warning: unusable key files: {}", broken.join("; "));
+            }
+        };
         for info in keys {
+            let bounds = match hinted(&info.key) {
+                true => FORMAT_BOUNDS,
+                false => OPEN_BOUNDS,
+            };
             let attempt = backend.get(&info.key).and_then(|b| {
+                // The listed size may be stale (or a pool member's); check again.
+                if b.len() as u64 > MAX_KEYFILE_BYTES {
+                    bail!("{} bytes, larger than a key file can be", b.len());
+                }
                 // A key file is named by the BLAKE3 hash of its bytes, so a
                 // damaged one is told apart from a wrong password.
                 let named = info.key.rsplit('/').next().unwrap_or_default();
                 if blake3::hash(&b).to_hex().as_str() != named {
                     bail!("damaged (its content does not match its name)");
                 }
-                KeyFile::decode(&b)?.open(password)
+                KeyFile::decode(&b)?.open_within(password, &bounds)
             });
             match attempt {
                 Ok(Some((key, repo_id))) => {
                     let id = layout::key_id_of(&info.key).unwrap_or_default();
+                    warn(&broken);
+                    cache::set_key_hint(&repo_id, &id);
                     return Ok((key, repo_id, id));
                 }
                 Ok(None) => {}
@@ -224,9 +265,7 @@ impl Repository {
                 broken.join("; ")
             );
         }
-        if !broken.is_empty() {
-            eprintln!("warning: unusable key files: {}", broken.join("; "));
-        }
+        warn(&broken);
         Err(Fatal::WrongPassword.into())
     }
 
