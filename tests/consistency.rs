@@ -289,3 +289,57 @@ fn unreadable_member_does_not_make_a_snapshot_damaged() {
         "repair snapshots deleted a snapshot another member may hold intact"
     );
 }
+
+/// Issue 14.3: a key removed while a member was down does not come back
+/// with that member: unlock ignores it, and `pool repair` removes it there.
+#[test]
+fn removed_key_stays_removed() {
+    let pool = LocalPool::new(2, 1);
+    let pw2 = pool.env.path("pw2");
+    std::fs::write(&pw2, "second password\n").unwrap();
+    pool.ok(&[
+        "key",
+        "add",
+        "--new-password-file",
+        pw2.to_str().unwrap(),
+        "--argon2-memory-kib",
+        "1024",
+        "--argon2-iterations",
+        "1",
+        "--argon2-parallelism",
+        "1",
+    ]);
+    let with_pw2 = |args: &[&str]| {
+        let mut c = Env::bare();
+        c.arg("--config")
+            .arg(pool.env.path("pool.toml"))
+            .arg("--password-file")
+            .arg(&pw2)
+            .args(args);
+        c.output().unwrap()
+    };
+    assert!(with_pw2(&["snapshots"]).status.success());
+    let keys_dir = pool.members[1].join("keys");
+    let before = pool.env.path("keys.before");
+    common::copy_tree(&keys_dir, &before);
+    let list = pool.ok(&["--json", "key", "list"]);
+    let second = common::json_lines(&list.stdout)
+        .iter()
+        .filter(|v| v["current"] == false)
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .next()
+        .expect("the second key is listed");
+    pool.ok(&["key", "remove", &second]);
+    assert_eq!(with_pw2(&["snapshots"]).status.code(), Some(12));
+    // m1 gets its old keys/ back, as if it had missed the delete.
+    common::copy_tree(&before, &keys_dir);
+    let out = with_pw2(&["snapshots"]);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "a removed password opened the repository again: {}",
+        stderr(&out)
+    );
+    pool.ok(&["pool", "repair"]);
+    assert_eq!(std::fs::read_dir(&keys_dir).unwrap().count(), 1);
+}

@@ -319,7 +319,14 @@ impl Sim {
             return Ok("repair snapshots".into());
         }
         if roll < 88 && self.stores.len() > 1 {
-            let m = self.rng.random_range(0..self.stores.len());
+            // Outages end more often than they start: the pool spends most
+            // of its time whole or with one member down.
+            let downs: Vec<usize> = (0..self.stores.len()).filter(|&i| self.down[i]).collect();
+            let m = if !downs.is_empty() && self.rng.random_range(0..10) < 7 {
+                downs[self.rng.random_range(0..downs.len())]
+            } else {
+                self.rng.random_range(0..self.stores.len())
+            };
             self.down[m] = !self.down[m];
             for client in &self.clients {
                 client.doors[m]
@@ -347,15 +354,16 @@ impl Sim {
 
     /// Puts an old copy of a metadata object back on a member.
     fn put_back(&mut self) -> String {
-        let keys: Vec<&String> = self.history.keys().collect();
-        if keys.is_empty() {
-            return "put back: nothing yet".into();
+        let m = self.rng.random_range(0..self.stores.len());
+        let keys: Vec<&String> = self
+            .history
+            .keys()
+            .filter(|k| self.stores[m].peek(k).is_none())
+            .collect();
+        if keys.is_empty() || self.wiped == Some(m) {
+            return format!("put back: m{m} holds every old object");
         }
         let key = keys[self.rng.random_range(0..keys.len())].clone();
-        let m = self.rng.random_range(0..self.stores.len());
-        if self.stores[m].peek(&key).is_some() || self.wiped == Some(m) {
-            return format!("put back: m{m} holds {key}");
-        }
         self.stores[m].plant(&key, self.history[&key].clone());
         format!("put back {key} on m{m}")
     }

@@ -208,6 +208,20 @@ impl Repository {
         if keys.is_empty() {
             bail!("the repository has no key files (keys/ is empty or missing)");
         }
+        // A key file removed with `key remove` stays removed even when an
+        // old copy turns up again (a member that was down, a restored bucket
+        // version): the password it held may be the reason it was removed.
+        if keys.len() > 1 {
+            let deleted = deleted::load(backend, backend.list(layout::DELETED)?)?;
+            let before = keys.len();
+            keys.retain(|k| !deleted.contains(&k.key));
+            if keys.len() < before {
+                eprintln!(
+                    "warning: {} removed key file(s) turned up again and are ignored",
+                    before - keys.len()
+                );
+            }
+        }
         let total = keys.len();
         let hints = cache::key_hints();
         let hinted = |key: &str| layout::key_id_of(key).is_some_and(|id| hints.contains(&id));
@@ -277,10 +291,14 @@ impl Repository {
     /// Every key file: its id and its public fields (or why it is unreadable).
     pub fn key_files(&self) -> Result<Vec<(Id, Result<KeyFile>)>> {
         let mut out = Vec::new();
+        let deleted = self.deleted()?;
         for info in self.list(layout::KEYS)? {
             let Some(id) = layout::key_id_of(&info.key) else {
                 continue;
             };
+            if deleted.contains(&info.key) {
+                continue;
+            }
             let kf = self
                 .backend
                 .get(&info.key)
