@@ -87,7 +87,13 @@ impl Sim {
         let n = rng.random_range(1..=4usize);
         let quorum = rng.random_range(1..=n);
         let stores: Vec<Arc<MemStore>> = (0..n)
-            .map(|i| MemStore::new(&format!("m{i}"), clock.clone(), rng.random_range(-300..=300)))
+            .map(|i| {
+                MemStore::new(
+                    &format!("m{i}"),
+                    clock.clone(),
+                    rng.random_range(-300..=300),
+                )
+            })
             .collect();
         let rates = FaultRates {
             list_fails: rng.random_range(0..40),
@@ -98,7 +104,20 @@ impl Sim {
             delete_fails: rng.random_range(0..40),
             stale_list: 0,
         };
-        let tmp = tempfile::tempdir()?;
+        // A fixed place, so snapshot paths are the same in a replay.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("strata-sim-{seed}-"))
+            .rand_bytes(0)
+            .tempdir()
+            .or_else(|_| {
+                let _ = std::fs::remove_dir_all(
+                    std::env::temp_dir().join(format!("strata-sim-{seed}-")),
+                );
+                tempfile::Builder::new()
+                    .prefix(&format!("strata-sim-{seed}-"))
+                    .rand_bytes(0)
+                    .tempdir()
+            })?;
         let mut sim = Sim {
             rng,
             clock,
@@ -184,7 +203,10 @@ impl Sim {
     }
 
     fn client_repo(&self, c: usize) -> Result<Arc<Repository>> {
-        Ok(Arc::new(Repository::open(self.client_backend(c), PASSWORD)?))
+        Ok(Arc::new(Repository::open(
+            self.client_backend(c),
+            PASSWORD,
+        )?))
     }
 
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -558,7 +580,11 @@ fn read_tree(
             NodeKind::File => {
                 let mut bytes = Vec::new();
                 for blob in &node.content {
-                    bytes.extend(repo.read_blob(index, strata::repo::blob::BlobType::Data, blob)?);
+                    bytes.extend(repo.read_blob(
+                        index,
+                        strata::repo::blob::BlobType::Data,
+                        blob,
+                    )?);
                 }
                 out.insert(path, bytes);
             }
@@ -598,7 +624,10 @@ fn seeded_simulation_keeps_every_invariant() {
     // SAFETY: set before any thread of this test binary reads them.
     unsafe {
         std::env::set_var("STRATA_NO_CACHE", "1");
-        std::env::set_var("STRATA_STATE_DIR", std::env::temp_dir().join("strata-sim-state"));
+        std::env::set_var(
+            "STRATA_STATE_DIR",
+            std::env::temp_dir().join("strata-sim-state"),
+        );
     }
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let steps = env("STRATA_SIM_STEPS").unwrap_or(250) as usize;
