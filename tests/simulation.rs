@@ -334,9 +334,11 @@ impl Sim {
         if roll < 82 {
             let repo = self.client_repo(c)?;
             let removed = repair_snapshots(&repo, false)?;
-            for name in &removed {
-                // Only damage makes a snapshot go; the simulation damages none.
-                bail!("repair snapshots removed {name}, which is not damaged");
+            // Only damage makes a snapshot go; the simulation damages none.
+            if let Some(name) = removed.first() {
+                return Err(Invariant::wrap(anyhow::anyhow!(
+                    "repair snapshots removed {name}, which is not damaged"
+                )));
             }
             return Ok("repair snapshots".into());
         }
