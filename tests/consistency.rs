@@ -343,3 +343,44 @@ fn removed_key_stays_removed() {
     pool.ok(&["pool", "repair"]);
     assert_eq!(std::fs::read_dir(&keys_dir).unwrap().count(), 1);
 }
+
+/// Issue 14.5: snapshots that disappear without a deletion record (storage
+/// access, a bucket rolled back) are reported; a forget is not.
+#[test]
+fn rollback_is_noticed() {
+    let env = Env::new();
+    let state = env.path("state");
+    let run = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("STRATA_STATE_DIR", &state)
+            .args(args)
+            .output()
+            .unwrap();
+        common::assert_success(&out, args);
+        out
+    };
+    let src = env.path("src");
+    write(&src.join("f"), b"one");
+    run(&["backup", src.to_str().unwrap()]);
+    write(&src.join("f"), b"two");
+    run(&["backup", src.to_str().unwrap()]);
+    write(&src.join("f"), b"three");
+    run(&["backup", src.to_str().unwrap()]);
+    let ids: Vec<String> = common::json_lines(&run(&["--json", "snapshots"]).stdout)
+        .iter()
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    run(&["forget", &ids[0]]);
+    let out = run(&["snapshots"]);
+    assert!(!stderr(&out).contains("gone"), "{}", stderr(&out));
+    // The newest snapshot vanishes behind strata's back.
+    std::fs::remove_file(env.repo().join("snapshots").join(&ids[2])).unwrap();
+    let out = run(&["snapshots"]);
+    assert!(
+        stderr(&out).contains("gone without a deletion record"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -870,3 +870,84 @@ fn index_lost_on_every_member_is_rebuilt_by_repair_index() {
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+/// Issue 14: with a member down, forget and prune refuse before deleting
+/// anything (they used to delete on the reachable members, and `pool repair`
+/// then copied the forgotten snapshot back); once it is back, they work, and
+/// that member alone agrees with the others.
+#[test]
+fn deletes_wait_for_every_member_on_real_servers() {
+    let Some(s) = servers() else { return };
+    let azurite_port: u16 = std::env::var("STRATA_TEST_AZURITE")
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let prefix = unique("deletes");
+    let tmp = tempfile::tempdir().unwrap();
+    let members = vec![
+        MemberSpec::s3(&s, &prefix),
+        MemberSpec::azure(&prefix),
+        MemberSpec::local(&tmp.path().join("local")),
+    ];
+    let mut env = Env::new(&members, 2);
+    let proxy = Proxy::start(0, azurite_port);
+    env.extra_env.push((
+        "AZURITE_BLOB_STORAGE_URL".into(),
+        format!("http://127.0.0.1:{}", proxy.port),
+    ));
+    env.init();
+    let src = env.path("src");
+    make_source(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("later"), b"second snapshot").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let ids: Vec<String> = env
+        .ok(&["--json", "snapshots"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    let port = proxy.stop(); // the Azure member goes down
+    for args in [
+        vec!["forget", ids[0].as_str()],
+        vec!["prune", "--grace", "0s"],
+    ] {
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{args:?} ran with a member down");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("azure"),
+            "{args:?}: the error names the member: {err}"
+        );
+    }
+    // Backups go on with two of three members.
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    let _proxy = Proxy::start(port, azurite_port); // and comes back
+    env.ok(&["pool", "repair"]);
+    env.ok(&["forget", &ids[0]]);
+    env.ok(&["prune", "--grace", "0s"]);
+    assert!(env.missing().values().all(|&n| n == 0));
+    let alone = run_single(
+        &format!("az://strata/{prefix}"),
+        &[("AZURE_STORAGE_USE_EMULATOR", "true")],
+        &env.path("pw"),
+        &["--json", "snapshots"],
+    );
+    assert!(alone.status.success());
+    let listed: Vec<String> = String::from_utf8_lossy(&alone.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !listed.contains(&ids[0]),
+        "azure alone still lists the forgotten snapshot"
+    );
+    assert!(listed.contains(&ids[1]));
+}
