@@ -668,11 +668,15 @@ fn damaged_snapshot_is_left_out_and_removed_by_repair_snapshots() {
     let (victim, other) = (&snaps[0], &snaps[1]);
     flip_byte(victim, None);
 
-    // Listing, restoring the other one and backing up go on, with a warning.
+    // Listing, restoring the other one and backing up go on, with a warning
+    // (a `warning` line in the JSON stream).
     let out = env.run(&["--json", "snapshots"]);
     assert!(out.status.success(), "{}", all_output(&out));
     assert!(
-        names_object(&common::stderr(&out), victim),
+        common::json_lines(&out.stdout)
+            .iter()
+            .any(|v| v["message_type"] == "warning"
+                && names_object(v["message"].as_str().unwrap_or_default(), victim)),
         "{}",
         all_output(&out)
     );

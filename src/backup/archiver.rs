@@ -325,7 +325,7 @@ fn choose_parent(
         _ => candidates.next_back(),
     };
     if mode == BackupMode::Differential && parent.is_none() {
-        eprintln!("note: no full snapshot of these paths on this host yet; taking a full backup");
+        tracing::info!("no full snapshot of these paths on this host yet; taking a full backup");
         return Ok((BackupMode::Full, None));
     }
     Ok((mode, parent))

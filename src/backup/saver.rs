@@ -230,16 +230,6 @@ impl Saver {
             .insert(*id)
     }
 
-    /// True when the blob is in the repository or queued in this session.
-    pub fn has(&self, id: &Id) -> bool {
-        self.shared.known.contains(id)
-            || self
-                .shared
-                .in_flight
-                .lock()
-                .expect("in-flight set")
-                .contains(id)
-    }
 
     /// Queues a claimed blob; blocks when the pipeline is full (backpressure).
     pub fn save(&self, kind: BlobType, id: Id, data: Vec<u8>) -> Result<()> {
@@ -282,10 +272,6 @@ impl Saver {
         Ok((id, false))
     }
 
-    /// Counters so far.
-    pub fn stats(&self) -> &SaveStats {
-        &self.shared.stats
-    }
 
     fn take_error(&self) -> anyhow::Error {
         self.shared

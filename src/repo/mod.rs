@@ -216,8 +216,8 @@ impl Repository {
             let before = keys.len();
             keys.retain(|k| !deleted.contains(&k.key));
             if keys.len() < before {
-                eprintln!(
-                    "warning: {} removed key file(s) turned up again and are ignored",
+                tracing::warn!(
+                    "{} removed key file(s) turned up again and are ignored",
                     before - keys.len()
                 );
             }
@@ -241,7 +241,7 @@ impl Repository {
             .collect();
         let warn = |broken: &[String]| {
             if !broken.is_empty() {
-                eprintln!("warning: unusable key files: {}", broken.join("; "));
+                tracing::warn!("unusable key files: {}", broken.join("; "));
             }
         };
         for info in keys {
@@ -731,7 +731,7 @@ impl Repository {
         Ok(())
     }
 
-    /// Prints a warning once per process.
+    /// Reports a warning once per process.
     fn warn_once(&self, msg: String) {
         let key = Id(*blake3::hash(msg.as_bytes()).as_bytes());
         if self
@@ -740,11 +740,11 @@ impl Repository {
             .expect("damaged object set")
             .insert(key)
         {
-            eprintln!("warning: {msg}");
+            tracing::warn!("{msg}");
         }
     }
 
-    /// Warns on stderr about a damaged object, once per process.
+    /// Warns about a damaged object, once per process.
     fn warn_damaged(&self, kind: ObjectKind, id: &Id, why: &str, consequence: &str) {
         if self
             .damaged_warned
@@ -752,8 +752,8 @@ impl Repository {
             .expect("damaged object set")
             .insert(*id)
         {
-            eprintln!(
-                "warning: {} is damaged ({why}); {consequence}",
+            tracing::warn!(
+                "{} is damaged ({why}); {consequence}",
                 layout::object(kind, id)
             );
         }
