@@ -230,7 +230,6 @@ impl Saver {
             .insert(*id)
     }
 
-
     /// Queues a claimed blob; blocks when the pipeline is full (backpressure).
     pub fn save(&self, kind: BlobType, id: Id, data: Vec<u8>) -> Result<()> {
         self.shared
@@ -271,7 +270,6 @@ impl Saver {
         }
         Ok((id, false))
     }
-
 
     fn take_error(&self) -> anyhow::Error {
         self.shared

@@ -52,7 +52,6 @@ impl MasterKey {
         Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes())
     }
 
-
     /// The secret FastCDC gear table: 256 pseudo-random u64 values drawn from
     /// BLAKE3's extendable output under a key derived from the master secret.
     pub fn gear_table(&self) -> Box<[u64; 256]> {

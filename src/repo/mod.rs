@@ -8,6 +8,7 @@ pub mod deleted;
 pub mod index;
 pub mod layout;
 pub mod lock;
+pub mod markers;
 pub mod pack;
 mod seen;
 pub mod snapshot;
