@@ -384,3 +384,36 @@ fn rollback_is_noticed() {
         stderr(&out)
     );
 }
+
+/// `pool repair --read-data` finds copies that went bad in place (same size,
+/// so a listing cannot tell) and replaces them from another member; then
+/// that member alone passes `check --read-data`.
+#[test]
+fn pool_repair_read_data_replaces_damaged_copies() {
+    let pool = LocalPool::new(2, 2);
+    let src = pool.env.path("src");
+    write(&src.join("f"), &common::random_bytes(6, 300 << 10));
+    pool.ok(&["backup", src.to_str().unwrap()]);
+    let packs = common::files_under(&pool.members[0].join("data"));
+    for p in &packs {
+        common::flip_byte(p, None);
+    }
+    let alone = |args: &[&str]| {
+        let mut c = Env::bare();
+        c.arg("--repo")
+            .arg(&pool.members[0])
+            .arg("--password-file")
+            .arg(pool.env.pw())
+            .args(args);
+        c.output().unwrap()
+    };
+    assert!(!alone(&["check", "--read-data"]).status.success());
+    let out = pool.ok(&["pool", "repair", "--read-data"]);
+    assert!(
+        stdout(&out).contains(&format!("replaced {} damaged", packs.len())),
+        "{}",
+        stdout(&out)
+    );
+    let out = alone(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -67,6 +67,9 @@ struct Sim {
     clients: Vec<Client>,
     down: Vec<bool>,
     wiped: Option<usize>,
+    /// A copy was damaged in place and no `pool repair --read-data` has
+    /// replaced it yet.
+    corrupted: bool,
     /// Snapshots whose backup returned success, with what they hold.
     acked: BTreeMap<Id, Content>,
     /// Snapshots whose forget returned success.
@@ -127,6 +130,7 @@ impl Sim {
             clients: Vec::new(),
             down: vec![false; n],
             wiped: None,
+            corrupted: false,
             acked: BTreeMap::new(),
             forgotten: BTreeSet::new(),
             limbo: BTreeSet::new(),
@@ -365,15 +369,56 @@ impl Sim {
         if roll < 93 {
             return Ok(self.put_back());
         }
-        if roll < 95 && self.quorum >= 2 && self.wiped.is_none() {
+        if roll < 94 && self.quorum >= 2 && self.wiped.is_none() && !self.corrupted {
             let m = self.rng.random_range(0..self.stores.len());
             self.stores[m].wipe();
             self.wiped = Some(m);
             return Ok(format!("member m{m} wiped"));
         }
+        if roll < 96 && self.wiped.is_none() {
+            return Ok(self.corrupt());
+        }
         let repo = self.client_repo(c)?;
         let r = check(&repo, ReadData::None)?;
         Ok(format!("check: {} errors", r.errors.len()))
+    }
+
+    /// Flips a byte of one copy of an object that another member holds
+    /// intact (damage in place: same size, so only reading tells).
+    fn corrupt(&mut self) -> String {
+        if self.stores.len() < 2 {
+            return "corrupt: a single store".into();
+        }
+        let m = self.rng.random_range(0..self.stores.len());
+        let candidates: Vec<String> = self.stores[m]
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                ["data/", "index/", "snapshots/", "keys/", "config"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .filter(|k| {
+                let mine = self.stores[m].peek(k);
+                self.stores
+                    .iter()
+                    .enumerate()
+                    .any(|(i, s)| i != m && s.peek(k).is_some() && s.peek(k) == mine)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return format!("corrupt: m{m} holds nothing another member holds too");
+        }
+        let key = candidates[self.rng.random_range(0..candidates.len())].clone();
+        let mut bytes = self.stores[m].peek(&key).expect("held").to_vec();
+        if bytes.is_empty() {
+            return format!("corrupt: {key} is empty");
+        }
+        let at = self.rng.random_range(0..bytes.len());
+        bytes[at] ^= 1 << self.rng.random_range(0..8);
+        self.stores[m].plant(&key, bytes.into());
+        self.corrupted = true;
+        format!("corrupted {key} on m{m}")
     }
 
     /// Puts an old copy of a metadata object back on a member.
@@ -405,16 +450,16 @@ impl Sim {
         let pool = Arc::new(Pool::from_stores(doors, self.quorum));
         // Opening sets the verifier: copies are authenticated first.
         Repository::open(pool.clone(), PASSWORD)?;
-        let r = strata::pool::status::repair(&pool, false);
+        let read_data = self.corrupted;
+        let r = strata::pool::status::repair(&pool, false, read_data);
         if !r.errors.is_empty() {
             bail!("pool repair: {}", r.errors.join("; "));
         }
         if !r.verified {
             bail!("pool repair did not verify copies");
         }
-        if self.wiped.is_some_and(|m| !self.down[m]) {
-            self.wiped = None;
-        }
+        self.wiped = None;
+        self.corrupted = false;
         // Declared whole: each member alone holds every live snapshot.
         for (i, store) in self.stores.iter().enumerate() {
             let repo = Repository::open(store.clone(), PASSWORD)
@@ -431,7 +476,12 @@ impl Sim {
                 )));
             }
         }
-        Ok(format!("pool repair: copied {:?}", r.copied))
+        Ok(format!(
+            "pool repair{}: copied {:?}, replaced {:?}",
+            if read_data { " --read-data" } else { "" },
+            r.copied,
+            r.replaced
+        ))
     }
 
     fn live_snapshots(&self) -> Vec<Id> {

@@ -270,7 +270,7 @@ impl Pool {
     /// repository's verifier (set once the repository is unlocked) every
     /// object is authenticated; without it, objects named by the hash of
     /// their bytes (key files, deletion records) are still checked.
-    fn verify_copy(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn verify_copy(&self, key: &str, bytes: &[u8]) -> Result<()> {
         if let Some(v) = self.verifier.read().expect("verifier").as_ref() {
             return v(key, bytes);
         }

@@ -250,19 +250,25 @@ impl Repository {
                 true => FORMAT_BOUNDS,
                 false => OPEN_BOUNDS,
             };
-            let attempt = backend.get(&info.key).and_then(|b| {
-                // The listed size may be stale (or a pool member's); check again.
-                if b.len() as u64 > MAX_KEYFILE_BYTES {
-                    bail!("{} bytes, larger than a key file can be", b.len());
-                }
-                // A key file is named by the BLAKE3 hash of its bytes, so a
-                // damaged one is told apart from a wrong password.
-                let named = info.key.rsplit('/').next().unwrap_or_default();
-                if blake3::hash(&b).to_hex().as_str() != named {
-                    bail!("damaged (its content does not match its name)");
-                }
-                KeyFile::decode(&b)?.open_within(password, &bounds)
-            });
+            // Read with the checks as the verdict, so a pool serves the key
+            // file from another member when one copy is damaged.
+            let mut bytes = Vec::new();
+            let attempt = backend
+                .read(&info.key, &mut |b| {
+                    // The listed size may be stale (or a pool member's); check again.
+                    if b.len() as u64 > MAX_KEYFILE_BYTES {
+                        bail!("{} bytes, larger than a key file can be", b.len());
+                    }
+                    // A key file is named by the BLAKE3 hash of its bytes, so a
+                    // damaged one is told apart from a wrong password.
+                    let named = info.key.rsplit('/').next().unwrap_or_default();
+                    if blake3::hash(b).to_hex().as_str() != named {
+                        bail!("damaged (its content does not match its name)");
+                    }
+                    bytes = b.to_vec();
+                    Ok(())
+                })
+                .and_then(|()| KeyFile::decode(&bytes)?.open_within(password, &bounds));
             match attempt {
                 Ok(Some((key, repo_id))) => {
                     let id = layout::key_id_of(&info.key).unwrap_or_default();
