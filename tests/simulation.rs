@@ -267,6 +267,7 @@ impl Sim {
             let content = Self::read_source(&self.clients[c].source)?;
             let repo = self.client_repo(c)?;
             let full = self.rng.random_range(0..6) == 0;
+            let during = self.plan_interleaved(c, &live);
             let report = run_backup(
                 repo,
                 BackupOptions {
@@ -286,9 +287,14 @@ impl Sim {
                     scan_totals: false,
                     cancel: None,
                 },
-            )?;
+            );
+            let during = self.settle_interleaved(c, during);
+            let report = report.map_err(|e| match during.is_empty() {
+                true => e,
+                false => e.context(during.clone()),
+            })?;
             self.acked.insert(report.snapshot_id, content);
-            return Ok(format!("backup -> {}", report.snapshot_id.short()));
+            return Ok(format!("backup -> {}{during}", report.snapshot_id.short()));
         }
         if roll < 50 || live.len() > 10 {
             let Some(&victim) = live.get(self.rng.random_range(0..live.len().max(1))) else {
@@ -381,6 +387,89 @@ impl Sim {
         let repo = self.client_repo(c)?;
         let r = check(&repo, ReadData::None)?;
         Ok(format!("check: {} errors", r.errors.len()))
+    }
+
+    /// Sometimes plans another client's prune or forget to run in the
+    /// middle of client `c`'s next command, before one of its writes.
+    fn plan_interleaved(&mut self, c: usize, live: &[Id]) -> Option<Interleaving> {
+        if self.clients.len() < 2 || self.rng.random_range(0..4) != 0 {
+            return None;
+        }
+        let mut b = self.rng.random_range(0..self.clients.len() - 1);
+        if b >= c {
+            b += 1;
+        }
+        let backend = self.client_backend(b);
+        let outcome: Arc<std::sync::Mutex<Option<Result<String, String>>>> = Arc::default();
+        let victim = (!live.is_empty() && self.rng.random_range(0..3) == 0)
+            .then(|| live[self.rng.random_range(0..live.len())]);
+        let grace = [0u64, 600, 3600][self.rng.random_range(0..3)];
+        let slot = outcome.clone();
+        let run = move || {
+            let r = (|| -> Result<String> {
+                let repo = Arc::new(Repository::open(backend, PASSWORD)?);
+                match victim {
+                    Some(v) => {
+                        repo.require_complete_views(None)?;
+                        forget_snapshots(&repo, &[v])?;
+                        Ok(format!("forget {}", v.short()))
+                    }
+                    None => {
+                        let r = prune(
+                            &repo,
+                            &PruneOptions {
+                                max_unused_pct: 0.0,
+                                grace: Duration::from_secs(grace),
+                                dry_run: false,
+                                finishing: false,
+                            },
+                        )?;
+                        Ok(format!(
+                            "prune grace {grace}s: deleted {} marked {} waiting {}",
+                            r.packs_deleted, r.packs_marked, r.markers_waiting
+                        ))
+                    }
+                }
+            })();
+            *slot.lock().expect("outcome") = Some(r.map_err(|e| format!("{e:#}")));
+        };
+        let at = self.rng.random_range(1..12);
+        self.clients[c]
+            .faults
+            .interleave_at_write(at, Box::new(run));
+        Some(Interleaving {
+            client: b,
+            at,
+            victim,
+            outcome,
+        })
+    }
+
+    /// Records what an interleaved command did; returns a note for the log.
+    fn settle_interleaved(&mut self, c: usize, during: Option<Interleaving>) -> String {
+        let Some(i) = during else {
+            return String::new();
+        };
+        if self.clients[c].faults.clear_interleaved() {
+            return String::new();
+        }
+        let outcome = i.outcome.lock().expect("outcome").take();
+        if let Some(v) = i.victim {
+            match &outcome {
+                Some(Ok(_)) => {
+                    self.forgotten.insert(v);
+                }
+                _ => {
+                    self.limbo.insert(v);
+                }
+            }
+        }
+        let what = match outcome {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => format!("failed: {e}"),
+            None => "did not finish".into(),
+        };
+        format!(" [before write {} client{} ran: {what}]", i.at, i.client)
     }
 
     /// Flips a byte of one copy of an object that another member holds
@@ -578,17 +667,27 @@ impl Sim {
             {
                 return Err(e);
             }
-            if crashed {
-                // The client restarts with a fresh process.
-                let faults = ClientFaults::new(self.rng.random(), self.rates.clone());
-                self.clients[c].doors = self.doors(&faults);
-                self.clients[c].faults = faults;
+            for i in 0..self.clients.len() {
+                if self.clients[i].faults.crashed() {
+                    // The client restarts with a fresh process.
+                    let faults = ClientFaults::new(self.rng.random(), self.rates.clone());
+                    self.clients[i].doors = self.doors(&faults);
+                    self.clients[i].faults = faults;
+                }
             }
             self.check_invariants()
                 .with_context(|| format!("after step {step}"))?;
         }
         Ok(())
     }
+}
+
+/// Another client's command planned to run inside a backup.
+struct Interleaving {
+    client: usize,
+    at: i64,
+    victim: Option<Id>,
+    outcome: Arc<std::sync::Mutex<Option<Result<String, String>>>>,
 }
 
 /// An invariant broken inside an action (as opposed to the action failing).

@@ -214,8 +214,11 @@ pub struct FaultRates {
     pub stale_list: u32,
 }
 
-/// One client's faults: rates, the seed, and the crash point.
-#[derive(Debug)]
+/// Something to run in the middle of a client's command.
+type Interleaved = Box<dyn FnOnce() + Send>;
+
+/// One client's faults: rates, the seed, the crash point, and another
+/// client's command to run in the middle of this one's.
 pub struct ClientFaults {
     seed: u64,
     rates: FaultRates,
@@ -223,6 +226,19 @@ pub struct ClientFaults {
     writes_left: AtomicI64,
     crashed: AtomicBool,
     counters: Mutex<HashMap<(String, &'static str, String), u32>>,
+    /// Writes attempted so far.
+    writes: AtomicI64,
+    /// Run before the given write (by count).
+    interleaved: Mutex<Option<(i64, Interleaved)>>,
+}
+
+impl std::fmt::Debug for ClientFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFaults")
+            .field("seed", &self.seed)
+            .field("rates", &self.rates)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientFaults {
@@ -234,7 +250,26 @@ impl ClientFaults {
             writes_left: AtomicI64::new(-1),
             crashed: AtomicBool::new(false),
             counters: Mutex::default(),
+            writes: AtomicI64::new(0),
+            interleaved: Mutex::default(),
         })
+    }
+
+    /// Runs `f` just before the client's `n`-th write from now on (another
+    /// client's command, in the middle of this one's). Dropped unrun if the
+    /// client writes less.
+    pub fn interleave_at_write(&self, n: i64, f: Interleaved) {
+        let at = self.writes.load(Ordering::SeqCst) + n.max(1);
+        *self.interleaved.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, f));
+    }
+
+    /// Drops an interleaved command that did not run.
+    pub fn clear_interleaved(&self) -> bool {
+        self.interleaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some()
     }
 
     /// Crashes the client when it attempts its `n`-th write from now on
@@ -282,6 +317,17 @@ impl ClientFaults {
             bail!("simulated crash: the client is gone");
         }
         if write {
+            let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+            let due = {
+                let mut slot = self.interleaved.lock().unwrap_or_else(|e| e.into_inner());
+                match slot.as_ref() {
+                    Some((at, _)) if *at == n => slot.take().map(|(_, f)| f),
+                    _ => None,
+                }
+            };
+            if let Some(f) = due {
+                f();
+            }
             let left = self.writes_left.load(Ordering::SeqCst);
             if left > 0 && self.writes_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                 self.crashed.store(true, Ordering::SeqCst);
