@@ -16,7 +16,8 @@ pub struct PoolArgs {
 
 #[derive(Subcommand, Debug)]
 enum PoolCommand {
-    /// Show each member's health and what it lacks.
+    /// Show each member's health and what it lacks; exits 1 when a member
+    /// is unreachable or incomplete.
     Status,
     /// Copy to each member what it lacks (no password needed).
     Repair {
@@ -89,8 +90,10 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
             if degraded {
                 ctx.out
                     .line("run `strata pool repair` to copy what is missing");
+                // Non-zero, so that cron jobs and monitoring notice.
+                return Ok(crate::error::exit::FAILED);
             }
-            Ok(0)
+            Ok(crate::error::exit::OK)
         }
         PoolCommand::Repair { dry_run } => {
             let r = repair(&pool, dry_run);

@@ -200,14 +200,28 @@ impl Bucket {
 
     async fn send(&self, op: Op) -> Result<(StatusCode, Bytes)> {
         let request = self.request(op).await?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(super::unreachable)?;
+        let endpoint = super::origin_in(&request.uri().to_string());
+        let response = self.http.execute(request).await.map_err(|e| {
+            let chain = chain(&e);
+            super::unreachable(endpoint, "", chain.last().cloned().unwrap_or_default())
+        })?;
         let status = response.status();
         let body = response.into_body().bytes().await.unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// A failure to get credentials or sign with them; one line when there
+    /// were none to find.
+    fn credential_error(&self, what: &str, e: &object_store::Error) -> anyhow::Error {
+        if super::is_metadata_fallback(&chain(e).join(": ")) {
+            let scheme = match self.kind {
+                Kind::S3 { .. } => "s3",
+                Kind::Azure { .. } => "az",
+                Kind::Gcs { .. } => "gs",
+            };
+            return super::no_credentials(scheme);
+        }
+        anyhow!("{what}: {e}")
     }
 
     async fn request(&self, op: Op) -> Result<HttpRequest> {
@@ -219,7 +233,7 @@ impl Bucket {
                 let url = store
                     .signed_url(method.clone(), &ObjPath::from(""), Duration::from_secs(300))
                     .await
-                    .map_err(|e| anyhow!("signing the bucket request: {e}"))?;
+                    .map_err(|e| self.credential_error("signing the bucket request", &e))?;
                 let body = match op {
                     Op::Create if region != "us-east-1" => format!(
                         "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
@@ -246,7 +260,7 @@ impl Bucket {
                     .credentials()
                     .get_credential()
                     .await
-                    .map_err(|e| anyhow!("getting Azure credentials: {e}"))?;
+                    .map_err(|e| self.credential_error("getting Azure credentials", &e))?;
                 AzureAuthorizer::new(&credential, account)
                     .try_authorize(&mut request)
                     .map_err(|e| anyhow!("signing the container request: {e}"))?;
@@ -292,7 +306,7 @@ impl Bucket {
                     .credentials()
                     .get_credential()
                     .await
-                    .map_err(|e| anyhow!("getting Google credentials: {e}"))?;
+                    .map_err(|e| self.credential_error("getting Google credentials", &e))?;
                 let mut request = request;
                 if !credential.bearer.is_empty() {
                     let value = format!("Bearer {}", credential.bearer).parse()?;
@@ -323,6 +337,13 @@ impl Op {
             Op::Remove => Method::DELETE,
         }
     }
+}
+
+/// The messages of an error and its sources, outermost first.
+fn chain(e: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect()
 }
 
 /// The error code in an S3/Azure XML or GCS JSON error body, if any.

@@ -315,7 +315,10 @@ fn error_chain(e: &object_store::Error) -> Vec<String> {
         .collect()
 }
 
-fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
+/// An object_store error as the rest of the store reports it: missing
+/// object, access denied, no credentials, endpoint unreachable (naming it),
+/// or as it is. `scheme` is the repository URL's (`s3`, `az`, `gs`, `file`).
+fn map_err(scheme: &str, key: &str, e: object_store::Error) -> anyhow::Error {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => anyhow!(NotFound(key.to_string())),
@@ -323,11 +326,13 @@ fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
         other => {
             let chain = error_chain(&other);
             let text = chain.join(": ");
-            if text.contains("tcp connect error")
+            if super::is_metadata_fallback(&text) {
+                super::no_credentials(scheme)
+            } else if text.contains("tcp connect error")
                 || text.contains("dns error")
                 || text.contains("error sending request")
             {
-                super::unreachable(chain.last().cloned().unwrap_or_default())
+                super::unreachable(None, &text, chain.last().cloned().unwrap_or_default())
             } else {
                 anyhow!(other)
             }
@@ -336,6 +341,12 @@ fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
 }
 
 impl ObjectBackend {
+    /// [`map_err`] for this store.
+    fn map_err(&self, key: &str, e: object_store::Error) -> anyhow::Error {
+        let scheme = self.location.split_once("://").map_or("file", |(s, _)| s);
+        map_err(scheme, key, e)
+    }
+
     fn store(&self) -> Result<&Arc<dyn ObjectStore>> {
         self.store_creating(false)
     }
@@ -385,7 +396,7 @@ impl ObjectBackend {
                 object_store::Error::NotFound { .. } => anyhow!(
                     "the bucket or container does not exist: `strata init` creates it for a new repository, `strata pool repair` for a pool member that lost it"
                 ),
-                other => map_err(key, other),
+                other => self.map_err(key, other),
             })
             .with_context(|| format!("writing {key} to {}", self.location))
     }
@@ -399,7 +410,7 @@ impl ObjectBackend {
             r.bytes().await
         }
         .await
-        .map_err(|e| map_err(key, e))
+        .map_err(|e| self.map_err(key, e))
         .with_context(|| format!("reading {key} from {}", self.location))
     }
 
@@ -411,7 +422,7 @@ impl ObjectBackend {
             .store()?
             .get_range(&path, range)
             .await
-            .map_err(|e| map_err(key, e))
+            .map_err(|e| self.map_err(key, e))
             .with_context(|| format!("reading {key} from {}", self.location))?;
         if bytes.len() as u64 != want {
             bail!("short read of {key}: got {} of {want} bytes", bytes.len());
@@ -435,7 +446,7 @@ impl ObjectBackend {
                 Vec::new()
             }
             Err(e) => {
-                return Err(map_err(prefix, e))
+                return Err(self.map_err(prefix, e))
                     .with_context(|| format!("listing {prefix} in {}", self.location));
             }
         };
@@ -456,7 +467,7 @@ impl ObjectBackend {
             .head(&path)
             .await
             .map(|m| m.size)
-            .map_err(|e| map_err(key, e))
+            .map_err(|e| self.map_err(key, e))
             .with_context(|| format!("checking {key} in {}", self.location))
     }
 
@@ -465,9 +476,8 @@ impl ObjectBackend {
         let path = ObjPath::from(key);
         match self.store()?.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => {
-                Err(map_err(key, e)).with_context(|| format!("deleting {key} in {}", self.location))
-            }
+            Err(e) => Err(self.map_err(key, e))
+                .with_context(|| format!("deleting {key} in {}", self.location)),
         }
     }
 }
