@@ -6,8 +6,9 @@
 //! servers run against the real ones `scripts/test` starts (SeaweedFS,
 //! Azurite); without them they say so and pass only outside CI.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command as StdCommand, Output, Stdio};
 
 use assert_cmd::Command;
 
@@ -81,6 +82,27 @@ fn outside_ci_only(what: &str) {
         "CI must run these tests against real servers: run them through ./scripts/test"
     );
     eprintln!("skipped: no {what} (run ./scripts/test, which starts the test servers)");
+}
+
+struct S3 {
+    endpoint: String,
+    bucket: String,
+    key: String,
+    secret: String,
+}
+
+fn s3_server() -> Option<S3> {
+    let get = |k: &str| std::env::var(k).ok();
+    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
+        outside_ci_only("S3 test server");
+        return None;
+    };
+    Some(S3 {
+        endpoint,
+        bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
+        key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
+        secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
+    })
 }
 
 /// A scratch directory with a password file.
@@ -244,4 +266,127 @@ fn pool_status_exits_non_zero_when_a_member_is_incomplete_or_unreachable() {
         stderr(&out)
     );
     assert!(stdout(&out).contains("UNREACHABLE"), "{}", stdout(&out));
+}
+
+/// bench/s3proxy.py in front of the S3 test server: counts requests by class.
+struct CountingProxy {
+    child: Child,
+    endpoint: String,
+}
+
+impl CountingProxy {
+    fn start(s3: &S3) -> CountingProxy {
+        let upstream = s3.endpoint.trim_start_matches("http://").to_string();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/s3proxy.py");
+        let mut child = StdCommand::new("python3")
+            .arg(script)
+            .args(["--listen", "127.0.0.1:0", "--upstream", &upstream])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs bench/s3proxy.py");
+        let mut first = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("s3proxy said {first:?}"))
+            .to_string();
+        CountingProxy {
+            child,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+
+    fn admin(&self, what: &str) -> serde_json::Value {
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        use std::io::{Read, Write};
+        let method = if what == "counts" { "GET" } else { "POST" };
+        write!(
+            s,
+            "{method} /__proxy/{what} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config for the S3 repository at `prefix` through `endpoint`.
+fn s3_config(dir: &Path, s3: &S3, endpoint: &str, prefix: &str) -> PathBuf {
+    let path = dir.join(format!("{prefix}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[repository]\nurl = \"s3://{}/{prefix}\"\n\n[repository.options]\naws_endpoint = \"{endpoint}\"\naws_access_key_id = \"{}\"\naws_secret_access_key = \"{}\"\n",
+            s3.bucket, s3.key, s3.secret
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn random_file(path: &Path, seed: u64, len: usize) {
+    use rand::{RngCore, SeedableRng};
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn each_pack_goes_up_in_one_request() {
+    let Some(s3) = s3_server() else { return };
+    let proxy = CountingProxy::start(&s3);
+    let (dir, pw) = scratch();
+    let prefix = unique("onereq");
+    let config = s3_config(dir.path(), &s3, &proxy.endpoint, &prefix);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // About 48 MiB of incompressible data: three 16 MiB packs.
+    for i in 0..3 {
+        random_file(&src.join(format!("f{i}")), i, 16 << 20);
+    }
+    let run = |args: &[&str]| {
+        strata()
+            .arg("--config")
+            .arg(&config)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(&CHEAP_INIT), "init");
+    proxy.admin("reset");
+    let out = run(&["--json", "backup", src.to_str().unwrap()]);
+    assert_ok(&out, "backup");
+    let c = proxy.admin("counts");
+    assert_eq!(c["PART"], 0, "{c}");
+    assert_eq!(c["MPU"], 0, "{c}");
+    let stored: u64 = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .and_then(|v| v["data_added"].as_u64())
+        .expect("a summary with data_added");
+    let puts = c["PUT"].as_u64().unwrap();
+    let gib = stored as f64 / (1u64 << 30) as f64;
+    // Packs, an index, the tree pack, the snapshot and the lock.
+    assert!(puts <= 10, "{puts} PUTs for {stored} bytes: {c}");
+    assert!(
+        gib < 0.1 || puts as f64 / gib <= 70.0,
+        "{puts} PUTs for {stored} bytes"
+    );
 }

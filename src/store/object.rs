@@ -278,12 +278,24 @@ fn local_error(key: &str, e: std::io::Error) -> anyhow::Error {
     }
 }
 
-/// Objects at least this large are uploaded in parts.
-const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
-/// Size of one part (S3 requires at least 5 MiB for all but the last).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Objects larger than this go up as a multipart upload; smaller ones in a
+/// single PUT (a multi-piece `PutPayload` is still one request). A multipart
+/// upload costs at least three requests (create, parts, complete), so every
+/// pack at the default 16 MiB and up to 64 MiB goes up in one request; the
+/// bound keeps one request's body small enough to send within the client
+/// timeout on a slow uplink.
+const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
+/// Size of one part (S3 requires at least 5 MiB for all but the last): a
+/// 1 GiB pack (the largest pack size) is 32 parts, 34 requests.
+const PART_SIZE: usize = 32 * 1024 * 1024;
 /// Parts in flight per object.
 const PART_CONCURRENCY: usize = 4;
+
+/// Whether an object of `len` bytes goes up as a multipart upload (never to
+/// a local folder).
+fn uses_multipart(len: usize, local: bool) -> bool {
+    !local && len > MULTIPART_THRESHOLD
+}
 
 async fn put_multipart(
     store: &dyn ObjectStore,
@@ -373,8 +385,9 @@ impl ObjectBackend {
         Ok(self.store.get_or_init(|| Arc::new(fs)))
     }
 
-    /// Writes a whole object; large ones go up as a multipart upload whose
-    /// parts are sent concurrently (and aborted on failure).
+    /// Writes a whole object in one request; only objects larger than
+    /// [`MULTIPART_THRESHOLD`] go up as a multipart upload whose parts are
+    /// sent concurrently (and aborted on failure).
     async fn put_async_uncounted(&self, key: &str, payload: PutPayload) -> Result<()> {
         if let Some(locked) = &self.locked {
             return locked
@@ -384,8 +397,7 @@ impl ObjectBackend {
         }
         let path = ObjPath::from(key);
         let store = self.store_creating(true)?;
-        let result = if payload.content_length() >= MULTIPART_THRESHOLD && self.local_root.is_none()
-        {
+        let result = if uses_multipart(payload.content_length(), self.local_root.is_some()) {
             put_multipart(store.as_ref(), &path, payload).await
         } else {
             store.put(&path, payload).await.map(|_| ())
@@ -725,5 +737,26 @@ impl Backend for ObjectBackend {
         self.counts
             .count(block_on(bucket.create()))
             .with_context(|| format!("creating {}", self.location))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_go_up_in_one_request_and_large_objects_in_few() {
+        // Packs at the default size, a little over it (the last blob), and
+        // up to 64 MiB: one PUT each.
+        for len in [1 << 20, 16 << 20, (16 << 20) + 300_000, 64 << 20] {
+            assert!(!uses_multipart(len, false), "{len}");
+        }
+        assert!(uses_multipart((64 << 20) + 1, false));
+        // Never for a local folder.
+        assert!(!uses_multipart(1 << 30, true));
+        // The largest pack (1 GiB): create, parts and complete stay within
+        // the 70 write requests per GiB budget.
+        let requests = (1usize << 30).div_ceil(PART_SIZE) + 2;
+        assert!(requests <= 70, "{requests}");
     }
 }
