@@ -390,3 +390,94 @@ fn each_pack_goes_up_in_one_request() {
         "{puts} PUTs for {stored} bytes"
     );
 }
+
+#[test]
+fn check_lists_incomplete_uploads_and_prune_aborts_the_old_ones() {
+    let Some(s3) = s3_server() else { return };
+    let (dir, pw) = scratch();
+    let prefix = unique("uploads");
+    let config = s3_config(dir.path(), &s3, &s3.endpoint, &prefix);
+    let run = |args: &[&str]| {
+        strata()
+            .arg("--config")
+            .arg(&config)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(&CHEAP_INIT), "init");
+    // An upload a killed backup left behind: started, one part, never
+    // completed. And one outside the repository, which is not ours.
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(&s3.bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(&s3.key)
+        .with_secret_access_key(&s3.secret)
+        .build()
+        .unwrap();
+    let started = |key: String| {
+        use object_store::ObjectStoreExt;
+        let store = &store;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let mut up = store
+                    .put_multipart(&object_store::path::Path::from(key))
+                    .await
+                    .unwrap();
+                up.put_part(vec![7u8; 5 << 20].into()).await.unwrap();
+                // Dropped without complete or abort.
+            })
+    };
+    let ours = format!("{prefix}/data/ab/{}", "ab".repeat(32));
+    started(ours);
+    let other = unique("uploads-other");
+    started(format!("{other}/data/cd/x"));
+
+    let out = run(&["check"]);
+    assert_ok(&out, "check");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("1 incomplete multipart upload(s)"),
+        "check does not list the upload: {text}"
+    );
+    assert!(
+        text.contains(&format!("data/ab/{}", "ab".repeat(32))),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&other),
+        "another prefix's upload listed: {text}"
+    );
+
+    // Younger than the grace period: kept.
+    let out = run(&["prune", "--grace", "1h"]);
+    assert_ok(&out, "prune");
+    assert!(
+        stdout(&out).contains("kept 1 incomplete multipart upload(s)"),
+        "{}",
+        stdout(&out)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = run(&["prune", "--grace", "1s"]);
+    assert_ok(&out, "prune");
+    assert!(
+        stdout(&out).contains("aborted 1 incomplete multipart upload(s)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&["--json", "check"]);
+    assert_ok(&out, "check");
+    let summary: serde_json::Value = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .unwrap();
+    assert_eq!(summary["incomplete_uploads"], 0, "{summary}");
+}

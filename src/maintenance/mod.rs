@@ -5,3 +5,4 @@ pub mod check;
 pub mod prune;
 pub mod repair;
 pub mod retention;
+pub mod uploads;

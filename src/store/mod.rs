@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use anyhow::Result;
 
+pub use bucket::PendingUpload;
 pub use immutable::{ObjectLockConfig, open_store};
 pub use object::{ObjectBackend, block_on, open_url};
 
@@ -192,6 +193,22 @@ pub trait Backend: Send + Sync {
             Err(e) if is_access_denied(&e) => Ok(vec![self.location()]),
             Err(e) => Err(e),
         }
+    }
+
+    /// This repository's incomplete multipart uploads, keys relative to
+    /// the repository root; empty where the store keeps none (local disk,
+    /// Azure, GCS) or cannot list them (pools, for now).
+    fn incomplete_uploads(&self) -> Result<Vec<PendingUpload>> {
+        Ok(Vec::new())
+    }
+
+    /// Aborts one of [`Backend::incomplete_uploads`].
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        anyhow::bail!(
+            "{}: no multipart upload {} to abort",
+            self.location(),
+            upload.key
+        )
     }
 
     /// Copies to pool members whatever they missed this session; true when

@@ -536,6 +536,19 @@ impl ObjectBackend {
             .with_context(|| format!("reading {key} from {}", self.location))
     }
 
+    /// A cloud repository's key prefix in its bucket, with a trailing `/`
+    /// (empty at the bucket root); `None` for a local one.
+    fn key_prefix(&self) -> Option<String> {
+        self.bucket.as_ref()?;
+        let (_, rest) = self.location.split_once("://")?;
+        let prefix = rest.split_once('/').map_or("", |(_, p)| p);
+        Some(if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        })
+    }
+
     /// True when the bucket or container exists (one bucket-level request).
     async fn bucket_exists(&self) -> Result<bool> {
         let bucket = self
@@ -632,6 +645,37 @@ impl Backend for ObjectBackend {
 
     fn put_parts(&self, key: &str, parts: &[Bytes]) -> Result<()> {
         block_on(self.put_async(key, parts.iter().cloned().collect::<PutPayload>()))
+    }
+
+    fn incomplete_uploads(&self) -> Result<Vec<super::PendingUpload>> {
+        let (Some(bucket), Some(prefix)) = (&self.bucket, self.key_prefix()) else {
+            return Ok(Vec::new());
+        };
+        let listed = self
+            .counts
+            .count(block_on(bucket.multipart_uploads(&prefix)))
+            .with_context(|| format!("listing incomplete uploads in {}", self.location))?;
+        Ok(listed
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mut u| {
+                u.key = u.key.strip_prefix(&prefix)?.to_string();
+                Some(u)
+            })
+            .collect())
+    }
+
+    fn abort_upload(&self, upload: &super::PendingUpload) -> Result<()> {
+        let (Some(bucket), Some(prefix)) = (&self.bucket, self.key_prefix()) else {
+            bail!("{} has no multipart uploads", self.location);
+        };
+        let full = super::PendingUpload {
+            key: format!("{prefix}{}", upload.key),
+            ..upload.clone()
+        };
+        self.counts
+            .count(block_on(bucket.abort_upload(&full)))
+            .with_context(|| format!("in {}", self.location))
     }
 
     fn can_spool(&self) -> bool {
