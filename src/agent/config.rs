@@ -54,7 +54,8 @@ pub struct AgentConfig {
     /// Create the repository at start-up when it does not exist yet.
     #[serde(default)]
     pub init: bool,
-    /// How often /readyz and the pool member gauges are refreshed (default 30s).
+    /// How often an idle agent probes the store for /readyz and the pool
+    /// member gauges (default: [`crate::agent::readiness::default_interval`]).
     pub probe_interval: Option<ConfigDuration>,
     /// Scheduled `prune`.
     pub prune: Option<PruneJob>,
