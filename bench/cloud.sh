@@ -20,6 +20,8 @@
 #                   $BENCH_DIR, about 120 MB in 5,000 files)
 #   BENCH_DIR       work directory (default /tmp/strata-cloud-bench)
 #   BENCH_REPS      runs per latency (default 1)
+#   CLOUD_TOOLS     the tools to run (default: strata and whichever of
+#                   restic and rustic are installed), e.g. "strata"
 #   STRATA          the strata binary (default: built here, release)
 #   CLOUD_S3        S3 upstream host:port (default 127.0.0.1:8333, as
 #                   `eval "$(scripts/servers start)"` starts it)
@@ -66,6 +68,7 @@ fi
 TOOLS=(strata)
 command -v restic >/dev/null && TOOLS+=(restic) || log "restic not installed: skipped (apt-get install restic)"
 command -v rustic >/dev/null && TOOLS+=(rustic) || log "rustic not installed: skipped (cargo install rustic-rs)"
+if [ -n "${CLOUD_TOOLS:-}" ]; then read -r -a TOOLS <<<"$CLOUD_TOOLS"; fi
 
 mkdir -p "$BENCH_DIR"
 echo "bench-password" >"$BENCH_DIR/password"
