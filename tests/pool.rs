@@ -254,12 +254,20 @@ impl Env {
         ]);
     }
 
-    /// Missing-object counts per member from `pool status --json`.
+    /// Missing-object counts per member from `pool status --json`, which
+    /// exits 0 when every member is whole and 1 when one lacks objects.
     fn missing(&self) -> BTreeMap<String, u64> {
-        let out = self.ok(&["--json", "pool", "status"]);
-        out.lines()
+        let out = self.run(&["--json", "pool", "status"]);
+        let members: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["message_type"] == "member")
+            .collect();
+        let mismatched = members
+            .iter()
+            .any(|v| v["size_mismatch"].as_array().is_some_and(|a| !a.is_empty()));
+        let missing: BTreeMap<String, u64> = members
+            .iter()
             .map(|v| {
                 assert_eq!(v["reachable"], true, "member unreachable: {v}");
                 (
@@ -267,7 +275,15 @@ impl Env {
                     v["missing_count"].as_u64().unwrap(),
                 )
             })
-            .collect()
+            .collect();
+        let whole = missing.values().all(|&n| n == 0) && !mismatched;
+        assert_eq!(
+            out.status.code(),
+            Some(if whole { 0 } else { 1 }),
+            "pool status exit code with {missing:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        missing
     }
 }
 

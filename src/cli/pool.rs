@@ -18,7 +18,8 @@ pub struct PoolArgs {
 
 #[derive(Subcommand, Debug)]
 enum PoolCommand {
-    /// Show each member's health and what it lacks.
+    /// Show each member's health and what it lacks; exits 1 when a member
+    /// is unreachable or incomplete.
     Status,
     /// Copy to each member what it lacks, each copy verified (with the
     /// password when one is given).
@@ -107,8 +108,10 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
             if degraded {
                 ctx.out
                     .line("run `strata pool repair` to copy what is missing");
+                // Non-zero, so that cron jobs and monitoring notice.
+                return Ok(crate::error::exit::FAILED);
             }
-            Ok(0)
+            Ok(crate::error::exit::OK)
         }
         PoolCommand::Repair { dry_run, read_data } => {
             let pool = Arc::new(pool);
