@@ -57,6 +57,16 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
     for e in &r.errors {
         ctx.out.warn(e);
     }
+    for path in &r.skipped_sockets {
+        ctx.out.json(
+            &serde_json::json!({"message_type": "skipped", "path": path, "reason": "socket"}),
+        );
+        if !ctx.out.quiet && !ctx.out.json {
+            eprintln!(
+                "notice: {path}: a Unix socket, not restored (the program that listens on it creates it)"
+            );
+        }
+    }
     let recovery_rate = rate(r.bytes_restored, r.duration_s);
     ctx.out.json(&serde_json::json!({
         "message_type": "summary",
@@ -69,6 +79,7 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "verified_files": r.verified_files,
         "errors": r.errors.len(),
         "damaged_files": r.damaged_files,
+        "skipped_sockets": r.skipped_sockets.len(),
         "served_by": served.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
     }));
     ctx.out.line(format!(

@@ -61,6 +61,9 @@ pub struct RestoreReport {
     pub damaged_files: Vec<String>,
     /// Files checked by --verify.
     pub verified_files: u64,
+    /// Entries not restored by design (Unix sockets: a socket is made by
+    /// the program that listens on it), as `/path` relative to the target.
+    pub skipped_sockets: Vec<String>,
 }
 
 /// Where one blob's plaintext goes.
@@ -104,8 +107,14 @@ pub fn restore(
     let mut created = vec![false; entries.len()];
     let mut fault: Option<(TargetFault, PathBuf)> = None;
     for (pos, e) in entries.iter().enumerate() {
-        let dest = opts.target.join(&e.path);
         let node = &e.node;
+        if node.kind == NodeKind::Socket {
+            report
+                .skipped_sockets
+                .push(format!("/{}", e.path.display()));
+            continue;
+        }
+        let dest = opts.target.join(&e.path);
         let linked_to = (node.kind == NodeKind::File && node.links > 1)
             .then(|| first_link.get(&(node.device, node.inode)).copied())
             .flatten();
