@@ -120,7 +120,7 @@ fn diff_trees(
             _ => &na.expect("a side").name,
         };
         let path = dir.join(OsStr::from_bytes(&name.0));
-        let shown = path.display().to_string();
+        let shown = crate::repo::tree::escape_bytes(path.as_os_str().as_bytes());
         match order {
             std::cmp::Ordering::Less => {
                 out.push(Change {

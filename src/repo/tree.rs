@@ -15,20 +15,40 @@ use crate::id::Id;
 pub struct RawName(pub Vec<u8>);
 
 impl RawName {
-    /// Lossy text for display.
+    /// Text for display (see [`escape_bytes`]: unambiguous, no control
+    /// characters).
     pub fn display(&self) -> String {
         escape_bytes(&self.0)
     }
 }
 
-/// Text for bytes that may not be UTF-8: valid parts as they are, each
-/// invalid byte as `\xNN`, so two different names never look the same.
+/// Text for bytes that may not be UTF-8, never ambiguous and never holding
+/// a control character: valid UTF-8 as it is, except that a backslash is
+/// `\\`, newline, tab and carriage return are `\n`, `\t`, `\r`, any other
+/// control character is `\xNN` (C0 and DEL) or `\u{NN}` (C1), and each byte
+/// that is not UTF-8 is `\xNN`. Since a real backslash is doubled, every
+/// escape reads back to exactly one byte sequence.
 pub fn escape_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out
@@ -218,6 +238,18 @@ mod tests {
         };
         let back = Tree::decode(&t.encode()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn escapes_are_unambiguous() {
+        assert_eq!(escape_bytes(b"plain \xc3\xa9"), "plain \u{e9}");
+        assert_eq!(escape_bytes(b"a\\xff"), "a\\\\xff");
+        assert_eq!(escape_bytes(b"a\xff"), "a\\xff");
+        assert_eq!(
+            escape_bytes(b"l1\nl2\t\r\x1b\x7f"),
+            "l1\\nl2\\t\\r\\x1b\\x7f"
+        );
+        assert_eq!(escape_bytes("\u{85}".as_bytes()), "\\u{85}");
     }
 
     #[test]
