@@ -147,3 +147,152 @@ fn ls_names_are_unambiguous_in_plain_and_json_output() {
 fn mode_of(p: &Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
 }
+
+/// A tree big enough that a restore can be stopped mid-way: many files of
+/// several sizes.
+fn many_files(env: &Env) -> PathBuf {
+    let src = env.path("many");
+    for d in 0..6u64 {
+        let dir = src.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..40u64 {
+            let len = if i % 7 == 0 { 1_500_000 } else { 60_000 };
+            std::fs::write(dir.join(format!("f{i}")), random_bytes(d * 100 + i, len)).unwrap();
+        }
+        std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o750)).unwrap();
+    }
+    src
+}
+
+/// Starts `strata restore latest --target target` as a child process.
+fn spawn_restore(env: &Env, target: &Path) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .arg("--repo")
+        .arg(env.repo())
+        .arg("--password-file")
+        .arg(env.pw())
+        .args(["restore", "latest", "--threads", "1", "--target"])
+        .arg(target)
+        .env("STRATA_NO_CACHE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `dir` holds at least `n` complete files (under their own names).
+fn wait_for_files(dir: &Path, n: usize, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while all_files(dir).iter().filter(|p| !is_partial(p)).count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "restore made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore ended too soon"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Every regular file below `dir`, temporary ones included.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+}
+
+fn is_partial(p: &Path) -> bool {
+    p.file_name()
+        .unwrap()
+        .as_bytes()
+        .ends_with(strata::restore::PARTIAL_SUFFIX.as_bytes())
+}
+
+/// Every file under its own name in `dst` is the source's, byte for byte,
+/// with its mode and mtime; returns how many there are.
+fn complete_files_only(src: &Path, dst: &Path) -> usize {
+    let mut n = 0;
+    for f in all_files(dst) {
+        if is_partial(&f) {
+            continue;
+        }
+        let orig = src.join(f.strip_prefix(dst).unwrap());
+        assert!(
+            std::fs::read(&f).unwrap() == std::fs::read(&orig).unwrap(),
+            "{} is under its own name but not complete",
+            f.display()
+        );
+        let (a, b) = (
+            std::fs::metadata(&orig).unwrap(),
+            std::fs::metadata(&f).unwrap(),
+        );
+        assert_eq!(a.mode(), b.mode(), "{}", f.display());
+        assert_eq!(
+            (a.mtime(), a.mtime_nsec()),
+            (b.mtime(), b.mtime_nsec()),
+            "{}",
+            f.display()
+        );
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn an_interrupted_restore_leaves_complete_files_and_a_rerun_finishes_it() {
+    let env = Env::new();
+    let src = many_files(&env);
+    env.ok(&[Path::new("backup"), &src]);
+    let target = env.path("target");
+    let dst = restored(&target, &src);
+
+    // SIGTERM mid-way: exit 130, one line, only complete files remain.
+    let mut child = spawn_restore(&env, &target);
+    wait_for_files(&target, 20, &mut child);
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("strata: interrupted: ") && lines[0].contains("of 240 files restored"),
+        "{err}"
+    );
+    let left = complete_files_only(&src, &dst);
+    assert!((20..240).contains(&left), "{left} files left");
+    assert!(
+        !all_files(&dst).iter().any(|p| is_partial(p)),
+        "partial files left"
+    );
+    // Directories have their final modes even so.
+    assert_eq!(mode_of(&dst.join("d0")), 0o750);
+
+    // Killed outright: whatever is left is complete or clearly partial.
+    let mut child = spawn_restore(&env, &target);
+    wait_for_files(&target, left + 10, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left2 = complete_files_only(&src, &dst);
+    assert!(left2 >= left, "{left2} < {left}");
+
+    // The re-run keeps what is complete, restores the rest, and says so.
+    let out = env.ok(&[
+        Path::new("restore"),
+        Path::new("latest"),
+        Path::new("--target"),
+        &target,
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("kept {left2} files")), "{text}");
+    assert!(
+        text.contains(&format!("restored {} files", 240 - left2)),
+        "{text}"
+    );
+    assert!(
+        !all_files(&dst).iter().any(|p| is_partial(p)),
+        "partial files left"
+    );
+    compare_trees(&src, &dst, &Compare::all());
+}

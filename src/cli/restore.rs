@@ -12,7 +12,7 @@ use crate::inspect::find_node;
 use crate::repo::blob::BlobType;
 use crate::repo::tree::NodeKind;
 use crate::report::{bytes, rate};
-use crate::restore::{RestoreOptions, restore};
+use crate::restore::{Overwrite, RestoreOptions, restore};
 
 /// Arguments of `restore`.
 #[derive(Args, Debug)]
@@ -31,6 +31,11 @@ pub struct RestoreArgs {
     /// Parallel pack readers (default: two per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// What to do with a file already in the target: `if-changed` keeps a
+    /// regular file of the same size and mtime, `if-newer` one at least as
+    /// new, `never` anything there, `always` writes every file.
+    #[arg(long, value_enum, default_value_t = Overwrite::IfChanged)]
+    overwrite: Overwrite,
 }
 
 /// Restores a snapshot.
@@ -43,6 +48,8 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         verify: args.verify,
         threads: args.threads.unwrap_or_else(|| default_threads() * 2),
         progress: std::sync::Arc::new(crate::progress::Counters::default()),
+        overwrite: args.overwrite,
+        stop: super::interrupt::stop_on_interrupt(),
     };
     let display = crate::progress::Display::start("restore", opts.progress.clone(), ctx.out);
     let result = restore(&repo, &snap, &opts);
@@ -79,6 +86,8 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "verified_files": r.verified_files,
         "errors": r.errors.len(),
         "damaged_files": r.damaged_files,
+        "files_skipped": r.files_skipped,
+        "bytes_skipped": r.bytes_skipped,
         "skipped_sockets": r.skipped_sockets.len(),
         "served_by": served.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
     }));
@@ -91,6 +100,13 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         bytes(recovery_rate as u64),
         args.target.display()
     ));
+    if r.files_skipped > 0 {
+        ctx.out.line(format!(
+            "kept {} files ({}) already in the target and identical",
+            r.files_skipped,
+            bytes(r.bytes_skipped)
+        ));
+    }
     if !served.is_empty() {
         let parts: Vec<String> = served
             .iter()

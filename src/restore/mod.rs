@@ -1,23 +1,32 @@
 //! Restores: plan the entries, create them, fill file contents pack by pack
 //! with positioned writes, then apply metadata deepest-first.
+//!
+//! Everything on disk is reached through directory descriptors and never
+//! through a symlink (see `apply`); a regular file is written under a
+//! temporary name and gets its own name only when complete.
 
 mod apply;
 mod plan;
 mod target;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::OpenOptions;
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::unbounded;
 
+pub use apply::PARTIAL_SUFFIX;
 pub use plan::{Entry, walk_snapshot};
 
+use crate::error::Fatal;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::blob::{open_blob, open_blob_append};
@@ -25,8 +34,24 @@ use crate::repo::index::Index;
 use crate::repo::layout;
 use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
+use crate::repo::tree::{Node, NodeKind};
+use apply::{Dirs, ROOT};
 use target::TargetFault;
+
+/// What a restore does with a file already at a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Overwrite {
+    /// Always write the snapshot's file.
+    Always,
+    /// Keep a regular file of the same size and modification time (to the
+    /// nanosecond); write the others.
+    #[default]
+    IfChanged,
+    /// Keep a regular file at least as new as the snapshot's.
+    IfNewer,
+    /// Keep whatever is there.
+    Never,
+}
 
 /// Options of a restore.
 pub struct RestoreOptions {
@@ -39,7 +64,12 @@ pub struct RestoreOptions {
     /// Parallel pack readers.
     pub threads: usize,
     /// Updated as data is written, for a progress display.
-    pub progress: std::sync::Arc<crate::progress::Counters>,
+    pub progress: Arc<crate::progress::Counters>,
+    /// What to do with files already in the target.
+    pub overwrite: Overwrite,
+    /// Set (by a signal handler) to stop the restore: it then removes what
+    /// it has not completed and fails with [`Fatal::Interrupted`].
+    pub stop: Arc<AtomicBool>,
 }
 
 /// The outcome of a restore.
@@ -64,6 +94,10 @@ pub struct RestoreReport {
     /// Entries not restored by design (Unix sockets: a socket is made by
     /// the program that listens on it), as `/path` relative to the target.
     pub skipped_sockets: Vec<String>,
+    /// Files already in the target and kept (see [`Overwrite`]).
+    pub files_skipped: u64,
+    /// Bytes of those files.
+    pub bytes_skipped: u64,
 }
 
 /// Where one blob's plaintext goes.
@@ -73,14 +107,52 @@ struct Target {
     offset: u64,
 }
 
+/// Whether an existing entry (its `lstat`) is kept instead of the node.
+fn keep_existing(how: Overwrite, st: &libc::stat, node: &Node) -> bool {
+    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    let mtime = (st.st_mtime, st.st_mtime_nsec);
+    let want = (node.mtime as libc::time_t, node.mtime_ns as i64);
+    match how {
+        Overwrite::Always => false,
+        Overwrite::Never => true,
+        Overwrite::IfChanged => {
+            node.kind == NodeKind::File
+                && regular
+                && st.st_size as u64 == node.size
+                && mtime == want
+        }
+        Overwrite::IfNewer => node.kind == NodeKind::File && regular && mtime >= want,
+    }
+}
+
+/// Fails with [`Fatal::Interrupted`] when the stop flag is set.
+fn check_stop(opts: &RestoreOptions) -> Result<()> {
+    if opts.stop.load(Ordering::Relaxed) {
+        return Err(anyhow::Error::new(Fatal::Interrupted)
+            .context("interrupted before anything was restored"));
+    }
+    Ok(())
+}
+
+/// The directory of entry `e` (held, or opened again beneath the root).
+fn parent_of<'a>(dirs: &'a Dirs, entries: &[Entry], e: &Entry) -> io::Result<apply::DirRef<'a>> {
+    let rel = match e.parent {
+        ROOT => Path::new(""),
+        p => entries[p].path.as_path(),
+    };
+    dirs.get(e.parent, rel)
+}
+
 /// Restores a snapshot into `opts.target`.
 ///
 /// The target is created if missing and probed for writability first. If the
 /// target file system fails a write with "no space left", "quota exceeded"
-/// or "read-only", the restore stops at once: every file not completely
-/// written (and its hard links) is removed, the complete ones get their
-/// metadata, and the error names the file, the cause and how many files were
-/// restored. Running restore again into the same target completes it.
+/// or "read-only", or `opts.stop` is set, the restore stops at once: every
+/// file not completely written is removed (files are written under a
+/// temporary name, so none looks complete), complete entries get their
+/// metadata, and the error names the cause and how many files were
+/// restored. Running restore again into the same target completes it,
+/// keeping what is already there and identical (see [`Overwrite`]).
 pub fn restore(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -91,13 +163,27 @@ pub fn restore(
     let owners = apply::Owners::for_target(&opts.target);
     let index = repo.load_index()?;
     let entries = walk_snapshot(repo, &index, &snapshot.tree, &opts.includes)?;
+    check_stop(opts)?;
     let mut report = RestoreReport::default();
+    let mut dirs = Dirs::open(&opts.target, entries.len())
+        .with_context(|| format!("cannot open the restore target {}", opts.target.display()))?;
+    let names: Vec<CString> = entries
+        .iter()
+        .map(|e| apply::cname(&e.node.name.0))
+        .collect::<io::Result<_>>()?;
+    let shown = |pos: usize| opts.target.join(&entries[pos].path);
 
-    // Phase 1: create every entry; collect where each blob goes.
-    let mut files: Vec<usize> = Vec::new(); // entry positions of regular files to fill
+    // Phase 1: create directories and special files, decide what each file
+    // needs; collect where each blob goes.
+    let mut files: Vec<usize> = Vec::new(); // entry positions of regular files
+    let mut partials: Vec<CString> = Vec::new(); // per file: its temporary name
     // Per file: created by the worker that writes its only blob, instead of
     // here (one open, one write, metadata through the open file).
     let mut deferred: Vec<bool> = Vec::new();
+    // Per file: kept as it was in the target, or complete already (empty).
+    let mut done: Vec<bool> = Vec::new();
+    let mut kept: Vec<bool> = Vec::new();
+    let mut open: Vec<Mutex<Option<Arc<File>>>> = Vec::new();
     let mut placements: Vec<AtomicU32> = Vec::new(); // per file, blob placements
     let mut links: Vec<(usize, u32)> = Vec::new(); // (entry position, file linked to)
     let mut by_pack: HashMap<Id, Vec<(PackEntry, Vec<Target>)>> = HashMap::new();
@@ -106,82 +192,153 @@ pub fn restore(
     let mut missing: Vec<(usize, Id)> = Vec::new();
     let mut created = vec![false; entries.len()];
     let mut fault: Option<(TargetFault, PathBuf)> = None;
+    let umask = apply::Umask::set(0);
     for (pos, e) in entries.iter().enumerate() {
+        if opts.stop.load(Ordering::Relaxed) {
+            break;
+        }
         let node = &e.node;
+        let name = names[pos].as_c_str();
         if node.kind == NodeKind::Socket {
             report
                 .skipped_sockets
                 .push(format!("/{}", e.path.display()));
             continue;
         }
-        let dest = opts.target.join(&e.path);
         let linked_to = (node.kind == NodeKind::File && node.links > 1)
             .then(|| first_link.get(&(node.device, node.inode)).copied())
             .flatten();
-        let defer = linked_to.is_none()
-            && node.kind == NodeKind::File
-            && node.links <= 1
-            && node.content.len() == 1
-            && index.get(&node.content[0]).is_some();
-        let made = match linked_to {
-            Some(file_no) => apply::hard_link(
-                &opts.target.join(&entries[files[file_no as usize]].path),
-                &dest,
-            ),
-            None if defer => Ok(()),
-            None => apply::create(&dest, node),
-        };
-        if let Err(err) = made {
-            if let Some(f) = TargetFault::of(&err) {
-                fault = Some((f, dest));
-                break;
-            }
-            report.errors.push(format!("{}: {err:#}", dest.display()));
-            continue;
-        }
-        created[pos] = !defer;
         if let Some(file_no) = linked_to {
-            links.push((pos, file_no));
+            links.push((pos, file_no)); // linked once the first is complete
             continue;
         }
-        match node.kind {
-            NodeKind::Dir => report.dirs_restored += 1,
-            NodeKind::File => {
-                let file_no = files.len() as u32;
-                files.push(pos);
-                deferred.push(defer);
-                if node.links > 1 {
-                    first_link.insert((node.device, node.inode), file_no);
+        let made: io::Result<Option<std::os::fd::OwnedFd>> = (|| {
+            let dir = parent_of(&dirs, &entries, e)?;
+            let dir = dir.as_fd();
+            let existing = if owners.fresh {
+                None
+            } else {
+                apply::lstat_at(dir, name)?
+            };
+            match node.kind {
+                NodeKind::Dir => {
+                    let fd = apply::create_dir(dir, name)?;
+                    created[pos] = true;
+                    report.dirs_restored += 1;
+                    return Ok(Some(fd));
                 }
-                let mut offset = 0u64;
-                let mut count = 0u32;
-                for id in &node.content {
-                    let Some((pack, entry)) = index.get(id) else {
-                        // Its length is unknown, so nothing after it has a
-                        // known offset: the file stops here, reported damaged.
-                        missing.push((pos, *id));
-                        break;
-                    };
-                    let target = Target {
-                        file: file_no,
-                        offset,
-                    };
-                    offset += entry.raw_len as u64;
-                    count += 1;
-                    match blob_slot.get(id) {
-                        Some((p, i)) => by_pack.get_mut(p).expect("pack listed")[*i].1.push(target),
-                        None => {
-                            let list = by_pack.entry(pack).or_default();
-                            blob_slot.insert(*id, (pack, list.len()));
-                            list.push((entry, vec![target]));
+                NodeKind::File => {
+                    let file_no = files.len() as u32;
+                    let partial = apply::cname(&apply::partial_name(&node.name.0))?;
+                    files.push(pos);
+                    if node.links > 1 {
+                        first_link.insert((node.device, node.inode), file_no);
+                    }
+                    let keep = existing.is_some_and(|st| keep_existing(opts.overwrite, &st, node));
+                    if keep {
+                        // A leftover of an interrupted run goes.
+                        let _ = apply::unlink(dir, &partial);
+                        let st = existing.expect("kept entry exists");
+                        if st.st_mode & 0o7777 != node.mode & 0o7777
+                            || owners.owner_differs(&st, node)
+                        {
+                            let fd = apply::openat(
+                                dir,
+                                name,
+                                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                                0,
+                            )?;
+                            apply::metadata_of_fd(fd.as_fd(), node, &owners)?;
+                        }
+                        report.files_skipped += 1;
+                        report.bytes_skipped += node.size;
+                    }
+                    partials.push(partial);
+                    kept.push(keep);
+                    placements.push(AtomicU32::new(0));
+                    open.push(Mutex::new(None));
+                    let defer = !keep
+                        && node.links <= 1
+                        && node.content.len() == 1
+                        && index.get(&node.content[0]).is_some();
+                    deferred.push(defer);
+                    done.push(keep);
+                    if keep {
+                        return Ok(None);
+                    }
+                    let mut offset = 0u64;
+                    let mut count = 0u32;
+                    let mut whole = true;
+                    for id in &node.content {
+                        let Some((pack, entry)) = index.get(id) else {
+                            // Its length is unknown, so nothing after it has a
+                            // known offset: the file stops here, reported damaged.
+                            missing.push((pos, *id));
+                            whole = false;
+                            break;
+                        };
+                        let target = Target {
+                            file: file_no,
+                            offset,
+                        };
+                        offset += entry.raw_len as u64;
+                        count += 1;
+                        match blob_slot.get(id) {
+                            Some((p, i)) => {
+                                by_pack.get_mut(p).expect("pack listed")[*i].1.push(target)
+                            }
+                            None => {
+                                let list = by_pack.entry(pack).or_default();
+                                blob_slot.insert(*id, (pack, list.len()));
+                                list.push((entry, vec![target]));
+                            }
                         }
                     }
+                    placements[file_no as usize] = AtomicU32::new(count);
+                    if defer {
+                        return Ok(None);
+                    }
+                    let partial = partials[file_no as usize].as_c_str();
+                    let f = apply::create_file(dir, partial)?;
+                    if node.size > 0 {
+                        f.set_len(node.size)?;
+                    }
+                    if count == 0 && whole {
+                        // Empty: complete now.
+                        apply::metadata_of_fd(f.as_fd(), node, &owners)?;
+                        apply::publish(dir, partial, name)?;
+                        done[file_no as usize] = true;
+                    } else {
+                        *lock(&open[file_no as usize]) = Some(Arc::new(f));
+                    }
                 }
-                placements.push(AtomicU32::new(count));
+                _ => {
+                    if existing.is_some() && opts.overwrite == Overwrite::Never {
+                        return Ok(None);
+                    }
+                    apply::create_special(dir, name, node)?;
+                    created[pos] = true;
+                    report.others_restored += 1;
+                }
             }
-            _ => report.others_restored += 1,
+            Ok(None)
+        })();
+        match made {
+            Ok(Some(fd)) => dirs.hold(pos, fd),
+            Ok(None) => {}
+            Err(err) => {
+                if let Some(f) = TargetFault::of_io(&err) {
+                    fault = Some((f, shown(pos)));
+                    break;
+                }
+                report
+                    .errors
+                    .push(format!("{}: {err}", shown(pos).display()));
+            }
         }
     }
+    drop(umask);
+
     let mut damaged: BTreeSet<usize> = BTreeSet::new();
     for (pos, id) in missing {
         report.errors.push(format!(
@@ -192,27 +349,30 @@ pub fn restore(
         damaged.insert(pos);
     }
 
-    // Phase 2: fill contents, one pack at a time per worker; a file's
-    // metadata is applied by the worker that completes it.
-    let file_paths: Vec<PathBuf> = files
-        .iter()
-        .map(|&p| opts.target.join(&entries[p].path))
-        .collect();
+    // Phase 2: fill contents, one pack at a time per worker; the worker that
+    // completes a file applies its metadata and gives it its own name.
     opts.progress.set_totals(
         files.len() as u64,
         files.iter().map(|&p| entries[p].node.size).sum(),
     );
+    let interrupted = opts.stop.load(Ordering::Relaxed);
     let fill = Fill {
-        paths: &file_paths,
-        nodes: files.iter().map(|&p| &entries[p].node).collect(),
+        entries: &entries,
+        files: &files,
+        names: &names,
+        partials: &partials,
+        dirs: &dirs,
+        target: &opts.target,
         deferred,
+        open,
         owners: &owners,
-        finished: (0..files.len()).map(|_| AtomicBool::new(false)).collect(),
+        finished: done.iter().map(|&d| AtomicBool::new(d)).collect(),
         metadata_errors: Mutex::default(),
         remaining: placements,
         written: &opts.progress.bytes,
         failures: Mutex::default(),
-        stopped: AtomicBool::new(fault.is_some()),
+        stopped: AtomicBool::new(fault.is_some() || interrupted),
+        stop: &opts.stop,
         fault: Mutex::new(fault),
     };
     if !fill.stopped.load(Ordering::Relaxed) {
@@ -228,7 +388,7 @@ pub fn restore(
                 s.spawn(move || {
                     let mut plain = SpanPlain::default();
                     for (pack, blobs) in rx {
-                        if fill.stopped.load(Ordering::Relaxed) {
+                        if fill.halted() {
                             break;
                         }
                         restore_pack(repo, &pack, blobs, fill, &mut plain);
@@ -242,49 +402,61 @@ pub fn restore(
         damaged.extend(file_nos.into_iter().map(|f| files[f as usize]));
     }
     report.errors.append(&mut lock(&fill.metadata_errors));
-    // Files that got their metadata from a worker, by entry position.
-    let mut finished = vec![false; entries.len()];
-    for (f, &pos) in files.iter().enumerate() {
-        finished[pos] = fill.finished[f].load(Ordering::Relaxed);
-    }
     report.bytes_restored = fill.written.load(Ordering::Relaxed);
     opts.progress
         .files
         .store(files.len() as u64, Ordering::Relaxed);
+    // Complete: under its own name, with its metadata.
     let complete: Vec<bool> = (0..files.len())
-        .map(|f| fill.remaining[f].load(Ordering::Relaxed) == 0 && !damaged.contains(&files[f]))
+        .map(|f| fill.finished[f].load(Ordering::Relaxed) && !damaged.contains(&files[f]))
         .collect();
-    report.files_restored = complete.iter().filter(|&&c| c).count() as u64
-        + links.iter().filter(|(_, f)| complete[*f as usize]).count() as u64;
+    report.files_restored = (0..files.len())
+        .filter(|&f| complete[f] && !kept[f])
+        .count() as u64;
+    drop(fill.open); // closes files still open
+
+    // Hard links to files that are complete.
+    for &(pos, first) in &links {
+        if !complete[first as usize] {
+            continue;
+        }
+        let first_pos = files[first as usize];
+        let linked = (|| {
+            let from = parent_of(&dirs, &entries, &entries[first_pos])?;
+            let to = parent_of(&dirs, &entries, &entries[pos])?;
+            apply::hard_link(from.as_fd(), &names[first_pos], to.as_fd(), &names[pos])
+        })();
+        match linked {
+            Ok(true) => report.files_restored += 1,
+            Ok(false) => {
+                report.files_skipped += 1;
+                report.bytes_skipped += entries[pos].node.size;
+            }
+            Err(e) => report
+                .errors
+                .push(format!("{}: cannot link: {e}", shown(pos).display())),
+        }
+    }
 
     let fault = lock(&fill.fault).take();
-    if let Some((fault, path)) = fault {
-        // Remove what is not complete, so nothing half-written looks restored.
+    let interrupted = opts.stop.load(Ordering::Relaxed);
+    if fault.is_some() || interrupted {
+        // Remove what is not complete (it is under its temporary name), so
+        // nothing half-written stays.
         let mut left = 0usize;
-        let incomplete = files
-            .iter()
-            .enumerate()
-            .filter(|(f, _)| !complete[*f])
-            .map(|(_, &pos)| pos)
-            .chain(
-                links
-                    .iter()
-                    .filter(|(_, f)| !complete[*f as usize])
-                    .map(|(pos, _)| *pos),
-            );
-        for pos in incomplete {
-            created[pos] = false;
-            match std::fs::remove_file(opts.target.join(&entries[pos].path)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => left += 1,
+        for (f, &pos) in files.iter().enumerate() {
+            if complete[f] {
+                continue;
+            }
+            let removed = parent_of(&dirs, &entries, &entries[pos])
+                .and_then(|d| apply::unlink(d.as_fd(), &partials[f]));
+            match removed {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => left += 1,
                 _ => {}
             }
         }
-        // Complete entries get their metadata, best effort: the fault is the story.
-        for (pos, e) in entries.iter().enumerate().rev() {
-            if created[pos] && !finished[pos] {
-                let _ = apply::metadata(&opts.target.join(&e.path), &e.node, &owners);
-            }
-        }
+        // Complete entries get their metadata, best effort: the stop is the story.
+        let _ = apply_metadata(&dirs, &entries, &names, &created, &owners);
         let total = entries
             .iter()
             .filter(|e| e.node.kind == NodeKind::File)
@@ -293,56 +465,82 @@ pub fn restore(
             0 => "incomplete files removed".to_string(),
             n => format!("{n} incomplete file(s) could not be removed"),
         };
-        bail!(
-            "{} writing {}: {} of {total} files restored, {removed}; {}",
-            fault.cause(),
-            path.display(),
-            report.files_restored,
-            fault.advice()
-        );
+        let done = report.files_restored + report.files_skipped;
+        if let Some((fault, path)) = fault {
+            bail!(
+                "{} writing {}: {done} of {total} files restored, {removed}; {}",
+                fault.cause(),
+                path.display(),
+                fault.advice()
+            );
+        }
+        return Err(anyhow::Error::new(Fatal::Interrupted).context(format!(
+            "interrupted: {done} of {total} files restored, {removed}; run the same restore again to finish (it keeps the files already restored)"
+        )));
     }
 
     // Phase 3: metadata of the rest, deepest entries first so directory
     // mtimes stick.
-    for (pos, e) in entries.iter().enumerate().rev() {
-        if created[pos]
-            && !finished[pos]
-            && let Err(err) = apply::metadata(&opts.target.join(&e.path), &e.node, &owners)
-        {
-            report.errors.push(format!("{}: {err:#}", e.path.display()));
-        }
-    }
+    report
+        .errors
+        .extend(apply_metadata(&dirs, &entries, &names, &created, &owners));
     report.damaged_files = damaged
         .iter()
         .map(|&p| format!("/{}", entries[p].path.display()))
         .collect();
 
     if opts.verify {
-        for (file_no, &pos) in files.iter().enumerate() {
+        for &pos in &files {
             if damaged.contains(&pos) {
                 continue;
             }
-            match verify_file(
-                repo,
-                &index,
-                &file_paths[file_no],
-                &entries[pos].node.content,
-            ) {
+            let e = &entries[pos];
+            let checked = parent_of(&dirs, &entries, e)
+                .map_err(anyhow::Error::from)
+                .and_then(|d| verify_file(repo, &index, d.as_fd(), &names[pos], &e.node.content));
+            match checked {
                 Ok(()) => report.verified_files += 1,
                 Err(err) => {
                     report.errors.push(format!(
                         "{}: verification failed: {err:#}",
-                        file_paths[file_no].display()
+                        shown(pos).display()
                     ));
-                    report
-                        .damaged_files
-                        .push(format!("/{}", entries[pos].path.display()));
+                    report.damaged_files.push(format!("/{}", e.path.display()));
                 }
             }
         }
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Owner, permissions and times of the directories and special files
+/// created, deepest entries first (so directory mtimes stick); one line per
+/// problem.
+fn apply_metadata(
+    dirs: &Dirs,
+    entries: &[Entry],
+    names: &[CString],
+    created: &[bool],
+    owners: &apply::Owners,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (pos, e) in entries.iter().enumerate().rev() {
+        if !created[pos] {
+            continue;
+        }
+        let result = if e.node.kind == NodeKind::Dir {
+            dirs.get(pos, &e.path)
+                .and_then(|d| apply::metadata_of_fd(d.as_fd(), &e.node, owners))
+        } else {
+            parent_of(dirs, entries, e)
+                .and_then(|d| apply::metadata_at(d.as_fd(), &names[pos], &e.node, owners))
+        };
+        if let Err(err) = result {
+            errors.push(format!("{}: {err}", e.path.display()));
+        }
+    }
+    errors
 }
 
 /// Locks a mutex, ignoring poisoning (the data are plain lists).
@@ -352,15 +550,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// State shared by the workers that fill file contents.
 struct Fill<'a> {
-    /// Destination path of each file.
-    paths: &'a [PathBuf],
-    /// Each file's node.
-    nodes: Vec<&'a crate::repo::tree::Node>,
+    /// Every entry.
+    entries: &'a [Entry],
+    /// Entry position of each file.
+    files: &'a [usize],
+    /// Name of each entry.
+    names: &'a [CString],
+    /// Temporary name of each file.
+    partials: &'a [CString],
+    /// Directory descriptors.
+    dirs: &'a Dirs,
+    /// The target, for messages.
+    target: &'a Path,
     /// Per file: not created yet; the worker writing its only blob creates it.
     deferred: Vec<bool>,
+    /// Per file created in phase 1: its open descriptor until it is complete.
+    open: Vec<Mutex<Option<Arc<File>>>>,
     /// How to apply ownership.
     owners: &'a apply::Owners,
-    /// Per file: complete, and its metadata applied by a worker.
+    /// Per file: complete, with its metadata and its own name.
     finished: Vec<AtomicBool>,
     /// Metadata that could not be applied, one line each.
     metadata_errors: Mutex<Vec<String>>,
@@ -374,6 +582,8 @@ struct Fill<'a> {
     fault: Mutex<Option<(TargetFault, PathBuf)>>,
     /// Set with `fault`: workers stop taking work.
     stopped: AtomicBool,
+    /// Set by a signal handler: workers stop too.
+    stop: &'a AtomicBool,
 }
 
 /// Largest gap between needed blobs that is read through rather than split
@@ -415,7 +625,7 @@ fn restore_pack(
     let name = layout::pack(pack);
     blobs.sort_by_key(|(e, _)| e.offset);
     let mut i = 0;
-    while i < blobs.len() && !fill.stopped.load(Ordering::Relaxed) {
+    while i < blobs.len() && !fill.halted() {
         let start = blobs[i].0.offset as u64;
         let mut end = start + blobs[i].0.stored_len as u64;
         let mut raw = blobs[i].0.raw_len as u64;
@@ -515,8 +725,17 @@ fn data_runs(plain: &[u8], at: u64) -> Vec<std::ops::Range<usize>> {
     }
     runs
 }
-
 impl Fill<'_> {
+    /// Whether workers should stop: a fault of the target, or a signal.
+    fn halted(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The destination of file `f`, for messages.
+    fn shown(&self, f: usize) -> PathBuf {
+        self.target.join(&self.entries[self.files[f]].path)
+    }
+
     /// Writes one blob's plaintext to its targets, counting each target
     /// written; a failure is recorded, and a fault of the target file system
     /// also stops every worker.
@@ -525,17 +744,16 @@ impl Fill<'_> {
         // VM image, often thousands of times over) needs no write at all.
         let zero = plain.iter().all(|&b| b == 0);
         for (k, t) in targets.iter().enumerate() {
-            if self.stopped.load(Ordering::Relaxed) {
+            if self.halted() {
                 return; // left incomplete, removed at the end
             }
             let f = t.file as usize;
-            let path = &self.paths[f];
             let result = if self.deferred[f] {
-                write_new(plain, self.nodes[f].size, path).map(Some)
+                self.write_new(f, plain).map(Some)
             } else if zero {
                 Ok(None)
             } else {
-                write_at(plain, t.offset, path).map(|()| None)
+                self.write_at(f, plain, t.offset).map(|()| None)
             };
             match result {
                 Ok(file) => {
@@ -546,11 +764,11 @@ impl Fill<'_> {
                     }
                 }
                 Err(e) => {
-                    if let Some(f) = TargetFault::of_io(&e) {
-                        lock(&self.fault).get_or_insert_with(|| (f, path.clone()));
+                    if let Some(fault) = TargetFault::of_io(&e) {
+                        lock(&self.fault).get_or_insert_with(|| (fault, self.shown(f)));
                         self.stopped.store(true, Ordering::Relaxed);
                     }
-                    let msg = format!("writing {}: {e}", path.display());
+                    let msg = format!("writing {}: {e}", self.shown(f).display());
                     let files = targets[k..].iter().map(|t| t.file).collect();
                     lock(&self.failures).push((msg, files));
                     return;
@@ -558,56 +776,89 @@ impl Fill<'_> {
             }
         }
     }
-}
 
-impl Fill<'_> {
-    /// Applies the metadata of file `f`, complete now (through `file` when
-    /// the worker holds it open).
-    fn finish(&self, f: usize, file: Option<std::fs::File>) {
-        let node = self.nodes[f];
-        let path = &self.paths[f];
-        let result = match &file {
-            Some(file) => apply::metadata_of_file(file, node, self.owners),
-            None => apply::metadata(path, node, self.owners),
-        };
-        if let Err(err) = result {
-            lock(&self.metadata_errors).push(format!("{}: {err:#}", path.display()));
+    /// The directory file `f` goes in.
+    fn dir(&self, f: usize) -> io::Result<apply::DirRef<'_>> {
+        parent_of(self.dirs, self.entries, &self.entries[self.files[f]])
+    }
+
+    /// Creates file `f` holding `plain` (its only blob), with all-zero
+    /// blocks left as holes; returns it open.
+    fn write_new(&self, f: usize, plain: &[u8]) -> io::Result<File> {
+        let dir = self.dir(f)?;
+        let file = apply::create_file(dir.as_fd(), &self.partials[f])?;
+        let size = self.entries[self.files[f]].node.size;
+        let mut end = 0u64;
+        for r in data_runs(plain, 0) {
+            file.write_all_at(&plain[r.clone()], r.start as u64)?;
+            end = r.end as u64;
         }
-        self.finished[f].store(true, Ordering::Relaxed);
+        if end != size {
+            file.set_len(size)?;
+        }
+        Ok(file)
+    }
+
+    /// Writes `plain` at offset `at` of file `f`, skipping all-zero blocks:
+    /// files are created at full length, so those stay holes.
+    fn write_at(&self, f: usize, plain: &[u8], at: u64) -> io::Result<()> {
+        let runs = data_runs(plain, at);
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let held = lock(&self.open[f]).clone();
+        let file = match held {
+            Some(file) => file,
+            None => Arc::new(apply::reopen_file(self.dir(f)?.as_fd(), &self.partials[f])?),
+        };
+        for r in runs {
+            file.write_all_at(&plain[r.clone()], at + r.start as u64)?;
+        }
+        Ok(())
+    }
+
+    /// File `f` is complete: applies its metadata through its descriptor and
+    /// gives it its own name.
+    fn finish(&self, f: usize, file: Option<File>) {
+        let node = &self.entries[self.files[f]].node;
+        let result = (|| {
+            let dir = self.dir(f)?;
+            let file = match file {
+                Some(file) => Arc::new(file),
+                None => match lock(&self.open[f]).take() {
+                    Some(file) => file,
+                    None => Arc::new(apply::reopen_file(dir.as_fd(), &self.partials[f])?),
+                },
+            };
+            if let Err(e) = apply::metadata_of_fd(file.as_fd(), node, self.owners) {
+                lock(&self.metadata_errors).push(format!("{}: {e}", self.shown(f).display()));
+            }
+            drop(file);
+            apply::publish(dir.as_fd(), &self.partials[f], &self.names[self.files[f]])
+        })();
+        match result {
+            Ok(()) => self.finished[f].store(true, Ordering::Relaxed),
+            Err(e) => lock(&self.failures).push((
+                format!("{}: cannot complete: {e}", self.shown(f).display()),
+                vec![f as u32],
+            )),
+        }
     }
 }
 
-/// Creates the file at `path` holding `plain` (its only blob), `size` bytes
-/// long, with all-zero blocks left as holes; returns it open.
-fn write_new(plain: &[u8], size: u64, path: &Path) -> std::io::Result<std::fs::File> {
-    let f = apply::open_new(path)?;
-    let mut end = 0u64;
-    for r in data_runs(plain, 0) {
-        f.write_all_at(&plain[r.clone()], r.start as u64)?;
-        end = r.end as u64;
-    }
-    if end != size {
-        f.set_len(size)?;
-    }
-    Ok(f)
-}
-
-/// Writes `plain` at offset `at` of the file at `path`, skipping all-zero
-/// blocks: files are created at full length, so those stay holes.
-fn write_at(plain: &[u8], at: u64, path: &Path) -> std::io::Result<()> {
-    let runs = data_runs(plain, at);
-    if runs.is_empty() {
-        return Ok(());
-    }
-    let f = OpenOptions::new().write(true).open(path)?;
-    for r in runs {
-        f.write_all_at(&plain[r.clone()], at + r.start as u64)?;
-    }
-    Ok(())
-}
-
-fn verify_file(repo: &Repository, index: &Index, path: &Path, content: &[Id]) -> Result<()> {
-    let f = std::fs::File::open(path)?;
+fn verify_file(
+    repo: &Repository,
+    index: &Index,
+    dir: std::os::fd::BorrowedFd,
+    name: &std::ffi::CStr,
+    content: &[Id],
+) -> Result<()> {
+    let f = File::from(apply::openat(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_NOFOLLOW,
+        0,
+    )?);
     let mut offset = 0u64;
     let mut buf = Vec::new();
     for id in content {
