@@ -296,3 +296,119 @@ fn an_interrupted_restore_leaves_complete_files_and_a_rerun_finishes_it() {
     );
     compare_trees(&src, &dst, &Compare::all());
 }
+
+/// Runs `restore latest --target target EXTRA...` and returns stdout.
+fn restore_with(env: &Env, target: &Path, extra: &[&str]) -> String {
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+        target.as_os_str(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    stdout(&env.ok(&args))
+}
+
+/// Every path below `dir` with its type, size, mode and mtime: a picture
+/// of the target to tell whether anything changed.
+fn picture(dir: &Path) -> Vec<(PathBuf, u32, u64, i64, i64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push((p, m.mode(), m.len(), m.mtime(), m.mtime_nsec()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn overwrite_modes_delete_and_dry_run() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.ok(&[Path::new("backup"), &src]);
+    let target = env.path("target");
+    let dst = restored(&target, &src);
+    restore_with(&env, &target, &[]);
+    let small_mtime = filetime::FileTime::from_last_modification_time(
+        &std::fs::metadata(src.join("small")).unwrap(),
+    );
+
+    // Local changes: `small` rewritten with the same size and mtime (only
+    // `always` sees it), `sub/deep/x` rewritten and newer, `big` removed,
+    // an extra file and an extra directory tree.
+    let tamper = || {
+        std::fs::write(dst.join("small"), b"SMALL\n").unwrap();
+        filetime::set_file_mtime(dst.join("small"), small_mtime).unwrap();
+        std::fs::write(dst.join("sub/deep/x"), b"local edit").unwrap();
+        let _ = std::fs::remove_file(dst.join("big"));
+        std::fs::write(dst.join("extra"), b"not in the snapshot").unwrap();
+        std::fs::create_dir_all(dst.join("sub/junk/deeper")).unwrap();
+        std::fs::write(dst.join("sub/junk/deeper/f"), b"junk").unwrap();
+    };
+    tamper();
+
+    // --dry-run lists the changes and writes nothing.
+    let before = picture(&target);
+    let out = restore_with(&env, &target, &["--dry-run", "--delete"]);
+    assert_eq!(picture(&target), before, "dry run changed the target");
+    let rel = |p: &str| format!("{}/{p}", src.display());
+    for want in [
+        format!("+  {}", rel("big")),
+        format!("M  {}", rel("sub/deep/x")),
+        format!("-  {}", rel("extra")),
+        format!("-  {}", rel("sub/junk")),
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want:?} not in\n{out}");
+    }
+    assert!(!out.contains(&rel("small")), "{out}");
+    assert!(out.contains("nothing written"), "{out}");
+    let lines = env.json(&[
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let s = summary(&lines);
+    assert_eq!(
+        (s["files_new"].as_u64(), s["files_replaced"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // never: nothing there is touched, missing files come back.
+    restore_with(&env, &target, &["--overwrite", "never"]);
+    assert_eq!(
+        std::fs::read(dst.join("sub/deep/x")).unwrap(),
+        b"local edit"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("big")).unwrap(),
+        std::fs::read(src.join("big")).unwrap()
+    );
+
+    // if-newer: the newer local edit stays.
+    restore_with(&env, &target, &["--overwrite", "if-newer"]);
+    assert_eq!(
+        std::fs::read(dst.join("sub/deep/x")).unwrap(),
+        b"local edit"
+    );
+
+    // if-changed (the default): the edit goes, the same-size-and-mtime
+    // file stays; --delete removes the extras.
+    let out = restore_with(&env, &target, &["--delete"]);
+    assert!(out.contains("deleted 2 entries"), "{out}");
+    assert_eq!(std::fs::read(dst.join("small")).unwrap(), b"SMALL\n");
+    assert!(!dst.join("extra").exists() && !dst.join("sub/junk").exists());
+
+    // always: every file written again; the target is the snapshot.
+    restore_with(&env, &target, &["--overwrite", "always"]);
+    compare_trees(&src, &dst, &Compare::all());
+    assert_eq!(mode_of(&dst.join("sub")), 0o750);
+}

@@ -12,7 +12,7 @@ use crate::inspect::find_node;
 use crate::repo::blob::BlobType;
 use crate::repo::tree::NodeKind;
 use crate::report::{bytes, rate};
-use crate::restore::{Overwrite, RestoreOptions, restore};
+use crate::restore::{Overwrite, RestoreOptions, preview, restore};
 
 /// Arguments of `restore`.
 #[derive(Args, Debug)]
@@ -36,6 +36,15 @@ pub struct RestoreArgs {
     /// new, `never` anything there, `always` writes every file.
     #[arg(long, value_enum, default_value_t = Overwrite::IfChanged)]
     overwrite: Overwrite,
+    /// Make the target match the snapshot: remove what the snapshot lacks
+    /// from every directory restored whole (and the target root without
+    /// --include).
+    #[arg(long)]
+    delete: bool,
+    /// List what the restore would change (+ created, M replaced, - deleted)
+    /// and write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Restores a snapshot.
@@ -50,7 +59,11 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         progress: std::sync::Arc::new(crate::progress::Counters::default()),
         overwrite: args.overwrite,
         stop: super::interrupt::stop_on_interrupt(),
+        delete: args.delete,
     };
+    if args.dry_run {
+        return dry_run(ctx, &repo, &id, &snap, &opts);
+    }
     let display = crate::progress::Display::start("restore", opts.progress.clone(), ctx.out);
     let result = restore(&repo, &snap, &opts);
     display.finish();
@@ -100,6 +113,16 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         bytes(recovery_rate as u64),
         args.target.display()
     ));
+    if !r.deleted.is_empty() {
+        for d in &r.deleted {
+            ctx.out
+                .json(&serde_json::json!({"message_type": "deleted", "path": d}));
+        }
+        ctx.out.line(format!(
+            "deleted {} entries the snapshot lacks",
+            r.deleted.len()
+        ));
+    }
     if r.files_skipped > 0 {
         ctx.out.line(format!(
             "kept {} files ({}) already in the target and identical",
@@ -131,6 +154,38 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "restore incomplete: {} problem(s); run `strata check --read-data` for details",
         r.errors.len()
     )
+}
+
+/// `restore --dry-run`: lists the changes, writes nothing.
+fn dry_run(
+    ctx: &Ctx,
+    repo: &crate::repo::Repository,
+    id: &crate::id::Id,
+    snap: &crate::repo::snapshot::Snapshot,
+    opts: &RestoreOptions,
+) -> Result<i32> {
+    let p = preview(repo, snap, opts)?;
+    for c in &p.changes {
+        ctx.out.json(&serde_json::json!({
+            "message_type": "change", "modifier": c.action.to_string(), "path": c.path,
+        }));
+        ctx.out.line(format!("{}  {}", c.action, c.path));
+    }
+    ctx.out.json(&serde_json::json!({
+        "message_type": "summary", "dry_run": true, "snapshot_id": id.to_hex(),
+        "files_new": p.files_new, "files_replaced": p.files_replaced,
+        "files_kept": p.files_kept, "bytes_to_restore": p.bytes, "deleted": p.deleted,
+    }));
+    ctx.out.line(format!(
+        "dry run: would create {} files, replace {}, keep {}, write {}, delete {} entries in {}; nothing written",
+        p.files_new,
+        p.files_replaced,
+        p.files_kept,
+        bytes(p.bytes),
+        p.deleted,
+        opts.target.display()
+    ));
+    Ok(exit::OK)
 }
 
 /// Arguments of `dump`.

@@ -78,7 +78,8 @@ pub fn openat(dir: BorrowedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+/// Flags that open a directory and never a symlink.
+pub const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 
 /// Set once `openat2` turned out to be missing (old kernel, seccomp).
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
@@ -382,6 +383,51 @@ pub fn hard_link(
             link().map(|()| true)
         }
         r => r.map(|()| true),
+    }
+}
+
+/// The names in the directory open as `dir` (without `.` and `..`).
+pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<CString>> {
+    let fd = openat(dir, c".", DIR_FLAGS & !libc::O_NOFOLLOW, 0)?;
+    // SAFETY: fdopendir takes over the descriptor (closed by closedir).
+    let d = unsafe { libc::fdopendir(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+    if d.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: d is an open DIR stream; the entry is read before the next call.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated name inside the entry.
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    // SAFETY: d is open and not used again.
+    unsafe { libc::closedir(d) };
+    Ok(names)
+}
+
+/// Removes `name` in `dir` and, if it is a directory, everything below it,
+/// never following a symlink.
+pub fn remove_tree(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else {
+        return Ok(());
+    };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let sub = openat(dir, name, DIR_FLAGS, 0)?;
+        for child in list_dir(sub.as_fd())? {
+            remove_tree(sub.as_fd(), &child)?;
+        }
+        // SAFETY: name is NUL-terminated.
+        cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })?;
+        Ok(())
+    } else {
+        unlink(dir, name)
     }
 }
 

@@ -7,13 +7,15 @@
 
 mod apply;
 mod plan;
+mod preview;
 mod target;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -25,6 +27,7 @@ use crossbeam_channel::unbounded;
 
 pub use apply::PARTIAL_SUFFIX;
 pub use plan::{Entry, walk_snapshot};
+pub use preview::{Change, Preview, preview};
 
 use crate::error::Fatal;
 use crate::id::Id;
@@ -70,6 +73,10 @@ pub struct RestoreOptions {
     /// Set (by a signal handler) to stop the restore: it then removes what
     /// it has not completed and fails with [`Fatal::Interrupted`].
     pub stop: Arc<AtomicBool>,
+    /// Make the target match the snapshot: remove what the snapshot lacks
+    /// from each directory restored whole (the target root too, without
+    /// `--include`).
+    pub delete: bool,
 }
 
 /// The outcome of a restore.
@@ -98,6 +105,8 @@ pub struct RestoreReport {
     pub files_skipped: u64,
     /// Bytes of those files.
     pub bytes_skipped: u64,
+    /// Entries removed by `delete` (a directory with what was below it).
+    pub deleted: Vec<String>,
 }
 
 /// Where one blob's plaintext goes.
@@ -479,6 +488,39 @@ pub fn restore(
         )));
     }
 
+    if opts.delete {
+        for (dir_pos, wanted) in wanted_names(&entries, opts.includes.is_empty()) {
+            let rel = match dir_pos {
+                ROOT => Path::new(""),
+                p => entries[p].path.as_path(),
+            };
+            let extras = dirs
+                .get(dir_pos, rel)
+                .and_then(|d| extras_of(d.as_fd(), &wanted).map(|x| (d, x)));
+            match extras {
+                Ok((d, extras)) => {
+                    for name in extras {
+                        let path = rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+                        match apply::remove_tree(d.as_fd(), &name) {
+                            Ok(()) => report.deleted.push(format!(
+                                "/{}",
+                                crate::repo::tree::escape_bytes(path.as_os_str().as_bytes())
+                            )),
+                            Err(e) => report.errors.push(format!(
+                                "{}: cannot delete: {e}",
+                                opts.target.join(&path).display()
+                            )),
+                        }
+                    }
+                }
+                Err(e) => report.errors.push(format!(
+                    "{}: cannot list: {e}",
+                    opts.target.join(rel).display()
+                )),
+            }
+        }
+    }
+
     // Phase 3: metadata of the rest, deepest entries first so directory
     // mtimes stick.
     report
@@ -512,6 +554,36 @@ pub fn restore(
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// For each directory restored whole (and the root when `root_whole`), by
+/// entry position ([`ROOT`] for the root): the names the snapshot has in it.
+fn wanted_names(entries: &[Entry], root_whole: bool) -> Vec<(usize, HashSet<&[u8]>)> {
+    let mut map: HashMap<usize, HashSet<&[u8]>> = HashMap::new();
+    if root_whole {
+        map.insert(ROOT, HashSet::new());
+    }
+    for (pos, e) in entries.iter().enumerate() {
+        if e.whole && e.node.kind == NodeKind::Dir {
+            map.insert(pos, HashSet::new());
+        }
+    }
+    for e in entries {
+        if let Some(set) = map.get_mut(&e.parent) {
+            set.insert(e.node.name.0.as_slice());
+        }
+    }
+    let mut out: Vec<_> = map.into_iter().collect();
+    out.sort_by_key(|(pos, _)| pos.wrapping_add(1)); // the root first
+    out
+}
+
+/// The names in `dir` that are not in `wanted`.
+fn extras_of(dir: std::os::fd::BorrowedFd, wanted: &HashSet<&[u8]>) -> io::Result<Vec<CString>> {
+    Ok(apply::list_dir(dir)?
+        .into_iter()
+        .filter(|n| !wanted.contains(n.to_bytes()))
+        .collect())
 }
 
 /// Owner, permissions and times of the directories and special files

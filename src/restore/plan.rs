@@ -21,6 +21,8 @@ pub struct Entry {
     pub node: Node,
     /// Position of the parent directory's entry, or `usize::MAX` for the root.
     pub parent: usize,
+    /// Everything below this entry is restored (no `--include`, or it matched).
+    pub whole: bool,
 }
 
 /// Every entry below `root` in depth-first order (a directory before its
@@ -89,6 +91,7 @@ fn walk(
             path: path.clone(),
             node,
             parent,
+            whole: matched,
         });
         let mut keep = matched;
         if kind == NodeKind::Dir {
