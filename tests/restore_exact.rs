@@ -412,3 +412,234 @@ fn overwrite_modes_delete_and_dry_run() {
     compare_trees(&src, &dst, &Compare::all());
     assert_eq!(mode_of(&dst.join("sub")), 0o750);
 }
+
+/// One entry of a [`fingerprint`]: path, mode, uid, gid, size, mtime (s,
+/// ns) and content.
+type Print = (PathBuf, u32, u32, u32, u64, i64, i64, Vec<u8>);
+
+/// Everything below `dir` (symlinks not followed) with type, mode, owner,
+/// size, mtime and content: nothing there may change.
+fn fingerprint(dir: &Path) -> Vec<Print> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let m = std::fs::symlink_metadata(&d).unwrap();
+        out.push((
+            d.clone(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            0,
+            m.mtime(),
+            m.mtime_nsec(),
+            vec![],
+        ));
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let content = if m.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                vec![]
+            };
+            out.push((
+                p,
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                content,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_attacker_swapping_entries_for_symlinks_cannot_make_a_restore_write_outside() {
+    use rand::{Rng, SeedableRng};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let env = Env::new();
+    // The source: directories of small and multi-chunk files with modes
+    // (setuid among them), a fifo and a symlink.
+    let src = env.path("src");
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    for d in 0..8 {
+        let dir = format!("d{d}");
+        std::fs::create_dir_all(src.join(&dir).join("inner")).unwrap();
+        dirs.push(dir.clone());
+        dirs.push(format!("{dir}/inner"));
+        for i in 0..12 {
+            let f = if i % 2 == 0 {
+                format!("{dir}/f{i}")
+            } else {
+                format!("{dir}/inner/f{i}")
+            };
+            let len = if i == 5 { 1_300_000 } else { 3000 + i * 100 };
+            std::fs::write(src.join(&f), random_bytes((d * 100 + i) as u64, len)).unwrap();
+            let mode = if i == 3 { 0o4755 } else { 0o640 };
+            std::fs::set_permissions(src.join(&f), PermissionsExt::from_mode(mode)).unwrap();
+            files.push(f);
+        }
+    }
+    std::os::unix::fs::symlink("d0/f0", src.join("link")).unwrap();
+    env.ok(&[Path::new("backup"), &src]);
+
+    // Outside the target: a victim tree holding the same names, and a
+    // victim file every symlink may point at.
+    let outside = env.path("outside");
+    for d in &dirs {
+        std::fs::create_dir_all(outside.join(d)).unwrap();
+    }
+    for f in &files {
+        std::fs::write(outside.join(f), b"victim").unwrap();
+        std::fs::set_permissions(outside.join(f), PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    std::fs::write(outside.join("secret"), b"secret").unwrap();
+    std::fs::set_permissions(outside.join("secret"), PermissionsExt::from_mode(0o600)).unwrap();
+    let before = fingerprint(&outside);
+
+    // The attacker: keeps replacing directories, files and temporary
+    // files in the target with symlinks to the same names outside.
+    let current: Arc<Mutex<Option<PathBuf>>> = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let attacker = {
+        let (current, stop, swaps) = (current.clone(), stop.clone(), swaps.clone());
+        let (dirs, files, outside) = (dirs.clone(), files.clone(), outside.clone());
+        std::thread::spawn(move || {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(dst) = current.lock().unwrap().clone() else {
+                    std::thread::yield_now();
+                    continue;
+                };
+                n += 1;
+                // Never through one of our own symlinks (that would be the
+                // attacker writing outside, not the restore).
+                let through_link = |rel: &Path| {
+                    rel.ancestors().skip(1).any(|a| {
+                        !a.as_os_str().is_empty()
+                            && std::fs::symlink_metadata(dst.join(a))
+                                .is_ok_and(|m| m.file_type().is_symlink())
+                    })
+                };
+                match rng.random_range(0..3) {
+                    0 => {
+                        let d = &dirs[rng.random_range(0..dirs.len())];
+                        if through_link(Path::new(d)) {
+                            continue;
+                        }
+                        let p = dst.join(d);
+                        if std::fs::rename(&p, dst.join(format!("moved{n}"))).is_ok() {
+                            let _ = std::os::unix::fs::symlink(outside.join(d), &p);
+                        }
+                    }
+                    1 => {
+                        let f = &files[rng.random_range(0..files.len())];
+                        if through_link(Path::new(f)) {
+                            continue;
+                        }
+                        let p = dst.join(f);
+                        let _ = std::fs::remove_file(&p);
+                        let _ = std::os::unix::fs::symlink(outside.join(f), &p);
+                    }
+                    _ => {
+                        let f = Path::new(&files[rng.random_range(0..files.len())]).to_path_buf();
+                        if through_link(&f) {
+                            continue;
+                        }
+                        let name = f.file_name().unwrap().to_str().unwrap();
+                        let p = dst
+                            .join(f.parent().unwrap())
+                            .join(format!(".{name}{}", strata::restore::PARTIAL_SUFFIX));
+                        let _ = std::fs::remove_file(&p);
+                        let _ = std::os::unix::fs::symlink(outside.join("secret"), &p);
+                    }
+                }
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    // Restores, fresh and over the tampered target, until thousands of
+    // swaps were tried.
+    let mut runs = 0;
+    let mut disturbed = 0;
+    let mut hits = 0;
+    while runs < 4 || (swaps.load(Ordering::Relaxed) < 5000 && runs < 60) {
+        let target = env.path(&format!("t{}", runs / 2));
+        *current.lock().unwrap() = Some(restored(&target, &src));
+        let out = env.run(&[
+            Path::new("restore"),
+            Path::new("latest"),
+            Path::new("--overwrite"),
+            Path::new("always"),
+            Path::new("--target"),
+            &target,
+        ]);
+        assert_no_panic(&out);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+        *current.lock().unwrap() = None; // the attacker pauses
+        disturbed += usize::from(out.status.code() == Some(1));
+        // Directories moved away during the restore.
+        let dst = restored(&target, &src);
+        hits += std::fs::read_dir(&dst)
+            .map(|rd| {
+                rd.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("moved")
+                })
+                .count()
+            })
+            .unwrap_or(0);
+        runs += 1;
+        let now = fingerprint(&outside);
+        assert!(
+            now == before,
+            "run {runs} changed files outside the target: {:?}",
+            now.iter()
+                .filter(|e| !before.contains(e))
+                .map(|e| &e.0)
+                .collect::<Vec<_>>()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().unwrap();
+    let tried = swaps.load(Ordering::Relaxed);
+    assert!(tried >= 2000, "only {tried} swaps in {runs} restores");
+    assert!(fingerprint(&outside) == before);
+
+    // Without the attacker, a restore over the damage is exact again.
+    *current.lock().unwrap() = None;
+    let target = env.path("t0");
+    env.ok(&[
+        Path::new("restore"),
+        Path::new("latest"),
+        Path::new("--delete"),
+        Path::new("--target"),
+        &target,
+    ]);
+    compare_trees(&src, &restored(&target, &src), &Compare::all());
+    eprintln!(
+        "{tried} swaps over {runs} restores ({disturbed} with errors), {hits} directories moved away during them"
+    );
+    assert!(
+        hits > 0,
+        "the attacker never swapped a directory during a restore"
+    );
+}

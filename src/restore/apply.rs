@@ -263,6 +263,12 @@ pub fn lstat_at(dir: BorrowedFd, name: &CStr) -> io::Result<Option<libc::stat>> 
     }
 }
 
+/// The link count of an `lstat` result (its type differs between targets).
+#[allow(clippy::unnecessary_cast)]
+pub fn nlink(st: &libc::stat) -> u64 {
+    st.st_nlink as u64
+}
+
 /// Creates (or keeps) directory `name` in `dir`, mode 0700 while it is
 /// filled, and opens it. Anything else in the way (a file, a symlink) is
 /// removed first.
@@ -565,5 +571,12 @@ mod tests {
         assert!(open_beneath(root.as_fd(), Path::new("a/b")).is_ok());
         assert!(open_beneath(root.as_fd(), Path::new("a/up")).is_err());
         assert!(open_beneath(root.as_fd(), Path::new("a/up/tmp")).is_err());
+        // The same without openat2: one O_NOFOLLOW step at a time.
+        NO_OPENAT2.store(true, Ordering::Relaxed);
+        assert!(open_beneath(root.as_fd(), Path::new("a/b")).is_ok());
+        assert!(open_beneath(root.as_fd(), Path::new("a/up")).is_err());
+        assert!(open_beneath(root.as_fd(), Path::new("a/up/tmp")).is_err());
+        assert!(open_beneath(root.as_fd(), Path::new("a/../..")).is_err());
+        NO_OPENAT2.store(false, Ordering::Relaxed);
     }
 }

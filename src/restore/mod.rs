@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -243,7 +243,13 @@ pub fn restore(
                     if node.links > 1 {
                         first_link.insert((node.device, node.inode), file_no);
                     }
-                    let keep = existing.is_some_and(|st| keep_existing(opts.overwrite, &st, node));
+                    // A file with more links than the snapshot's is not
+                    // kept: its metadata must not be changed through a link
+                    // someone made to a file elsewhere.
+                    let keep = existing.is_some_and(|st| {
+                        keep_existing(opts.overwrite, &st, node)
+                            && apply::nlink(&st) <= node.links.max(1)
+                    });
                     if keep {
                         // A leftover of an interrupted run goes.
                         let _ = apply::unlink(dir, &partial);
@@ -257,7 +263,13 @@ pub fn restore(
                                 libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
                                 0,
                             )?;
-                            apply::metadata_of_fd(fd.as_fd(), node, &owners)?;
+                            // The same file as the one looked at, or nothing.
+                            let file = File::from(fd);
+                            let now = file.metadata()?;
+                            if (now.dev(), now.ino()) != (st.st_dev, st.st_ino) {
+                                return Err(io::Error::other("changed while being restored"));
+                            }
+                            apply::metadata_of_fd(file.as_fd(), node, &owners)?;
                         }
                         report.files_skipped += 1;
                         report.bytes_skipped += node.size;
