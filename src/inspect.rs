@@ -157,7 +157,8 @@ fn diff_trees(
                         || x.uid != y.uid
                         || x.gid != y.gid
                         || x.mtime != y.mtime
-                        || x.mtime_ns != y.mtime_ns)
+                        || x.mtime_ns != y.mtime_ns
+                        || x.xattrs != y.xattrs)
                 {
                     out.push(Change {
                         kind: 'U',

@@ -24,7 +24,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use super::saver::Saver;
 use super::sparse::{self, Extent, RangeReader};
 use crate::chunker::Chunker;
-use crate::fsmeta::{node_from, unchanged};
+use crate::fsmeta::{node_at, node_of_file, unchanged};
 use crate::id::Id;
 use crate::maintenance::prune::load_markers;
 use crate::repo::blob::BlobType;
@@ -141,6 +141,7 @@ impl Shared {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per file, moved once
 enum FileOutcome {
     Saved(Node),
     Failed,
@@ -522,7 +523,7 @@ impl Walker {
             let parent_node = parent.as_ref().and_then(|t| t.find(name.as_bytes()));
             match child {
                 Some(vdir) if meta.is_dir() => {
-                    let node = node_from(name, &meta);
+                    let node = node_at(&child_path, name, &meta);
                     let rx = self.walk_virtual(&child_path, vdir, self.parent_subtree(parent_node));
                     nodes.push(Pending::Dir(node, rx));
                 }
@@ -578,7 +579,7 @@ impl Walker {
         meta: &Metadata,
         parent: Option<&Node>,
     ) -> Option<Pending> {
-        let mut node = node_from(name, meta);
+        let mut node = node_at(path, name, meta);
         match node.kind {
             NodeKind::Dir => {
                 let rx = self.walk_dir(path, self.parent_subtree(parent));
@@ -663,7 +664,7 @@ fn read_file(shared: &Shared, path: &Path, walked: Node) -> FileOutcome {
         Ok(_) => return fail(format!("{}: no longer a regular file", path.display())),
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    let mut node = node_from(OsStr::from_bytes(&walked.name.0), &before);
+    let mut node = node_of_file(&file, OsStr::from_bytes(&walked.name.0), &before);
     let size = before.len();
     let (mut read, mut holes) = (0u64, 0u64);
     let outcome = match sparse::extents(&file, &before, size) {
@@ -868,6 +869,7 @@ fn backup_stdin(shared: &Shared, name: &str, reader: Box<dyn Read + Send>) -> Re
         subtree: None,
         target: None,
         rdev: None,
+        xattrs: Vec::new(),
     };
     let c = &shared.counters;
     c.files_new.fetch_add(1, Ordering::Relaxed);

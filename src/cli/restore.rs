@@ -45,6 +45,9 @@ pub struct RestoreArgs {
     /// and write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Do not restore extended attributes, POSIX ACLs and file capabilities.
+    #[arg(long)]
+    no_xattrs: bool,
 }
 
 /// Restores a snapshot.
@@ -60,6 +63,7 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         overwrite: args.overwrite,
         stop: super::interrupt::stop_on_interrupt(),
         delete: args.delete,
+        xattrs: !args.no_xattrs,
     };
     if args.dry_run {
         return dry_run(ctx, &repo, &id, &snap, &opts);
@@ -76,6 +80,9 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
     let served = repo.backend().served();
     for e in &r.errors {
         ctx.out.warn(e);
+    }
+    if let Some(w) = &r.xattr_warning {
+        ctx.out.warn(w);
     }
     for path in &r.skipped_sockets {
         ctx.out.json(

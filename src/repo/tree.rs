@@ -85,6 +85,35 @@ impl<'de> Deserialize<'de> for RawName {
     }
 }
 
+/// One extended attribute: its name (`user.comment`, `security.capability`,
+/// `system.posix_acl_access`, ...) and its raw value.
+///
+/// Serialized as `{"name": <name>, "value": "<standard base64>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xattr {
+    /// Attribute name, namespace included.
+    pub name: RawName,
+    /// Raw value.
+    #[serde(with = "b64_bytes")]
+    pub value: Vec<u8>,
+}
+
+mod b64_bytes {
+    use super::B64;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        B64.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Kind of file system entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +183,11 @@ pub struct Node {
     /// Device number (block and character devices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdev: Option<u64>,
+    /// Extended attributes, POSIX ACLs (`system.posix_acl_*`) and file
+    /// capabilities (`security.capability`) included, sorted by name
+    /// (tree revision 2; absent in older trees).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
 }
 
 /// A directory listing.
@@ -186,6 +220,12 @@ impl Tree {
                 || n.name.0.contains(&0)
             {
                 bail!("tree blob has an unsafe name {:?}", n.name.display());
+            }
+            if n.xattrs
+                .iter()
+                .any(|x| x.name.0.is_empty() || x.name.0.contains(&0))
+            {
+                bail!("tree blob has an unsafe attribute name");
             }
             match n.kind {
                 NodeKind::Dir if n.subtree.is_none() => bail!("directory node without subtree"),
@@ -228,6 +268,7 @@ mod tests {
             subtree: None,
             target: None,
             rdev: None,
+            xattrs: Vec::new(),
         }
     }
 
@@ -238,6 +279,35 @@ mod tests {
         };
         let back = Tree::decode(&t.encode()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn xattrs_round_trip_and_old_trees_still_read() {
+        let mut n = node(b"cap");
+        n.xattrs = vec![
+            Xattr {
+                name: RawName(b"security.capability".to_vec()),
+                value: vec![1, 0, 0, 2, 0xff],
+            },
+            Xattr {
+                name: RawName(b"user.note".to_vec()),
+                value: b"hi".to_vec(),
+            },
+        ];
+        let t = Tree { nodes: vec![n] };
+        let bytes = t.encode();
+        assert!(
+            String::from_utf8_lossy(&bytes)
+                .contains(r#""xattrs":[{"name":"security.capability","value":"AQAAAv8="}"#)
+        );
+        assert_eq!(Tree::decode(&bytes).unwrap(), t);
+        // A revision 1 node (no xattrs field) reads, and writes back the same.
+        let old = Tree {
+            nodes: vec![node(b"plain")],
+        };
+        let old_bytes = old.encode();
+        assert!(!String::from_utf8_lossy(&old_bytes).contains("xattrs"));
+        assert_eq!(Tree::decode(&old_bytes).unwrap(), old);
     }
 
     #[test]

@@ -532,6 +532,72 @@ pub fn metadata_at(dir: BorrowedFd, name: &CStr, node: &Node, owners: &Owners) -
     Ok(())
 }
 
+/// Extended attributes that could not be set, for one warning at the end.
+#[derive(Default)]
+pub struct XattrFailures {
+    /// How many.
+    count: std::sync::atomic::AtomicU64,
+    /// Their namespaces (`security`, `trusted`, ...) and the first cause.
+    seen: std::sync::Mutex<(std::collections::BTreeSet<String>, Option<String>)>,
+}
+
+impl XattrFailures {
+    fn record(&self, name: &[u8], e: &io::Error) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let ns = name.split(|&b| b == b'.').next().unwrap_or(name);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.0.insert(format!("{}.*", String::from_utf8_lossy(ns)));
+        if seen.1.is_none() {
+            seen.1 = Some(super::target::describe(e));
+        }
+    }
+
+    /// The one warning, if any attribute failed.
+    pub fn warning(&self) -> Option<String> {
+        let n = self.count.load(Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let names: Vec<&str> = seen.0.iter().map(String::as_str).collect();
+        Some(format!(
+            "{n} extended attribute(s) not restored ({}: {}){}",
+            names.join(", "),
+            seen.1.as_deref().unwrap_or("refused"),
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                "; restore as root to restore every namespace"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+/// Sets the node's extended attributes (ACLs and capabilities included) on
+/// the file or directory open as `fd`: after its owner (a chown clears
+/// capabilities) and permissions (an access ACL carries the group bits).
+pub fn set_xattrs(fd: BorrowedFd, node: &Node, fails: &XattrFailures) {
+    for x in &node.xattrs {
+        let Ok(name) = CString::new(x.name.0.clone()) else {
+            continue;
+        };
+        // SAFETY: name is NUL-terminated; value/len describe a readable buffer.
+        let rc = unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                name.as_ptr(),
+                x.value.as_ptr() as *const libc::c_void,
+                x.value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            fails.record(&x.name.0, &io::Error::last_os_error());
+        }
+    }
+}
+
 /// Sets the umask for as long as it lives, then restores the old one.
 pub struct Umask(libc::mode_t);
 

@@ -77,6 +77,8 @@ pub struct RestoreOptions {
     /// from each directory restored whole (the target root too, without
     /// `--include`).
     pub delete: bool,
+    /// Restore extended attributes, POSIX ACLs and file capabilities.
+    pub xattrs: bool,
 }
 
 /// The outcome of a restore.
@@ -107,6 +109,9 @@ pub struct RestoreReport {
     pub bytes_skipped: u64,
     /// Entries removed by `delete` (a directory with what was below it).
     pub deleted: Vec<String>,
+    /// One line when extended attributes could not all be restored (not
+    /// permitted, or not supported by the target).
+    pub xattr_warning: Option<String>,
 }
 
 /// Where one blob's plaintext goes.
@@ -201,6 +206,8 @@ pub fn restore(
     let mut missing: Vec<(usize, Id)> = Vec::new();
     let mut created = vec![false; entries.len()];
     let mut fault: Option<(TargetFault, PathBuf)> = None;
+    let xattr_fails = apply::XattrFailures::default();
+    let xattrs = opts.xattrs.then_some(&xattr_fails);
     let umask = apply::Umask::set(0);
     for (pos, e) in entries.iter().enumerate() {
         if opts.stop.load(Ordering::Relaxed) {
@@ -327,6 +334,9 @@ pub fn restore(
                     if count == 0 && whole {
                         // Empty: complete now.
                         apply::metadata_of_fd(f.as_fd(), node, &owners)?;
+                        if let Some(fails) = xattrs {
+                            apply::set_xattrs(f.as_fd(), node, fails);
+                        }
                         apply::publish(dir, partial, name)?;
                         done[file_no as usize] = true;
                     } else {
@@ -387,6 +397,7 @@ pub fn restore(
         deferred,
         open,
         owners: &owners,
+        xattrs,
         finished: done.iter().map(|&d| AtomicBool::new(d)).collect(),
         metadata_errors: Mutex::default(),
         remaining: placements,
@@ -477,7 +488,7 @@ pub fn restore(
             }
         }
         // Complete entries get their metadata, best effort: the stop is the story.
-        let _ = apply_metadata(&dirs, &entries, &names, &created, &owners);
+        let _ = apply_metadata(&dirs, &entries, &names, &created, &owners, xattrs);
         let total = entries
             .iter()
             .filter(|e| e.node.kind == NodeKind::File)
@@ -535,9 +546,10 @@ pub fn restore(
 
     // Phase 3: metadata of the rest, deepest entries first so directory
     // mtimes stick.
-    report
-        .errors
-        .extend(apply_metadata(&dirs, &entries, &names, &created, &owners));
+    report.errors.extend(apply_metadata(
+        &dirs, &entries, &names, &created, &owners, xattrs,
+    ));
+    report.xattr_warning = xattr_fails.warning();
     report.damaged_files = damaged
         .iter()
         .map(|&p| format!("/{}", entries[p].path.display()))
@@ -607,6 +619,7 @@ fn apply_metadata(
     names: &[CString],
     created: &[bool],
     owners: &apply::Owners,
+    xattrs: Option<&apply::XattrFailures>,
 ) -> Vec<String> {
     let mut errors = Vec::new();
     for (pos, e) in entries.iter().enumerate().rev() {
@@ -614,8 +627,13 @@ fn apply_metadata(
             continue;
         }
         let result = if e.node.kind == NodeKind::Dir {
-            dirs.get(pos, &e.path)
-                .and_then(|d| apply::metadata_of_fd(d.as_fd(), &e.node, owners))
+            dirs.get(pos, &e.path).and_then(|d| {
+                apply::metadata_of_fd(d.as_fd(), &e.node, owners)?;
+                if let Some(fails) = xattrs {
+                    apply::set_xattrs(d.as_fd(), &e.node, fails);
+                }
+                Ok(())
+            })
         } else {
             parent_of(dirs, entries, e)
                 .and_then(|d| apply::metadata_at(d.as_fd(), &names[pos], &e.node, owners))
@@ -652,6 +670,8 @@ struct Fill<'a> {
     open: Vec<Mutex<Option<Arc<File>>>>,
     /// How to apply ownership.
     owners: &'a apply::Owners,
+    /// Where extended attributes that fail are counted (None: not restored).
+    xattrs: Option<&'a apply::XattrFailures>,
     /// Per file: complete, with its metadata and its own name.
     finished: Vec<AtomicBool>,
     /// Metadata that could not be applied, one line each.
@@ -916,6 +936,9 @@ impl Fill<'_> {
             };
             if let Err(e) = apply::metadata_of_fd(file.as_fd(), node, self.owners) {
                 lock(&self.metadata_errors).push(format!("{}: {e}", self.shown(f).display()));
+            }
+            if let Some(fails) = self.xattrs {
+                apply::set_xattrs(file.as_fd(), node, fails);
             }
             drop(file);
             apply::publish(dir.as_fd(), &self.partials[f], &self.names[self.files[f]])
