@@ -216,9 +216,7 @@ pub fn restore(
         let node = &e.node;
         let name = names[pos].as_c_str();
         if node.kind == NodeKind::Socket {
-            report
-                .skipped_sockets
-                .push(format!("/{}", e.path.display()));
+            report.skipped_sockets.push(shown_rel(&e.path));
             continue;
         }
         let linked_to = (node.kind == NodeKind::File && node.links > 1)
@@ -552,7 +550,7 @@ pub fn restore(
     report.xattr_warning = xattr_fails.warning();
     report.damaged_files = damaged
         .iter()
-        .map(|&p| format!("/{}", entries[p].path.display()))
+        .map(|&p| shown_rel(&entries[p].path))
         .collect();
 
     if opts.verify {
@@ -571,7 +569,7 @@ pub fn restore(
                         "{}: verification failed: {err:#}",
                         shown(pos).display()
                     ));
-                    report.damaged_files.push(format!("/{}", e.path.display()));
+                    report.damaged_files.push(shown_rel(&e.path));
                 }
             }
         }
@@ -643,6 +641,14 @@ fn apply_metadata(
         }
     }
     errors
+}
+
+/// A path inside the snapshot as `/path`, escaped (see `escape_bytes`).
+fn shown_rel(rel: &Path) -> String {
+    format!(
+        "/{}",
+        crate::repo::tree::escape_bytes(rel.as_os_str().as_bytes())
+    )
 }
 
 /// Locks a mutex, ignoring poisoning (the data are plain lists).
