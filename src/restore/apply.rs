@@ -270,26 +270,26 @@ pub fn nlink(st: &libc::stat) -> u64 {
 }
 
 /// Creates (or keeps) directory `name` in `dir`, mode 0700 while it is
-/// filled, and opens it. Anything else in the way (a file, a symlink) is
-/// removed first.
-pub fn create_dir(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+/// filled, and opens it; true when it was already there. Anything else in
+/// the way (a file, a symlink) is removed first.
+pub fn create_dir(dir: BorrowedFd, name: &CStr) -> io::Result<(OwnedFd, bool)> {
     // SAFETY: name is NUL-terminated.
     let made = cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) });
     match made {
-        Ok(_) => openat(dir, name, DIR_FLAGS, 0),
+        Ok(_) => openat(dir, name, DIR_FLAGS, 0).map(|fd| (fd, false)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             match openat(dir, name, DIR_FLAGS, 0) {
                 Ok(fd) => {
                     // Kept from an earlier restore: writable while we fill it.
                     // SAFETY: fd is an open directory.
                     cvt(unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) })?;
-                    Ok(fd)
+                    Ok((fd, true))
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
                     unlink(dir, name)?;
                     // SAFETY: name is NUL-terminated.
                     cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) })?;
-                    openat(dir, name, DIR_FLAGS, 0)
+                    openat(dir, name, DIR_FLAGS, 0).map(|fd| (fd, false))
                 }
                 Err(e) => Err(e),
             }

@@ -208,6 +208,8 @@ pub fn restore(
     let mut fault: Option<(TargetFault, PathBuf)> = None;
     let xattr_fails = apply::XattrFailures::default();
     let xattrs = opts.xattrs.then_some(&xattr_fails);
+    let mut listings: HashMap<usize, Option<HashSet<Vec<u8>>>> = HashMap::new();
+    let mut new_dirs: Vec<usize> = Vec::new();
     let umask = apply::Umask::set(0);
     for (pos, e) in entries.iter().enumerate() {
         if opts.stop.load(Ordering::Relaxed) {
@@ -229,14 +231,33 @@ pub fn restore(
         let made: io::Result<Option<std::os::fd::OwnedFd>> = (|| {
             let dir = parent_of(&dirs, &entries, e)?;
             let dir = dir.as_fd();
-            let existing = if owners.fresh {
+            // In a target that was not empty: what is in this directory,
+            // listed once (None when it cannot be listed: look at each).
+            let listing = if owners.fresh {
                 None
             } else {
+                Some(listings.entry(e.parent).or_insert_with(|| {
+                    apply::list_dir(dir)
+                        .ok()
+                        .map(|names| names.into_iter().map(CString::into_bytes).collect())
+                }))
+            };
+            let present = |n: &[u8]| match &listing {
+                None => false,
+                Some(None) => true,
+                Some(Some(names)) => names.contains(n),
+            };
+            let existing = if present(&node.name.0) {
                 apply::lstat_at(dir, name)?
+            } else {
+                None
             };
             match node.kind {
                 NodeKind::Dir => {
-                    let fd = apply::create_dir(dir, name)?;
+                    let (fd, existed) = apply::create_dir(dir, name)?;
+                    if !existed {
+                        new_dirs.push(pos); // nothing to list in it
+                    }
                     created[pos] = true;
                     report.dirs_restored += 1;
                     return Ok(Some(fd));
@@ -257,7 +278,9 @@ pub fn restore(
                     });
                     if keep {
                         // A leftover of an interrupted run goes.
-                        let _ = apply::unlink(dir, &partial);
+                        if present(partial.as_bytes()) {
+                            let _ = apply::unlink(dir, &partial);
+                        }
                         let st = existing.expect("kept entry exists");
                         if st.st_mode & 0o7777 != node.mode & 0o7777
                             || owners.owner_differs(&st, node)
@@ -352,6 +375,9 @@ pub fn restore(
             }
             Ok(None)
         })();
+        for d in new_dirs.drain(..) {
+            listings.insert(d, Some(HashSet::new()));
+        }
         match made {
             Ok(Some(fd)) => dirs.hold(pos, fd),
             Ok(None) => {}
