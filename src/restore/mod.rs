@@ -276,10 +276,25 @@ pub fn restore(
                         keep_existing(opts.overwrite, &st, node)
                             && apply::nlink(&st) <= node.links.max(1)
                     });
+                    // Every per-file list gets its entry before anything
+                    // that can fail.
+                    let defer = !keep
+                        && node.links <= 1
+                        && node.content.len() == 1
+                        && index.get(&node.content[0]).is_some();
+                    partials.push(partial);
+                    kept.push(keep);
+                    placements.push(AtomicU32::new(0));
+                    open.push(Mutex::new(None));
+                    deferred.push(defer);
+                    done.push(keep);
                     if keep {
+                        report.files_skipped += 1;
+                        report.bytes_skipped += node.size;
                         // A leftover of an interrupted run goes.
-                        if present(partial.as_bytes()) {
-                            let _ = apply::unlink(dir, &partial);
+                        let partial = partials[file_no as usize].as_c_str();
+                        if present(partial.to_bytes()) {
+                            let _ = apply::unlink(dir, partial);
                         }
                         let st = existing.expect("kept entry exists");
                         if st.st_mode & 0o7777 != node.mode & 0o7777
@@ -299,20 +314,6 @@ pub fn restore(
                             }
                             apply::metadata_of_fd(file.as_fd(), node, &owners)?;
                         }
-                        report.files_skipped += 1;
-                        report.bytes_skipped += node.size;
-                    }
-                    partials.push(partial);
-                    kept.push(keep);
-                    placements.push(AtomicU32::new(0));
-                    open.push(Mutex::new(None));
-                    let defer = !keep
-                        && node.links <= 1
-                        && node.content.len() == 1
-                        && index.get(&node.content[0]).is_some();
-                    deferred.push(defer);
-                    done.push(keep);
-                    if keep {
                         return Ok(None);
                     }
                     let mut offset = 0u64;
