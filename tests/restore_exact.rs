@@ -407,6 +407,14 @@ fn overwrite_modes_delete_and_dry_run() {
     assert_eq!(std::fs::read(dst.join("small")).unwrap(), b"SMALL\n");
     assert!(!dst.join("extra").exists() && !dst.join("sub/junk").exists());
 
+    // --delete with --include: only below what matched.
+    std::fs::write(dst.join("extra2"), b"outside the include").unwrap();
+    std::fs::write(dst.join("sub/junk2"), b"inside the include").unwrap();
+    let out = restore_with(&env, &target, &["--delete", "--include", "sub"]);
+    assert!(out.contains("deleted 1 entries"), "{out}");
+    assert!(dst.join("extra2").exists() && !dst.join("sub/junk2").exists());
+    std::fs::remove_file(dst.join("extra2")).unwrap();
+
     // always: every file written again; the target is the snapshot.
     restore_with(&env, &target, &["--overwrite", "always"]);
     compare_trees(&src, &dst, &Compare::all());
