@@ -80,8 +80,9 @@ pub fn preview(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
             (NodeKind::File, Some(st)) => {
                 (!keep_existing(opts.overwrite, &st, node)).then_some('M')
             }
-            (_, Some(_)) if opts.overwrite == super::Overwrite::Never => None,
+            // A directory always replaces what is in its way.
             (NodeKind::Dir, Some(_)) => Some('M'),
+            (_, Some(_)) if opts.overwrite == super::Overwrite::Never => None,
             (_, Some(st)) => {
                 let same_type = match node.kind {
                     NodeKind::Symlink => st.st_mode & libc::S_IFMT == libc::S_IFLNK,
