@@ -401,9 +401,15 @@ fn overwrite_modes_delete_and_dry_run() {
     );
 
     // if-changed (the default): the edit goes, the same-size-and-mtime
-    // file stays; --delete removes the extras.
+    // file stays; --delete removes the extras, but only at or below the
+    // backed-up path: the directories on the way to it keep their other
+    // entries.
+    let neighbour = dst.parent().unwrap().join("neighbour");
+    std::fs::write(&neighbour, b"next to the backed-up path").unwrap();
+    std::fs::write(target.join("top"), b"at the target root").unwrap();
     let out = restore_with(&env, &target, &["--delete"]);
     assert!(out.contains("deleted 2 entries"), "{out}");
+    assert!(neighbour.exists() && target.join("top").exists());
     assert_eq!(std::fs::read(dst.join("small")).unwrap(), b"SMALL\n");
     assert!(!dst.join("extra").exists() && !dst.join("sub/junk").exists());
 

@@ -37,8 +37,9 @@ pub struct RestoreArgs {
     #[arg(long, value_enum, default_value_t = Overwrite::IfChanged)]
     overwrite: Overwrite,
     /// Make the target match the snapshot: remove what the snapshot lacks
-    /// from every directory restored whole (and the target root without
-    /// --include).
+    /// from every directory restored whole at or below a backed-up path
+    /// (the directories above one, such as /home for /home/alice, are left
+    /// alone).
     #[arg(long)]
     delete: bool,
     /// List what the restore would change (+ created, M replaced, - deleted)

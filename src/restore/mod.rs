@@ -74,8 +74,7 @@ pub struct RestoreOptions {
     /// it has not completed and fails with [`Fatal::Interrupted`].
     pub stop: Arc<AtomicBool>,
     /// Make the target match the snapshot: remove what the snapshot lacks
-    /// from each directory restored whole (the target root too, without
-    /// `--include`).
+    /// from each directory restored whole at or below a backed-up path.
     pub delete: bool,
     /// Restore extended attributes, POSIX ACLs and file capabilities.
     pub xattrs: bool,
@@ -537,7 +536,7 @@ pub fn restore(
     }
 
     if opts.delete {
-        for (dir_pos, wanted) in wanted_names(&entries, opts.includes.is_empty()) {
+        for (dir_pos, wanted) in wanted_names(&entries, snapshot, opts.includes.is_empty()) {
             let rel = match dir_pos {
                 ROOT => Path::new(""),
                 p => entries[p].path.as_path(),
@@ -605,15 +604,28 @@ pub fn restore(
     Ok(report)
 }
 
-/// For each directory restored whole (and the root when `root_whole`), by
-/// entry position ([`ROOT`] for the root): the names the snapshot has in it.
-fn wanted_names(entries: &[Entry], root_whole: bool) -> Vec<(usize, HashSet<&[u8]>)> {
+/// For each directory `--delete` may clean, by entry position ([`ROOT`] for
+/// the target root): the names the snapshot has in it. Those are the
+/// directories restored whole (`--include` matched, or none given) that are
+/// a backed-up path or below one: the directories above a backed-up path
+/// (`/`, `/home` for `/home/alice`) are only its way there, and what else
+/// they hold in the target is left alone.
+fn wanted_names<'a>(
+    entries: &'a [Entry],
+    snapshot: &Snapshot,
+    no_includes: bool,
+) -> Vec<(usize, HashSet<&'a [u8]>)> {
+    let backed_up: Vec<&Path> = snapshot.paths.iter().map(Path::new).collect();
+    let inside = |rel: &Path| {
+        let abs = Path::new("/").join(rel);
+        backed_up.iter().any(|p| abs.starts_with(p))
+    };
     let mut map: HashMap<usize, HashSet<&[u8]>> = HashMap::new();
-    if root_whole {
+    if no_includes && inside(Path::new("")) {
         map.insert(ROOT, HashSet::new());
     }
     for (pos, e) in entries.iter().enumerate() {
-        if e.whole && e.node.kind == NodeKind::Dir {
+        if e.whole && e.node.kind == NodeKind::Dir && inside(&e.path) {
             map.insert(pos, HashSet::new());
         }
     }

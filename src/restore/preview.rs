@@ -111,7 +111,7 @@ pub fn preview(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
         }
     }
     if opts.delete {
-        for (dir_pos, wanted) in wanted_names(&entries, opts.includes.is_empty()) {
+        for (dir_pos, wanted) in wanted_names(&entries, snapshot, opts.includes.is_empty()) {
             let (dir, rel) = match dir_pos {
                 ROOT => (root.as_ref(), Path::new("")),
                 d => (fds[d].as_ref(), entries[d].path.as_path()),
