@@ -85,11 +85,35 @@ fn xattrs_acls_and_capabilities_round_trip() {
             &src,
             &["setfattr", "-n", "trusted.t", "-v", "secret", "note"],
         );
+        // A symlink and a fifo keep theirs too (user.* is not allowed there).
+        std::os::unix::fs::symlink("note", src.join("link")).unwrap();
+        set(
+            &src,
+            &[
+                "setfattr",
+                "-h",
+                "-n",
+                "trusted.l",
+                "-v",
+                "on a link",
+                "link",
+            ],
+        );
+        set(&src, &["mkfifo", "pipe"]);
+        set(
+            &src,
+            &["setfattr", "-n", "trusted.p", "-v", "on a fifo", "pipe"],
+        );
     }
     let want = attributes(&src);
     assert!(want.0.contains("user.comment") && want.1.contains("user:nobody:rw-"));
     if is_root() {
         assert!(want.2.contains("cap_net_bind_service"), "{}", want.2);
+        assert!(
+            want.0.contains("trusted.l") && want.0.contains("trusted.p"),
+            "{}",
+            want.0
+        );
     }
     env.ok(&[Path::new("backup"), &src]);
 

@@ -598,6 +598,39 @@ pub fn set_xattrs(fd: BorrowedFd, node: &Node, fails: &XattrFailures) {
     }
 }
 
+/// Sets the node's extended attributes on the symlink, fifo or device node
+/// `name` in `dir`, without following it: `lsetxattr` on
+/// `/proc/self/fd/DIR/NAME`, whose directory part is the held descriptor
+/// itself.
+pub fn set_xattrs_at(dir: BorrowedFd, name: &CStr, node: &Node, fails: &XattrFailures) {
+    if node.xattrs.is_empty() {
+        return;
+    }
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    let Ok(path) = CString::new(path) else {
+        return;
+    };
+    for x in &node.xattrs {
+        let Ok(xname) = CString::new(x.name.0.clone()) else {
+            continue;
+        };
+        // SAFETY: both strings are NUL-terminated; value/len describe a readable buffer.
+        let rc = unsafe {
+            libc::lsetxattr(
+                path.as_ptr(),
+                xname.as_ptr(),
+                x.value.as_ptr() as *const libc::c_void,
+                x.value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            fails.record(&x.name.0, &io::Error::last_os_error());
+        }
+    }
+}
+
 /// Sets the umask for as long as it lives, then restores the old one.
 pub struct Umask(libc::mode_t);
 

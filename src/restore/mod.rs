@@ -672,8 +672,13 @@ fn apply_metadata(
                 Ok(())
             })
         } else {
-            parent_of(dirs, entries, e)
-                .and_then(|d| apply::metadata_at(d.as_fd(), &names[pos], &e.node, owners))
+            parent_of(dirs, entries, e).and_then(|d| {
+                apply::metadata_at(d.as_fd(), &names[pos], &e.node, owners)?;
+                if let Some(fails) = xattrs {
+                    apply::set_xattrs_at(d.as_fd(), &names[pos], &e.node, fails);
+                }
+                Ok(())
+            })
         };
         if let Err(err) = result {
             errors.push(format!("{}: {err}", e.path.display()));
