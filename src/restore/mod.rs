@@ -180,16 +180,11 @@ pub fn restore(
     let mut report = RestoreReport::default();
     let mut dirs = Dirs::open(&opts.target, entries.len())
         .with_context(|| format!("cannot open the restore target {}", opts.target.display()))?;
-    let names: Vec<CString> = entries
-        .iter()
-        .map(|e| apply::cname(&e.node.name.0))
-        .collect::<io::Result<_>>()?;
     let shown = |pos: usize| opts.target.join(&entries[pos].path);
 
     // Phase 1: create directories and special files, decide what each file
     // needs; collect where each blob goes.
     let mut files: Vec<usize> = Vec::new(); // entry positions of regular files
-    let mut partials: Vec<CString> = Vec::new(); // per file: its temporary name
     // Per file: created by the worker that writes its only blob, instead of
     // here (one open, one write, metadata through the open file).
     let mut deferred: Vec<bool> = Vec::new();
@@ -215,7 +210,15 @@ pub fn restore(
             break;
         }
         let node = &e.node;
-        let name = names[pos].as_c_str();
+        let name = &match name_of(e) {
+            Ok(n) => n,
+            Err(err) => {
+                report
+                    .errors
+                    .push(format!("{}: {err}", shown(pos).display()));
+                continue;
+            }
+        };
         if node.kind == NodeKind::Socket {
             report.skipped_sockets.push(shown_rel(&e.path));
             continue;
@@ -263,7 +266,6 @@ pub fn restore(
                 }
                 NodeKind::File => {
                     let file_no = files.len() as u32;
-                    let partial = apply::cname(&apply::partial_name(&node.name.0))?;
                     files.push(pos);
                     if node.links > 1 {
                         first_link.insert((node.device, node.inode), file_no);
@@ -281,7 +283,6 @@ pub fn restore(
                         && node.links <= 1
                         && node.content.len() == 1
                         && index.get(&node.content[0]).is_some();
-                    partials.push(partial);
                     kept.push(keep);
                     placements.push(AtomicU32::new(0));
                     open.push(Mutex::new(None));
@@ -291,9 +292,9 @@ pub fn restore(
                         report.files_skipped += 1;
                         report.bytes_skipped += node.size;
                         // A leftover of an interrupted run goes.
-                        let partial = partials[file_no as usize].as_c_str();
+                        let partial = partial_of(e)?;
                         if present(partial.to_bytes()) {
-                            let _ = apply::unlink(dir, partial);
+                            let _ = apply::unlink(dir, &partial);
                         }
                         let st = existing.expect("kept entry exists");
                         if st.st_mode & 0o7777 != node.mode & 0o7777
@@ -347,7 +348,7 @@ pub fn restore(
                     if defer {
                         return Ok(None);
                     }
-                    let partial = partials[file_no as usize].as_c_str();
+                    let partial = &partial_of(e)?;
                     let f = apply::create_file(dir, partial)?;
                     if node.size > 0 {
                         f.set_len(node.size)?;
@@ -414,8 +415,6 @@ pub fn restore(
     let fill = Fill {
         entries: &entries,
         files: &files,
-        names: &names,
-        partials: &partials,
         dirs: &dirs,
         target: &opts.target,
         deferred,
@@ -480,7 +479,8 @@ pub fn restore(
         let linked = (|| {
             let from = parent_of(&dirs, &entries, &entries[first_pos])?;
             let to = parent_of(&dirs, &entries, &entries[pos])?;
-            apply::hard_link(from.as_fd(), &names[first_pos], to.as_fd(), &names[pos])
+            let (first_name, name) = (name_of(&entries[first_pos])?, name_of(&entries[pos])?);
+            apply::hard_link(from.as_fd(), &first_name, to.as_fd(), &name)
         })();
         match linked {
             Ok(true) => report.files_restored += 1,
@@ -505,14 +505,14 @@ pub fn restore(
                 continue;
             }
             let removed = parent_of(&dirs, &entries, &entries[pos])
-                .and_then(|d| apply::unlink(d.as_fd(), &partials[f]));
+                .and_then(|d| apply::unlink(d.as_fd(), &partial_of(&entries[pos])?));
             match removed {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => left += 1,
                 _ => {}
             }
         }
         // Complete entries get their metadata, best effort: the stop is the story.
-        let _ = apply_metadata(&dirs, &entries, &names, &created, &owners, xattrs);
+        let _ = apply_metadata(&dirs, &entries, &created, &owners, xattrs);
         let total = entries
             .iter()
             .filter(|e| e.node.kind == NodeKind::File)
@@ -570,9 +570,9 @@ pub fn restore(
 
     // Phase 3: metadata of the rest, deepest entries first so directory
     // mtimes stick.
-    report.errors.extend(apply_metadata(
-        &dirs, &entries, &names, &created, &owners, xattrs,
-    ));
+    report
+        .errors
+        .extend(apply_metadata(&dirs, &entries, &created, &owners, xattrs));
     report.xattr_warning = xattr_fails.warning();
     report.damaged_files = damaged
         .iter()
@@ -587,7 +587,7 @@ pub fn restore(
             let e = &entries[pos];
             let checked = parent_of(&dirs, &entries, e)
                 .map_err(anyhow::Error::from)
-                .and_then(|d| verify_file(repo, &index, d.as_fd(), &names[pos], &e.node.content));
+                .and_then(|d| verify_file(repo, &index, d.as_fd(), &name_of(e)?, &e.node.content));
             match checked {
                 Ok(()) => report.verified_files += 1,
                 Err(err) => {
@@ -653,7 +653,6 @@ fn extras_of(dir: std::os::fd::BorrowedFd, wanted: &HashSet<&[u8]>) -> io::Resul
 fn apply_metadata(
     dirs: &Dirs,
     entries: &[Entry],
-    names: &[CString],
     created: &[bool],
     owners: &apply::Owners,
     xattrs: Option<&apply::XattrFailures>,
@@ -673,9 +672,10 @@ fn apply_metadata(
             })
         } else {
             parent_of(dirs, entries, e).and_then(|d| {
-                apply::metadata_at(d.as_fd(), &names[pos], &e.node, owners)?;
+                let name = name_of(e)?;
+                apply::metadata_at(d.as_fd(), &name, &e.node, owners)?;
                 if let Some(fails) = xattrs {
-                    apply::set_xattrs_at(d.as_fd(), &names[pos], &e.node, fails);
+                    apply::set_xattrs_at(d.as_fd(), &name, &e.node, fails);
                 }
                 Ok(())
             })
@@ -685,6 +685,16 @@ fn apply_metadata(
         }
     }
     errors
+}
+
+/// The name of entry `e` for `*at` calls.
+fn name_of(e: &Entry) -> io::Result<CString> {
+    apply::cname(&e.node.name.0)
+}
+
+/// The temporary name entry `e` (a file) is written under.
+fn partial_of(e: &Entry) -> io::Result<CString> {
+    apply::cname(&apply::partial_name(&e.node.name.0))
 }
 
 /// A path inside the snapshot as `/path`, escaped (see `escape_bytes`).
@@ -706,10 +716,6 @@ struct Fill<'a> {
     entries: &'a [Entry],
     /// Entry position of each file.
     files: &'a [usize],
-    /// Name of each entry.
-    names: &'a [CString],
-    /// Temporary name of each file.
-    partials: &'a [CString],
     /// Directory descriptors.
     dirs: &'a Dirs,
     /// The target, for messages.
@@ -931,6 +937,11 @@ impl Fill<'_> {
         }
     }
 
+    /// The temporary name of file `f`.
+    fn partial(&self, f: usize) -> io::Result<CString> {
+        partial_of(&self.entries[self.files[f]])
+    }
+
     /// The directory file `f` goes in.
     fn dir(&self, f: usize) -> io::Result<apply::DirRef<'_>> {
         parent_of(self.dirs, self.entries, &self.entries[self.files[f]])
@@ -940,7 +951,7 @@ impl Fill<'_> {
     /// blocks left as holes; returns it open.
     fn write_new(&self, f: usize, plain: &[u8]) -> io::Result<File> {
         let dir = self.dir(f)?;
-        let file = apply::create_file(dir.as_fd(), &self.partials[f])?;
+        let file = apply::create_file(dir.as_fd(), &self.partial(f)?)?;
         let size = self.entries[self.files[f]].node.size;
         let mut end = 0u64;
         for r in data_runs(plain, 0) {
@@ -963,7 +974,7 @@ impl Fill<'_> {
         let held = lock(&self.open[f]).clone();
         let file = match held {
             Some(file) => file,
-            None => Arc::new(apply::reopen_file(self.dir(f)?.as_fd(), &self.partials[f])?),
+            None => Arc::new(apply::reopen_file(self.dir(f)?.as_fd(), &self.partial(f)?)?),
         };
         for r in runs {
             file.write_all_at(&plain[r.clone()], at + r.start as u64)?;
@@ -981,7 +992,7 @@ impl Fill<'_> {
                 Some(file) => Arc::new(file),
                 None => match lock(&self.open[f]).take() {
                     Some(file) => file,
-                    None => Arc::new(apply::reopen_file(dir.as_fd(), &self.partials[f])?),
+                    None => Arc::new(apply::reopen_file(dir.as_fd(), &self.partial(f)?)?),
                 },
             };
             if let Err(e) = apply::metadata_of_fd(file.as_fd(), node, self.owners) {
@@ -991,7 +1002,8 @@ impl Fill<'_> {
                 apply::set_xattrs(file.as_fd(), node, fails);
             }
             drop(file);
-            apply::publish(dir.as_fd(), &self.partials[f], &self.names[self.files[f]])
+            let entry = &self.entries[self.files[f]];
+            apply::publish(dir.as_fd(), &self.partial(f)?, &name_of(entry)?)
         })();
         match result {
             Ok(()) => self.finished[f].store(true, Ordering::Relaxed),
