@@ -91,7 +91,10 @@ fn ls_names_are_unambiguous_in_plain_and_json_output() {
     for (i, name) in odd.iter().enumerate() {
         std::fs::write(src.join(OsStr::from_bytes(name)), [i as u8]).unwrap();
     }
-    env.ok(&[Path::new("backup"), &src]);
+    let first = env.backup_summary(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Plain: one line per entry, each distinct, no raw control characters.
     let out = stdout(&env.ok(&[Path::new("ls"), Path::new("latest"), &src]));
@@ -141,6 +144,47 @@ fn ls_names_are_unambiguous_in_plain_and_json_output() {
     // A valid name has no byte form; an invalid one has.
     let has_b64 = lines.iter().filter(|l| l.get("path_b64").is_some()).count();
     assert_eq!(has_b64, 1, "{lines:?}");
+
+    // diff and restore --dry-run carry names the same way.
+    std::fs::write(src.join(OsStr::from_bytes(b"new\xfe\n")), b"new").unwrap();
+    let second = env.backup_summary(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let want = {
+        let mut w = src.as_os_str().as_bytes().to_vec();
+        w.extend_from_slice(b"/new\xfe\n");
+        w
+    };
+    let decode = |l: &serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(l["path_b64"].as_str().unwrap())
+            .unwrap()
+    };
+    let lines = env.json(&["diff", &first, &second]);
+    let added: Vec<_> = lines.iter().filter(|l| l["modifier"] == "+").collect();
+    assert_eq!(added.len(), 1, "{lines:?}");
+    assert_eq!(decode(added[0]), want);
+    let out = stdout(&env.ok(&["diff", &first, &second]));
+    assert!(out.contains("/new\\xfe\\n\n"), "{out}");
+    let target = env.path("t");
+    std::fs::create_dir_all(&target).unwrap();
+    let lines = env.json(&[
+        "restore",
+        &second,
+        "--dry-run",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let new: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l.get("path_b64")
+                .is_some_and(|_| decode(l).ends_with(b"/new\xfe\n"))
+        })
+        .collect();
+    assert_eq!(new.len(), 1, "{lines:?}");
 }
 
 #[allow(dead_code)]

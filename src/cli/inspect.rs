@@ -133,7 +133,7 @@ pub fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
 /// Sets `key` in a JSON object to a name: the exact text when the bytes are
 /// UTF-8; otherwise the escaped text (see `escape_bytes`) for reading, and
 /// `KEY_b64` with the standard base64 of the raw bytes, which round-trips.
-fn put_name(v: &mut serde_json::Value, key: &str, raw: &[u8]) {
+pub(crate) fn put_name(v: &mut serde_json::Value, key: &str, raw: &[u8]) {
     use base64::Engine;
     match std::str::from_utf8(raw) {
         Ok(text) => v[key] = text.into(),
@@ -162,7 +162,12 @@ pub fn diff(ctx: &Ctx, args: DiffArgs) -> Result<i32> {
     let changes = diff_trees(&repo, &index, &a.tree, &b.tree)?;
     let count = |k: char| changes.iter().filter(|c| c.kind == k).count();
     for c in &changes {
-        ctx.out.json(&serde_json::json!({"message_type": "change", "modifier": c.kind.to_string(), "path": c.path}));
+        if ctx.out.json {
+            let mut v =
+                serde_json::json!({"message_type": "change", "modifier": c.kind.to_string()});
+            put_name(&mut v, "path", &c.raw);
+            ctx.out.json(&v);
+        }
         ctx.out.line(format!("{}  {}", c.kind, c.path));
     }
     ctx.out.json(&serde_json::json!({

@@ -174,9 +174,13 @@ fn dry_run(
 ) -> Result<i32> {
     let p = preview(repo, snap, opts)?;
     for c in &p.changes {
-        ctx.out.json(&serde_json::json!({
-            "message_type": "change", "modifier": c.action.to_string(), "path": c.path,
-        }));
+        if ctx.out.json {
+            let mut v = serde_json::json!({
+                "message_type": "change", "modifier": c.action.to_string(),
+            });
+            super::inspect::put_name(&mut v, "path", &c.raw);
+            ctx.out.json(&v);
+        }
         ctx.out.line(format!("{}  {}", c.action, c.path));
     }
     ctx.out.json(&serde_json::json!({

@@ -20,6 +20,8 @@ pub struct Change {
     pub action: char,
     /// Path in the target, from its root (escaped, see `escape_bytes`).
     pub path: String,
+    /// The same path's raw bytes (names need not be UTF-8).
+    pub raw: Vec<u8>,
 }
 
 /// What a restore would do.
@@ -52,7 +54,15 @@ pub fn preview(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
     };
     let mut fds: Vec<Option<OwnedFd>> = (0..entries.len()).map(|_| None).collect();
     let mut p = Preview::default();
-    let shown = |rel: &Path| format!("/{}", escape_bytes(rel.as_os_str().as_bytes()));
+    let change = |action: char, rel: &Path| {
+        let mut raw = b"/".to_vec();
+        raw.extend_from_slice(rel.as_os_str().as_bytes());
+        Change {
+            action,
+            path: escape_bytes(&raw),
+            raw,
+        }
+    };
     for (pos, e) in entries.iter().enumerate() {
         let node = &e.node;
         if node.kind == NodeKind::Socket {
@@ -104,10 +114,7 @@ pub fn preview(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
             }
         }
         if let Some(action) = action {
-            p.changes.push(Change {
-                action,
-                path: shown(&e.path),
-            });
+            p.changes.push(change(action, &e.path));
         }
     }
     if opts.delete {
@@ -119,10 +126,8 @@ pub fn preview(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
             let Some(dir) = dir else { continue };
             for name in super::extras_of(dir.as_fd(), &wanted)? {
                 p.deleted += 1;
-                p.changes.push(Change {
-                    action: '-',
-                    path: shown(&rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()))),
-                });
+                let path = rel.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+                p.changes.push(change('-', &path));
             }
         }
     }
