@@ -701,3 +701,45 @@ fn an_attacker_swapping_entries_for_symlinks_cannot_make_a_restore_write_outside
         "the attacker never swapped a directory during a restore"
     );
 }
+
+#[test]
+fn more_files_being_filled_than_descriptors_restore_exactly() {
+    // With 28 descriptors a restore holds at most 7 files open while it
+    // fills them; the other files of several chunks are opened again by
+    // name for each write, and checked to be the files it created.
+    let env = Env::new();
+    let src = env.path("src");
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+        for i in 0..6u64 {
+            // Over the 4 MiB largest chunk: at least two chunks each.
+            std::fs::write(
+                src.join(d).join(format!("f{i}")),
+                random_bytes(i + 40, 4_400_000),
+            )
+            .unwrap();
+        }
+    }
+    env.ok(&[Path::new("backup"), &src]);
+    let target = env.path("target");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 28 && exec "$0" "$@""#)
+        .arg(assert_cmd::cargo::cargo_bin("strata"))
+        .arg("--repo")
+        .arg(env.repo())
+        .arg("--password-file")
+        .arg(env.pw())
+        .args(["restore", "latest", "--verify", "--target"])
+        .arg(&target)
+        .env("STRATA_NO_CACHE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("verified 12 files"),
+        "{}",
+        stdout(&out)
+    );
+    compare_trees(&src, &restored(&target, &src), &Compare::all());
+}

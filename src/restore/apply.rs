@@ -158,12 +158,15 @@ pub struct Dirs {
     held: Vec<Option<OwnedFd>>,
     /// How many more descriptors may be held.
     budget: usize,
+    /// How many files being filled may be held open (see [`Dirs::file_budget`]).
+    files: usize,
 }
 
 impl Dirs {
     /// Opens the target (which exists) for `entries` entries.
     pub fn open(target: &Path, entries: usize) -> io::Result<Dirs> {
         let c = cname(target.as_os_str().as_bytes())?;
+        let limit = descriptor_limit();
         // SAFETY: c is NUL-terminated.
         let fd = cvt(unsafe {
             libc::open(
@@ -175,8 +178,16 @@ impl Dirs {
             // SAFETY: a fresh descriptor nothing else owns.
             root: unsafe { OwnedFd::from_raw_fd(fd) },
             held: (0..entries).map(|_| None).collect(),
-            budget: descriptor_budget(),
+            budget: limit / 2,
+            files: limit / 4,
         })
+    }
+
+    /// How many files being filled may be kept open; the others are opened
+    /// again by name for each write (`O_NOFOLLOW`, and checked to be the
+    /// same inode).
+    pub fn file_budget(&self) -> usize {
+        self.files
     }
 
     /// Keeps the descriptor of directory entry `pos`, if the budget allows.
@@ -199,9 +210,10 @@ impl Dirs {
     }
 }
 
-/// Raises the soft descriptor limit to the hard one and returns how many
-/// directory descriptors a restore may keep (half the limit).
-fn descriptor_budget() -> usize {
+/// Raises the soft descriptor limit to the hard one and returns it. A
+/// restore keeps up to half of it for directories and a quarter for files
+/// being filled; the rest is for workers and the network.
+fn descriptor_limit() -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -221,7 +233,7 @@ fn descriptor_budget() -> usize {
             }
         }
     }
-    (lim.rlim_cur.min(1 << 20) / 2) as usize
+    lim.rlim_cur.min(1 << 20) as usize
 }
 
 /// Runs `make`, which creates `name` in `dir` exclusively; if something is

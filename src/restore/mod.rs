@@ -204,6 +204,11 @@ pub fn restore(
     let xattrs = opts.xattrs.then_some(&xattr_fails);
     let mut listings: HashMap<usize, Option<HashSet<Vec<u8>>>> = HashMap::new();
     let mut new_dirs: Vec<usize> = Vec::new();
+    // Files being filled: held open up to a budget of descriptors; past it,
+    // the (device, inode) each was created with, checked when reopened.
+    let mut inodes: Vec<(u64, u64)> = Vec::new();
+    let file_budget = dirs.file_budget();
+    let mut files_held = 0usize;
     let umask = apply::Umask::set(0);
     for (pos, e) in entries.iter().enumerate() {
         if opts.stop.load(Ordering::Relaxed) {
@@ -286,6 +291,7 @@ pub fn restore(
                     kept.push(keep);
                     placements.push(AtomicU32::new(0));
                     open.push(Mutex::new(None));
+                    inodes.push((0, 0));
                     deferred.push(defer);
                     done.push(keep);
                     if keep {
@@ -361,8 +367,12 @@ pub fn restore(
                         }
                         apply::publish(dir, partial, name)?;
                         done[file_no as usize] = true;
-                    } else {
+                    } else if files_held < file_budget {
+                        files_held += 1;
                         *lock(&open[file_no as usize]) = Some(Arc::new(f));
+                    } else {
+                        let m = f.metadata()?;
+                        inodes[file_no as usize] = (m.dev(), m.ino());
                     }
                 }
                 _ => {
@@ -419,6 +429,7 @@ pub fn restore(
         target: &opts.target,
         deferred,
         open,
+        inodes,
         owners: &owners,
         xattrs,
         finished: done.iter().map(|&d| AtomicBool::new(d)).collect(),
@@ -724,6 +735,8 @@ struct Fill<'a> {
     deferred: Vec<bool>,
     /// Per file created in phase 1: its open descriptor until it is complete.
     open: Vec<Mutex<Option<Arc<File>>>>,
+    /// Per file created in phase 1 but not held open: its (device, inode).
+    inodes: Vec<(u64, u64)>,
     /// How to apply ownership.
     owners: &'a apply::Owners,
     /// Where extended attributes that fail are counted (None: not restored).
@@ -942,6 +955,17 @@ impl Fill<'_> {
         partial_of(&self.entries[self.files[f]])
     }
 
+    /// Opens file `f` (created in phase 1, not held) again by its temporary
+    /// name, and checks that it is still the file created then.
+    fn reopen(&self, f: usize) -> io::Result<File> {
+        let file = apply::reopen_file(self.dir(f)?.as_fd(), &self.partial(f)?)?;
+        let m = file.metadata()?;
+        if (m.dev(), m.ino()) != self.inodes[f] {
+            return Err(io::Error::other("changed while being restored"));
+        }
+        Ok(file)
+    }
+
     /// The directory file `f` goes in.
     fn dir(&self, f: usize) -> io::Result<apply::DirRef<'_>> {
         parent_of(self.dirs, self.entries, &self.entries[self.files[f]])
@@ -974,7 +998,7 @@ impl Fill<'_> {
         let held = lock(&self.open[f]).clone();
         let file = match held {
             Some(file) => file,
-            None => Arc::new(apply::reopen_file(self.dir(f)?.as_fd(), &self.partial(f)?)?),
+            None => Arc::new(self.reopen(f)?),
         };
         for r in runs {
             file.write_all_at(&plain[r.clone()], at + r.start as u64)?;
@@ -992,7 +1016,7 @@ impl Fill<'_> {
                 Some(file) => Arc::new(file),
                 None => match lock(&self.open[f]).take() {
                     Some(file) => file,
-                    None => Arc::new(apply::reopen_file(dir.as_fd(), &self.partial(f)?)?),
+                    None => Arc::new(self.reopen(f)?),
                 },
             };
             if let Err(e) = apply::metadata_of_fd(file.as_fd(), node, self.owners) {
