@@ -613,6 +613,11 @@ fn member_down_during_backup_is_healed_by_repair() {
         out.contains("member azure"),
         "the backup should say the azure member missed writes:\n{out}"
     );
+    assert_eq!(
+        out.matches("still missing").count(),
+        1,
+        "the still-missing warning is said once:\n{out}"
+    );
 
     let _proxy = Proxy::start(port, azurite_port); // and comes back
     let missing = env.missing();

@@ -431,6 +431,8 @@ pub struct PendingUpload {
     pub id: String,
     /// When it was started.
     pub initiated: Option<chrono::DateTime<chrono::Utc>>,
+    /// The pool member it is on; empty for a single store.
+    pub store: String,
 }
 
 /// One page of a ListMultipartUploads answer.
@@ -474,6 +476,7 @@ fn parse_uploads(xml: &str) -> UploadPage {
             key: key.into_owned(),
             id: id.into_owned(),
             initiated,
+            store: String::new(),
         });
     }
     // The listing's own header, before the first upload.
