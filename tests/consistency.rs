@@ -297,18 +297,8 @@ fn removed_key_stays_removed() {
     let pool = LocalPool::new(2, 1);
     let pw2 = pool.env.path("pw2");
     std::fs::write(&pw2, "second password\n").unwrap();
-    pool.ok(&[
-        "key",
-        "add",
-        "--new-password-file",
-        pw2.to_str().unwrap(),
-        "--argon2-memory-kib",
-        "1024",
-        "--argon2-iterations",
-        "1",
-        "--argon2-parallelism",
-        "1",
-    ]);
+    let add = ["key", "add", "--new-password-file", pw2.to_str().unwrap()];
+    pool.ok(&[&add[..], &common::CHEAP_KDF[..]].concat());
     let with_pw2 = |args: &[&str]| {
         let mut c = Env::bare();
         c.arg("--config")

@@ -580,9 +580,11 @@ impl Proxy {
     }
 }
 
-#[test]
-fn member_down_during_backup_is_healed_by_repair() {
-    let Some(s) = servers() else { return };
+/// An initialised pool of S3, Azure (reached through a [`Proxy`], so it can
+/// go down and come back) and a local folder, write quorum 2. Returns the
+/// environment, the proxy, the members' prefix, Azurite's own port and the
+/// folder holding the local member.
+fn azure_behind_proxy(s: &Servers, tag: &str) -> (Env, Proxy, String, u16, tempfile::TempDir) {
     let azurite_port: u16 = std::env::var("STRATA_TEST_AZURITE")
         .unwrap()
         .rsplit(':')
@@ -590,10 +592,10 @@ fn member_down_during_backup_is_healed_by_repair() {
         .unwrap()
         .parse()
         .unwrap();
-    let prefix = unique("down");
+    let prefix = unique(tag);
     let tmp = tempfile::tempdir().unwrap();
     let members = vec![
-        MemberSpec::s3(&s, &prefix),
+        MemberSpec::s3(s, &prefix),
         MemberSpec::azure(&prefix),
         MemberSpec::local(&tmp.path().join("local")),
     ];
@@ -604,6 +606,13 @@ fn member_down_during_backup_is_healed_by_repair() {
         format!("http://127.0.0.1:{}", proxy.port),
     ));
     env.init();
+    (env, proxy, prefix, azurite_port, tmp)
+}
+
+#[test]
+fn member_down_during_backup_is_healed_by_repair() {
+    let Some(s) = servers() else { return };
+    let (env, proxy, prefix, azurite_port, _tmp) = azure_behind_proxy(&s, "down");
 
     let src = env.path("src");
     make_source(&src);
@@ -899,27 +908,7 @@ fn index_lost_on_every_member_is_rebuilt_by_repair_index() {
 #[test]
 fn deletes_wait_for_every_member_on_real_servers() {
     let Some(s) = servers() else { return };
-    let azurite_port: u16 = std::env::var("STRATA_TEST_AZURITE")
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let prefix = unique("deletes");
-    let tmp = tempfile::tempdir().unwrap();
-    let members = vec![
-        MemberSpec::s3(&s, &prefix),
-        MemberSpec::azure(&prefix),
-        MemberSpec::local(&tmp.path().join("local")),
-    ];
-    let mut env = Env::new(&members, 2);
-    let proxy = Proxy::start(0, azurite_port);
-    env.extra_env.push((
-        "AZURITE_BLOB_STORAGE_URL".into(),
-        format!("http://127.0.0.1:{}", proxy.port),
-    ));
-    env.init();
+    let (env, proxy, prefix, azurite_port, _tmp) = azure_behind_proxy(&s, "deletes");
     let src = env.path("src");
     make_source(&src);
     env.ok(&["backup", src.to_str().unwrap()]);

@@ -196,14 +196,18 @@ impl Sim {
         Arc::new(Pool::from_stores(stores, quorum))
     }
 
-    fn client_backend(&self, c: usize) -> Arc<dyn Backend> {
-        let doors = self.clients[c]
+    /// Client `c`'s doors to the stores, named.
+    fn client_doors(&self, c: usize) -> Vec<(String, Arc<dyn Backend>)> {
+        self.clients[c]
             .doors
             .iter()
             .zip(&self.stores)
             .map(|(d, s)| (s.name().to_string(), d.clone() as Arc<dyn Backend>))
-            .collect();
-        Self::backend_of(doors, self.quorum)
+            .collect()
+    }
+
+    fn client_backend(&self, c: usize) -> Arc<dyn Backend> {
+        Self::backend_of(self.client_doors(c), self.quorum)
     }
 
     fn client_repo(&self, c: usize) -> Result<Arc<Repository>> {
@@ -530,13 +534,7 @@ impl Sim {
         if self.stores.len() < 2 {
             return Ok("pool repair: a single store".into());
         }
-        let doors = self.clients[c]
-            .doors
-            .iter()
-            .zip(&self.stores)
-            .map(|(d, s)| (s.name().to_string(), d.clone() as Arc<dyn Backend>))
-            .collect();
-        let pool = Arc::new(Pool::from_stores(doors, self.quorum));
+        let pool = Arc::new(Pool::from_stores(self.client_doors(c), self.quorum));
         // Opening sets the verifier: copies are authenticated first.
         Repository::open(pool.clone(), PASSWORD)?;
         let read_data = self.corrupted;

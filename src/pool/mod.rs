@@ -489,19 +489,7 @@ impl Backend for Pool {
             match r {
                 Ok(list) => {
                     for o in list {
-                        // The newest copy's time: a lock refreshed on some
-                        // members only is still live, and a marker's age
-                        // counts from its latest write (both the safe side).
-                        match seen.entry(o.key.clone()) {
-                            std::collections::btree_map::Entry::Vacant(v) => {
-                                v.insert(o);
-                            }
-                            std::collections::btree_map::Entry::Occupied(mut e) => {
-                                if o.modified > e.get().modified {
-                                    e.get_mut().modified = o.modified;
-                                }
-                            }
-                        }
+                        crate::store::merge_newest(&mut seen, o);
                     }
                 }
                 // A member that lost its location holds nothing.

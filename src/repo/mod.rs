@@ -511,17 +511,7 @@ impl Repository {
             let shift = chrono::Duration::seconds(offsets.get(&l.store).copied().unwrap_or(0));
             for mut o in l.objects {
                 o.modified = o.modified.map(|t| t - shift);
-                match union.entry(o.key.clone()) {
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(o);
-                    }
-                    // The newest time: ages come out shortest (the safe side).
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        if o.modified > e.get().modified {
-                            e.get_mut().modified = o.modified;
-                        }
-                    }
-                }
+                crate::store::merge_newest(&mut union, o);
             }
         }
         Ok(union.into_values().collect())

@@ -112,6 +112,23 @@ pub(crate) fn no_credentials(scheme: &str) -> anyhow::Error {
     anyhow::Error::new(NoCredentials { cloud, hint })
 }
 
+/// Adds `o` to a union of listings keyed by name. Of several copies of one
+/// object the newest time is kept: a lock refreshed on some members only is
+/// still live, and a marker's age counts from its latest write (both the
+/// safe side for prune).
+pub fn merge_newest(union: &mut std::collections::BTreeMap<String, ObjectInfo>, o: ObjectInfo) {
+    match union.entry(o.key.clone()) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(o);
+        }
+        std::collections::btree_map::Entry::Occupied(mut e) => {
+            if o.modified > e.get().modified {
+                e.get_mut().modified = o.modified;
+            }
+        }
+    }
+}
+
 /// The location itself (local folder, bucket, container) is missing: a
 /// store that lost everything, as opposed to an empty one.
 #[derive(Debug, thiserror::Error)]
