@@ -98,6 +98,10 @@ pub struct Globals {
     pub password_command: Option<String>,
     /// `--listen`.
     pub listen: Option<SocketAddr>,
+    /// `--limit-upload` / STRATA_LIMIT_UPLOAD, bytes per second (over the config's).
+    pub limit_upload: Option<u64>,
+    /// `--limit-download` / STRATA_LIMIT_DOWNLOAD, bytes per second.
+    pub limit_download: Option<u64>,
 }
 
 /// A loaded and checked config.
@@ -141,6 +145,12 @@ pub fn load(path: &Path, g: &Globals, secrets: bool) -> Result<Settings> {
         },
     )?;
     ctx.password_command = g.password_command.clone();
+    if g.limit_upload.is_some() {
+        ctx.limit_upload = g.limit_upload;
+    }
+    if g.limit_download.is_some() {
+        ctx.limit_download = g.limit_download;
+    }
     if ctx.repo_url.as_deref().unwrap_or_default().is_empty() && ctx.pool.is_none() {
         bail!(
             "config file {shown}: no repository: set `url` in [repository], describe a [pool], or set STRATA_REPO"
@@ -255,7 +265,7 @@ fn probe(ctx: &Ctx, unlock: bool, init: bool, jobs: &[JobSpec], host: &str) -> P
             );
         }
         pool.rank_members(key);
-        Arc::new(pool)
+        ctx.throttled(Arc::new(pool))
     } else {
         match ctx.backend() {
             Ok(b) => {

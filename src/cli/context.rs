@@ -28,6 +28,10 @@ pub struct Ctx {
     pub repo_object_lock: Option<ObjectLockConfig>,
     /// The pool, when the config describes one and no URL overrides it.
     pub pool: Option<crate::pool::config::PoolConfig>,
+    /// Upload limit, bytes per second (`--limit-upload`, `[repository] limit_upload`).
+    pub limit_upload: Option<u64>,
+    /// Download limit, bytes per second.
+    pub limit_download: Option<u64>,
     /// Output mode.
     pub out: Output,
 }
@@ -61,6 +65,11 @@ pub struct RepositorySection {
     /// S3 Object Lock retention for every object written
     /// (`object_lock = { mode = "governance", days = 30 }`).
     pub object_lock: Option<ObjectLockConfig>,
+    /// Upload limit per second for the whole repository (`"2MiB"`); for a
+    /// pool, the total across its members.
+    pub limit_upload: Option<String>,
+    /// Download limit per second (`"10MiB"`).
+    pub limit_download: Option<String>,
 }
 
 /// Reads and parses a config file, naming the file, line and field on
@@ -148,9 +157,21 @@ impl Ctx {
                 ),
             }
         }
+        let shown = config.as_deref().unwrap_or(Path::new("")).display();
+        let rate = |v: &Option<String>, key: &str| -> Result<Option<u64>> {
+            v.as_deref()
+                .map(crate::store::throttle::parse_rate)
+                .transpose()
+                .map(Option::flatten)
+                .with_context(|| format!("config file {shown}: [repository] {key}"))
+        };
+        let limit_upload = rate(&file.repository.limit_upload, "limit_upload")?;
+        let limit_download = rate(&file.repository.limit_download, "limit_download")?;
         Ok(Ctx {
             repo_url,
             pool,
+            limit_upload,
+            limit_download,
             password_file: password_file.or(file.repository.password_file),
             password_command: None,
             repo_options: file.repository.options,
@@ -159,19 +180,32 @@ impl Ctx {
         })
     }
 
-    /// The storage backend of the repository.
+    /// The storage backend of the repository (with the bandwidth limits).
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         if let Some(p) = &self.pool {
             let pool = crate::pool::Pool::open(p)?;
             pool.rank_members(crate::repo::layout::CONFIG);
-            return Ok(Arc::new(pool));
+            return Ok(self.throttled(Arc::new(pool)));
         }
         let url = self.repo_url.as_deref().unwrap_or_default();
-        Ok(Arc::new(open_store(
+        Ok(self.throttled(Arc::new(open_store(
             url,
             &self.repo_options,
             self.repo_object_lock.as_ref(),
-        )?))
+        )?)))
+    }
+
+    /// `backend` held to the upload and download limits, if any are set
+    /// (for a pool: the total across its members).
+    pub fn throttled(&self, backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        if self.limit_upload.is_none() && self.limit_download.is_none() {
+            return backend;
+        }
+        Arc::new(crate::store::throttle::Throttled::new(
+            backend,
+            self.limit_upload,
+            self.limit_download,
+        ))
     }
 
     /// The password: password file, then password command, then

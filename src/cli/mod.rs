@@ -49,6 +49,17 @@ pub struct Cli {
         value_name = "COMMAND"
     )]
     password_command: Option<String>,
+    /// Upload limit per second for the whole repository, e.g. 2MiB (a pool: the total).
+    #[arg(long, global = true, env = "STRATA_LIMIT_UPLOAD", value_name = "RATE")]
+    limit_upload: Option<String>,
+    /// Download limit per second, e.g. 10MiB.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_LIMIT_DOWNLOAD",
+        value_name = "RATE"
+    )]
+    limit_download: Option<String>,
     /// Print one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
@@ -119,6 +130,19 @@ pub fn main() -> i32 {
         quiet: cli.quiet,
     };
     let password_command = cli.password_command;
+    let rate = |v: &Option<String>, flag: &str| {
+        v.as_deref()
+            .map(crate::store::throttle::parse_rate)
+            .transpose()
+            .map(Option::flatten)
+            .map_err(|e| e.context(format!("--{flag}")))
+    };
+    let limits = rate(&cli.limit_upload, "limit-upload")
+        .and_then(|up| Ok((up, rate(&cli.limit_download, "limit-download")?)));
+    let (limit_upload, limit_download) = match limits {
+        Ok(l) => l,
+        Err(e) => return finish(Err(e), out),
+    };
     // The agent reads (and re-reads) its config itself; a health check
     // needs no config at all.
     let command = match cli.command {
@@ -130,6 +154,8 @@ pub fn main() -> i32 {
                     password_file: cli.password_file,
                     password_command,
                     listen: None,
+                    limit_upload,
+                    limit_download,
                 },
                 verbose: cli.verbose,
                 quiet: cli.quiet,
@@ -143,6 +169,12 @@ pub fn main() -> i32 {
     let result = Ctx::new(cli.repo, cli.config, cli.password_file, out)
         .map(|mut ctx| {
             ctx.password_command = password_command;
+            if cli.limit_upload.is_some() {
+                ctx.limit_upload = limit_upload;
+            }
+            if cli.limit_download.is_some() {
+                ctx.limit_download = limit_download;
+            }
             ctx
         })
         .and_then(|ctx| match command {
