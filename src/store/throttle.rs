@@ -43,7 +43,7 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>> {
         }
     };
     let rate = (n * mult).round();
-    if !(rate >= 1.0 && rate < 1e15) {
+    if !(1.0..1e15).contains(&rate) {
         bail!("{text:?} is not a usable rate (at least 1 byte per second)");
     }
     Ok(Some(rate as u64))
