@@ -572,6 +572,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                     parent,
                     summary,
                     program_version: pv,
+                    original: None,
                 }
             },
         )
@@ -1061,6 +1062,7 @@ fn snapshot_duration_round_trips_exactly() {
             ..SnapshotSummary::default()
         },
         program_version: String::new(),
+        original: None,
     };
     let back = Snapshot::decode(&s.encode()).unwrap();
     assert_eq!(
@@ -1084,6 +1086,7 @@ fn snapshot_non_finite_duration_round_trips() {
         parent: None,
         summary: SnapshotSummary::default(),
         program_version: String::new(),
+        original: None,
     };
     s.summary.duration_s = f64::NAN;
     Snapshot::decode(&s.encode()).expect("snapshot with NaN duration decodes");

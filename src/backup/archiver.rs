@@ -281,6 +281,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         parent,
         summary,
         program_version: format!("strata {}", env!("CARGO_PKG_VERSION")),
+        original: None,
     };
     // The commit point: everything the snapshot references is durable now.
     // Heal lagging pool members first: it can take a while, and the lock

@@ -39,7 +39,7 @@ pub fn snapshots(ctx: &Ctx, args: SnapshotsArgs) -> Result<i32> {
             "message_type": "snapshot", "id": id.to_hex(), "short_id": id.short(),
             "time": s.time, "hostname": s.hostname, "username": s.username, "paths": s.paths,
             "tags": s.tags, "mode": s.mode, "parent": s.parent.map(|p| p.to_hex()),
-            "tree": s.tree.to_hex(), "summary": s.summary,
+            "tree": s.tree.to_hex(), "summary": s.summary, "original": s.original,
         }));
         ctx.out.line(format!(
             "{:<8}  {:<19}  {:<12}  {:<12}  {:<8}  {:>10}  {:<10}  {}",

@@ -4,6 +4,7 @@ mod agent;
 mod backup;
 mod check;
 pub mod context;
+mod copy;
 mod forget;
 mod init;
 mod inspect;
@@ -101,6 +102,9 @@ enum Command {
     Pool(pool::PoolArgs),
     /// Re-index packs whose index file was lost, remove damaged snapshots.
     Repair(repair::RepairArgs),
+    /// Copy snapshots from another repository (other password or provider)
+    /// into this one; deduplicated, resumable, the original id recorded.
+    Copy(copy::CopyArgs),
     /// Manage the passwords (key files) that open the repository.
     Key(key::KeyArgs),
     /// Run scheduled backups, prune and check as a long-running process,
@@ -189,6 +193,7 @@ pub fn main() -> i32 {
             Command::Stats(a) => inspect::stats(&ctx, a),
             Command::Pool(a) => pool::run(&ctx, a),
             Command::Repair(a) => repair::run(&ctx, a),
+            Command::Copy(a) => copy::run(&ctx, a),
             Command::Key(a) => key::run(&ctx, a),
             Command::Forget(a) => forget::forget(&ctx, a),
             Command::Prune(a) => forget::run_prune(&ctx, a),

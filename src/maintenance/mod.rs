@@ -2,6 +2,7 @@
 
 pub mod append_only;
 pub mod check;
+pub mod copy;
 pub mod forget;
 pub mod prune;
 pub mod repair;

@@ -223,6 +223,7 @@ mod tests {
             parent: None,
             summary: Default::default(),
             program_version: String::new(),
+            original: None,
         }
     }
 

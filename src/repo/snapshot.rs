@@ -78,6 +78,18 @@ pub struct Snapshot {
     /// strata version that wrote it.
     #[serde(default)]
     pub program_version: String,
+    /// Where `strata copy` took it from (absent for a snapshot made here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalSnapshot>,
+}
+
+/// The snapshot a copy was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginalSnapshot {
+    /// The source repository's id.
+    pub repository: String,
+    /// The snapshot's id there.
+    pub snapshot: Id,
 }
 
 impl Snapshot {
