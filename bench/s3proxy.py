@@ -56,6 +56,7 @@ class Stats:
     def reset(self):
         with self.lock:
             self.counts = {c: 0 for c in CLASSES}
+            self.storage_classes = {}
             self.bytes_up = 0
             self.bytes_down = 0
             self.started = time.time()
@@ -63,6 +64,12 @@ class Stats:
     def add(self, cls):
         with self.lock:
             self.counts[cls] += 1
+
+    def add_storage_class(self, folder, cls):
+        """Counts a write that asked for a storage class, by object folder."""
+        with self.lock:
+            key = f"{folder}:{cls}"
+            self.storage_classes[key] = self.storage_classes.get(key, 0) + 1
 
     def add_bytes(self, up=0, down=0):
         with self.lock:
@@ -75,6 +82,7 @@ class Stats:
             d["total"] = sum(self.counts.values())
             d["bytes_up"] = self.bytes_up
             d["bytes_down"] = self.bytes_down
+            d["storage_classes"] = dict(self.storage_classes)
             d["latency_ms"] = round(self.latency * 1000, 3)
             d["seconds"] = round(time.time() - self.started, 3)
             return d
@@ -130,6 +138,13 @@ def make_handler(stats, upstream):
             if path.startswith("/__proxy/"):
                 return self.admin(path, query)
             stats.add(classify(self.command, path, query))
+            storage_class = self.headers.get("x-amz-storage-class")
+            if storage_class and self.command in ("PUT", "POST"):
+                folders = ("data", "index", "snapshots", "keys", "locks",
+                           "deletions", "deleted", "config")
+                parts = path.strip("/").split("/")
+                folder = next((p for p in parts if p in folders), "other")
+                stats.add_storage_class(folder, storage_class)
             if stats.latency > 0:
                 time.sleep(stats.latency)
             body = self.read_body()

@@ -481,3 +481,61 @@ fn check_lists_incomplete_uploads_and_prune_aborts_the_old_ones() {
         .unwrap();
     assert_eq!(summary["incomplete_uploads"], 0, "{summary}");
 }
+
+/// `[repository] storage_class = { data = "STANDARD_IA" }`: packs are written
+/// with that class, index files and snapshots without; a cold tier is
+/// refused in one line before anything is written.
+#[test]
+fn storage_classes_apply_per_kind_of_object() {
+    let Some(s3) = s3_server() else { return };
+    let proxy = CountingProxy::start(&s3);
+    let (dir, pw) = scratch();
+    let prefix = unique("class");
+    let config = s3_config(dir.path(), &s3, &proxy.endpoint, &prefix);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "\n\n[repository.options]",
+        "\nstorage_class = { data = \"STANDARD_IA\" }\n\n[repository.options]",
+        1,
+    );
+    std::fs::write(&config, &text).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    random_file(&src.join("f"), 9, 1 << 20);
+    let run = |config: &Path, args: &[&str]| {
+        strata()
+            .arg("--config")
+            .arg(config)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(&config, &CHEAP_INIT), "init");
+    proxy.admin("reset");
+    assert_ok(&run(&config, &["backup", src.to_str().unwrap()]), "backup");
+    let c = proxy.admin("counts");
+    let classes = &c["storage_classes"];
+    assert!(
+        classes["data:STANDARD_IA"].as_u64().unwrap_or(0) >= 1,
+        "{c}"
+    );
+    assert!(classes.get("index:STANDARD_IA").is_none(), "{c}");
+    assert!(classes.get("snapshots:STANDARD_IA").is_none(), "{c}");
+    let target = dir.path().join("t");
+    assert_ok(
+        &run(
+            &config,
+            &["restore", "latest", "--target", target.to_str().unwrap()],
+        ),
+        "restore",
+    );
+
+    let cold = dir.path().join("cold.toml");
+    std::fs::write(&cold, text.replace("STANDARD_IA", "DEEP_ARCHIVE")).unwrap();
+    let out = run(&cold, &["snapshots"]);
+    assert!(!out.status.success());
+    let err = err_lines(&out);
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(err[0].contains("GLACIER_IR"), "{err:?}");
+}

@@ -32,6 +32,8 @@ pub struct Ctx {
     pub limit_upload: Option<u64>,
     /// Download limit, bytes per second.
     pub limit_download: Option<u64>,
+    /// S3 storage classes of the single store (`[repository] storage_class`).
+    pub repo_storage_class: crate::store::storage_class::StorageClasses,
     /// Output mode.
     pub out: Output,
 }
@@ -70,6 +72,9 @@ pub struct RepositorySection {
     pub limit_upload: Option<String>,
     /// Download limit per second (`"10MiB"`).
     pub limit_download: Option<String>,
+    /// S3 storage class per kind of object (`{ data = "STANDARD_IA" }`).
+    #[serde(default)]
+    pub storage_class: crate::store::storage_class::StorageClasses,
 }
 
 /// Reads and parses a config file, naming the file, line and field on
@@ -158,6 +163,13 @@ impl Ctx {
             }
         }
         let shown = config.as_deref().unwrap_or(Path::new("")).display();
+        if !file.repository.storage_class.is_empty() {
+            crate::store::storage_class::check(
+                repo_url.as_deref().unwrap_or_default(),
+                &file.repository.storage_class,
+            )
+            .with_context(|| format!("config file {shown}: [repository]"))?;
+        }
         let rate = |v: &Option<String>, key: &str| -> Result<Option<u64>> {
             v.as_deref()
                 .map(crate::store::throttle::parse_rate)
@@ -172,6 +184,7 @@ impl Ctx {
             pool,
             limit_upload,
             limit_download,
+            repo_storage_class: file.repository.storage_class,
             password_file: password_file.or(file.repository.password_file),
             password_command: None,
             repo_options: file.repository.options,
@@ -192,6 +205,7 @@ impl Ctx {
             url,
             &self.repo_options,
             self.repo_object_lock.as_ref(),
+            &self.repo_storage_class,
         )?)))
     }
 

@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, args: CopyArgs) -> Result<i32> {
         };
         options.insert(k.trim().to_string(), v.to_string());
     }
-    let source = crate::store::open_store(&args.from_repo, &options, None)
+    let source = crate::store::open_store(&args.from_repo, &options, None, &Default::default())
         .with_context(|| format!("source repository {}", args.from_repo))?;
     let password = PasswordSource {
         file: args.from_password_file.clone(),

@@ -48,6 +48,9 @@ pub struct MemberConfig {
     pub read_priority: u32,
     /// S3 Object Lock retention for every object written to this member.
     pub object_lock: Option<crate::store::ObjectLockConfig>,
+    /// S3 storage class per kind of object (`{ data = "STANDARD_IA" }`).
+    #[serde(default)]
+    pub storage_class: crate::store::storage_class::StorageClasses,
 }
 
 fn default_priority() -> u32 {
@@ -83,6 +86,8 @@ impl PoolConfig {
                 lock.check(&m.url)
                     .map_err(|e| anyhow::anyhow!("[[pool.members]] {:?}: {e}", m.name))?;
             }
+            crate::store::storage_class::check(&m.url, &m.storage_class)
+                .map_err(|e| anyhow::anyhow!("[[pool.members]] {:?}: {e}", m.name))?;
         }
         let n = self.members.len();
         let q = self.write_quorum.unwrap_or(n);

@@ -101,7 +101,7 @@ impl Pool {
         let write_quorum = cfg.validate()?;
         let mut members = Vec::new();
         for m in &cfg.members {
-            let backend = open_store(&m.url, &m.options, m.object_lock.as_ref())
+            let backend = open_store(&m.url, &m.options, m.object_lock.as_ref(), &m.storage_class)
                 .map_err(|e| anyhow!("pool member {}: {e:#}", m.name))?;
             members.push(Member {
                 name: m.name.clone(),

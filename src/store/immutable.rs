@@ -68,8 +68,16 @@ pub fn open_store(
     url: &str,
     options: &BTreeMap<String, String>,
     object_lock: Option<&ObjectLockConfig>,
+    storage_classes: &super::storage_class::StorageClasses,
 ) -> Result<ObjectBackend> {
+    super::storage_class::check(url, storage_classes)?;
+    if object_lock.is_some() && !storage_classes.is_empty() {
+        bail!(
+            "storage_class and object_lock cannot be combined yet (the Object Lock writer sets no class)"
+        );
+    }
     let mut backend = super::open_url(url, options)?;
+    backend.storage_classes = storage_classes.clone();
     if let Some(lock) = object_lock {
         lock.check(url)?;
         backend.locked = Some(LockedWriter::new(url, options, *lock)?);

@@ -10,6 +10,7 @@ mod object;
 #[cfg(feature = "object-lock")]
 mod s3lock;
 mod spool;
+pub mod storage_class;
 pub mod throttle;
 
 use std::ops::Range;

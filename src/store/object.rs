@@ -55,6 +55,8 @@ pub struct ObjectBackend {
     pub(super) locked: Option<super::immutable::LockedWriter>,
     /// Requests sent and how many failed (a missing object is no failure).
     counts: RequestCounter,
+    /// S3 storage class per kind of object (set by [`super::open_store`]).
+    pub(super) storage_classes: super::storage_class::StorageClasses,
     /// Stale spool files were swept (once per process, at the first spool).
     spool_swept: std::sync::Once,
 }
@@ -118,6 +120,7 @@ fn local(path: PathBuf, options: &BTreeMap<String, String>) -> Result<ObjectBack
         bucket: None,
         locked: None,
         counts: RequestCounter::default(),
+        storage_classes: Default::default(),
         spool_swept: std::sync::Once::new(),
     })
 }
@@ -231,6 +234,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
         bucket: Some(bucket_of),
         locked: None,
         counts: RequestCounter::default(),
+        storage_classes: Default::default(),
         spool_swept: std::sync::Once::new(),
     })
 }
@@ -301,8 +305,13 @@ async fn put_multipart(
     store: &dyn ObjectStore,
     path: &ObjPath,
     payload: PutPayload,
+    attributes: object_store::Attributes,
 ) -> object_store::Result<()> {
-    let upload = store.put_multipart(path).await?;
+    let opts = object_store::PutMultipartOptions {
+        attributes,
+        ..Default::default()
+    };
+    let upload = store.put_multipart_opts(path, opts).await?;
     // WriteMultipart gathers the pieces into parts of PART_SIZE.
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
     for bytes in payload.iter() {
@@ -397,10 +406,21 @@ impl ObjectBackend {
         }
         let path = ObjPath::from(key);
         let store = self.store_creating(true)?;
+        let mut attributes = object_store::Attributes::new();
+        if let Some(class) = super::storage_class::class_for(&self.storage_classes, key) {
+            attributes.insert(
+                object_store::Attribute::StorageClass,
+                class.to_string().into(),
+            );
+        }
         let result = if uses_multipart(payload.content_length(), self.local_root.is_some()) {
-            put_multipart(store.as_ref(), &path, payload).await
+            put_multipart(store.as_ref(), &path, payload, attributes).await
         } else {
-            store.put(&path, payload).await.map(|_| ())
+            let opts = object_store::PutOptions {
+                attributes,
+                ..Default::default()
+            };
+            store.put_opts(&path, payload, opts).await.map(|_| ())
         };
         result
             .map_err(|e| match e {
