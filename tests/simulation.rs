@@ -783,7 +783,7 @@ fn seeded_simulation_keeps_every_invariant() {
     let seeds: Vec<u64> = match env("STRATA_SIM_SEED") {
         Some(one) => vec![one],
         None => {
-            let n = env("STRATA_SIM_SEEDS").unwrap_or(12);
+            let n = env("STRATA_SIM_SEEDS").unwrap_or(16);
             let base = env("STRATA_SIM_BASE").unwrap_or(1);
             (base..base + n).collect()
         }
