@@ -96,10 +96,14 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         .collect();
     let stored = repo.list_packs()?;
     report.packs = stored.len();
+    // A pack deleted on purpose that a member still holds (a delete that
+    // failed there) is not lost data: indexing it again would make it live,
+    // and `pool repair` then finishes its deletion under the index.
+    let deleted = repo.deleted()?;
 
     let unindexed: Vec<(Id, u64)> = stored
         .into_iter()
-        .filter(|(p, _)| !indexed.contains(p))
+        .filter(|(p, _)| !indexed.contains(p) && !deleted.contains(&layout::pack(p)))
         .collect();
     report.unindexed = unindexed.len();
     let mut recovered: Vec<(Id, Vec<PackEntry>)> = Vec::new();
