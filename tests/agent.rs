@@ -526,3 +526,143 @@ fn shipped_configs_and_dockerfile_match_the_binary() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Paths in the latest snapshot below `root`, relative to it.
+fn snapshot_listing(env: &Env, config: &Path, root: &Path) -> Vec<String> {
+    let out = env.strata(config, &["--json", "ls", "latest"]);
+    assert_ok(&out, "ls");
+    let prefix = format!("{}/", root.display());
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["path"].as_str().map(str::to_string))
+        .filter_map(|p| p.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs the job once through `POST /jobs/NAME/run` and waits for it to end;
+/// returns the agent's log.
+fn run_once(env: &Env, config: &Path, port: u16, job: &str) -> String {
+    let agent = env.spawn_agent(config);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+    let (status, body) = http(port, "POST", &format!("/jobs/{job}/run"), Some(TOKEN)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let sel = format!("job=\"{job}\"");
+    wait_for("the run to end", Duration::from_secs(60), || {
+        let (_, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+        let runs = metric(&body, "strata_job_runs_total", &sel)?;
+        let running = metric(&body, "strata_job_running", &sel)?;
+        (runs >= 1.0 && running == 0.0).then_some(())
+    });
+    sigterm(&agent);
+    let (code, _, log) = wait_exit(agent, Duration::from_secs(25));
+    assert_eq!(code, Some(0), "exit code; log:\n{log}");
+    log
+}
+
+#[test]
+fn job_exclude_keys_parse_and_apply() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let data = env.path("data");
+    for (rel, bytes) in [
+        ("keep.txt", &b"kept"[..]),
+        ("skip.tmp", b"pattern from the exclude file"),
+        ("tagged/.nobackup", b""),
+        ("tagged/file", b"in a tagged directory"),
+        (
+            "cache/CACHEDIR.TAG",
+            b"Signature: 8a477f597d28d172789f06886806bc55\n",
+        ),
+        ("cache/blob", b"cached"),
+        ("big.bin", &[7u8; 2048]),
+        ("sub/small.bin", &[8u8; 1000]),
+    ] {
+        let p = data.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let ex = env.path("excludes.txt");
+    std::fs::write(&ex, "# temporary files\n*.tmp\n\n").unwrap();
+    let port = free_port();
+    let job = format!(
+        "[[jobs]]\nname = \"vol\"\npaths = [{data:?}]\nschedule = \"0 0 1 1 *\"\nexclude_file = {ex:?}\nexclude_if_present = \".nobackup\"\nexclude_caches = true\none_file_system = true\nexclude_larger_than = \"1KiB\"\n",
+        data = data.to_str().unwrap(),
+        ex = ex.to_str().unwrap(),
+    );
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        &job,
+    );
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_ok(&out, "--check-config");
+
+    // Bad values are refused at --check-config, naming line and field.
+    let good = std::fs::read_to_string(&config).unwrap();
+    let line_of = |key: &str| {
+        good.lines()
+            .position(|l| l.starts_with(key))
+            .map(|i| format!("line {}", i + 1))
+            .unwrap()
+    };
+    for (what, text, needles) in [
+        (
+            "bad size",
+            good.replace("\"1KiB\"", "\"huge\""),
+            vec![line_of("exclude_larger_than"), "invalid size".into()],
+        ),
+        (
+            "missing exclude file",
+            good.replace("excludes.txt", "no-such-file"),
+            vec!["exclude_file".into(), "cannot read exclude file".into()],
+        ),
+        (
+            "bad tag name",
+            good.replace("\".nobackup\"", "[\"a/b\"]"),
+            vec!["exclude_if_present".into()],
+        ),
+        (
+            "wrong type",
+            good.replace("exclude_caches = true", "exclude_caches = \"yes\""),
+            vec![line_of("exclude_caches"), "bool".into()],
+        ),
+    ] {
+        let bad = env.path("bad.toml");
+        std::fs::write(&bad, &text).unwrap();
+        let out = env
+            .cmd()
+            .args(["agent", "--check-config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        for n in &needles {
+            assert!(err.contains(n.as_str()), "{what}: {n:?} not in {err}");
+        }
+    }
+
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    let log = run_once(&env, &config, port, "vol");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+    assert_eq!(
+        snapshot_listing(&env, &config, &data),
+        vec!["keep.txt", "sub", "sub/small.bin"]
+    );
+    let out = env.strata(&config, &["--json", "snapshots"]);
+    assert_ok(&out, "snapshots");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"excluded\":4"), "{text}");
+}

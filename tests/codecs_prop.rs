@@ -527,7 +527,7 @@ fn finite_f64() -> impl Strategy<Value = f64> {
 }
 
 fn summary() -> impl Strategy<Value = SnapshotSummary> {
-    (any::<[u64; 7]>(), finite_f64()).prop_map(|(n, duration_s)| SnapshotSummary {
+    (any::<[u64; 8]>(), finite_f64()).prop_map(|(n, duration_s)| SnapshotSummary {
         files_new: n[0],
         files_changed: n[1],
         files_unmodified: n[2],
@@ -535,6 +535,7 @@ fn summary() -> impl Strategy<Value = SnapshotSummary> {
         bytes_read: n[4],
         total_bytes: n[5],
         data_added: n[6],
+        excluded: n[7],
         duration_s,
     })
 }

@@ -276,6 +276,7 @@ impl Sim {
                     tags: Vec::new(),
                     host: self.clients[c].name.clone(),
                     excludes: Vec::new(),
+                    filters: Default::default(),
                     threads: 1,
                     uploads: 1,
                     progress: Arc::default(),

@@ -169,7 +169,8 @@ fn backup(
         mode: job.mode,
         tags: job.tags.clone(),
         host: host.to_string(),
-        excludes: job.excludes.clone(),
+        excludes: job.exclude_patterns()?,
+        filters: job.filters(),
         threads: job.threads.unwrap_or_else(default_threads),
         uploads: job
             .uploads

@@ -17,10 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use globset::{Glob, GlobSet, GlobSetBuilder};
-
+use super::excludes::{Excludes, Filters, Verdict};
 use super::saver::Saver;
 use super::sparse::{self, Extent, RangeReader};
 use crate::chunker::Chunker;
@@ -33,6 +30,8 @@ use crate::repo::markers::load_markers;
 use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotSummary};
 use crate::repo::tree::{Node, NodeKind, RawName, Tree};
 use crate::repo::{ObjectKind, Repository};
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 /// What to back up.
 pub enum Source {
@@ -65,6 +64,8 @@ pub struct BackupOptions {
     /// Glob patterns to leave out: a pattern without `/` matches a name at any
     /// depth, one with `/` matches the absolute path.
     pub excludes: Vec<String>,
+    /// The other exclude rules (tag files, caches, file systems, sizes).
+    pub filters: Filters,
     /// Reader/chunker threads (and as many compress/encrypt threads).
     pub threads: usize,
     /// Concurrent pack uploads.
@@ -99,6 +100,7 @@ struct Counters {
     dirs: AtomicU64,
     bytes_read: AtomicU64,
     total_bytes: AtomicU64,
+    excluded: AtomicU64,
 }
 
 struct Shared {
@@ -220,7 +222,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
             let parent_root = parent
                 .as_ref()
                 .and_then(|(_, snap)| repo.load_tree(&shared.index, &snap.tree).ok());
-            let excludes = build_excludes(&opts.excludes)?;
+            let excludes = Excludes::new(&opts.excludes, &opts.filters)?;
             let scan_done = Arc::new(AtomicBool::new(false));
             let scan = opts.scan_totals.then(|| {
                 let (paths, excludes) = (paths.clone(), excludes.clone());
@@ -228,7 +230,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
                 std::thread::spawn(move || {
                     let (mut files, mut bytes) = (0, 0);
                     for p in &paths {
-                        if !scan_totals(&done, p, true, &excludes, &mut files, &mut bytes) {
+                        if !scan_totals(&done, p, true, &excludes, None, &mut files, &mut bytes) {
                             return;
                         }
                     }
@@ -266,6 +268,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         dirs: c.dirs.load(Ordering::Relaxed),
         bytes_read: c.bytes_read.load(Ordering::Relaxed),
         total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        excluded: c.excluded.load(Ordering::Relaxed),
         data_added: totals.stored_added,
         duration_s: started.elapsed().as_secs_f64(),
     };
@@ -332,13 +335,15 @@ fn choose_parent(
 }
 
 /// Adds up the regular files under `path` for the progress display's totals
-/// (`named`: a path the user gave, followed if it is a symlink); false when
-/// the backup finished first.
+/// (`named`: a path the user gave, followed if it is a symlink; `dir_dev`:
+/// the device of the directory it is in); false when the backup finished
+/// first.
 fn scan_totals(
     done: &AtomicBool,
     path: &Path,
     named: bool,
-    excludes: &GlobSet,
+    excludes: &Excludes,
+    dir_dev: Option<u64>,
     files: &mut u64,
     bytes: &mut u64,
 ) -> bool {
@@ -352,34 +357,26 @@ fn scan_totals(
     let Ok(meta) = meta else {
         return true;
     };
+    if !named && excludes.by_meta(path, &meta, dir_dev) != Verdict::Keep {
+        return true;
+    }
     if meta.is_file() {
         *files += 1;
         *bytes += meta.len();
     } else if meta.is_dir()
         && let Ok(entries) = std::fs::read_dir(path)
     {
+        let dev = Some(meta.dev());
         for e in entries.flatten() {
             let child = e.path();
-            if !excluded(excludes, &child)
-                && !scan_totals(done, &child, false, excludes, files, bytes)
+            if !excludes.by_name(&child)
+                && !scan_totals(done, &child, false, excludes, dev, files, bytes)
             {
                 return false;
             }
         }
     }
     true
-}
-
-fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).with_context(|| format!("bad --exclude pattern {p:?}"))?);
-    }
-    Ok(b.build()?)
-}
-
-fn excluded(set: &GlobSet, path: &Path) -> bool {
-    !set.is_empty() && (set.is_match(path) || path.file_name().is_some_and(|n| set.is_match(n)))
 }
 
 /// Makes paths absolute and lexically normal, checks they exist, and keeps
@@ -462,7 +459,7 @@ fn walk_sources(
     shared: &Arc<Shared>,
     paths: &[PathBuf],
     parent_root: Option<Arc<Tree>>,
-    excludes: &GlobSet,
+    excludes: &Excludes,
     threads: usize,
 ) -> Result<Option<Id>> {
     let (file_tx, file_rx) = bounded::<FileJob>(threads * 4);
@@ -527,7 +524,7 @@ struct Walker {
     shared: Arc<Shared>,
     file_tx: Sender<FileJob>,
     dir_tx: Sender<DirJob>,
-    excludes: GlobSet,
+    excludes: Excludes,
 }
 
 impl Walker {
@@ -536,6 +533,15 @@ impl Walker {
         self.shared.counters.dirs.fetch_add(1, Ordering::Relaxed);
         let _ = self.dir_tx.send(DirJob { nodes, reply });
         rx
+    }
+
+    /// Counts an entry an exclude rule left out, and names it at debug level.
+    fn exclude(&self, path: &Path, why: &str) {
+        self.shared
+            .counters
+            .excluded
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("excluded {}: {why}", path.display());
     }
 
     fn parent_subtree(&self, parent: Option<&Node>) -> Option<Arc<Tree>> {
@@ -623,6 +629,10 @@ impl Walker {
                 .warn(format!("{}: cannot list directory: {e}", path.display())),
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let dir_dev = match self.excludes.wants_device() {
+            true => std::fs::metadata(path).ok().map(|m| m.dev()),
+            false => None,
+        };
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(&name);
@@ -631,7 +641,8 @@ impl Walker {
                 nodes.extend(self.virtual_entry(&child, &name, v, parent_node, true));
                 continue;
             }
-            if excluded(&self.excludes, &child) {
+            if self.excludes.by_name(&child) {
+                self.exclude(&child, "matches an exclude pattern");
                 continue;
             }
             let meta = match std::fs::symlink_metadata(&child) {
@@ -641,6 +652,26 @@ impl Walker {
                     continue;
                 }
             };
+            match self.excludes.by_meta(&child, &meta, dir_dev) {
+                Verdict::Keep => {}
+                Verdict::Skip(why) => {
+                    self.exclude(&child, why);
+                    continue;
+                }
+                Verdict::MountPoint => {
+                    // Kept as an empty directory, so a restore recreates
+                    // the mount point.
+                    self.exclude(
+                        &child,
+                        "another file system (recorded as an empty directory)",
+                    );
+                    nodes.push(Pending::Dir(
+                        node_from(&name, &meta),
+                        self.submit(Vec::new()),
+                    ));
+                    continue;
+                }
+            }
             nodes.extend(self.entry(&child, &name, &meta, parent_node, false));
         }
         self.submit(nodes)

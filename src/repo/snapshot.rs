@@ -44,6 +44,10 @@ pub struct SnapshotSummary {
     pub bytes_read: u64,
     /// Total size of the files in the snapshot.
     pub total_bytes: u64,
+    /// Entries (files, directories, ...) exclude rules left out; a left-out
+    /// directory counts once. Absent in snapshots of older versions.
+    #[serde(default)]
+    pub excluded: u64,
     /// Bytes added to the repository (after dedup and compression).
     pub data_added: u64,
     /// Wall time of the backup in seconds.
