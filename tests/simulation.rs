@@ -277,6 +277,7 @@ impl Sim {
                     host: self.clients[c].name.clone(),
                     excludes: Vec::new(),
                     filters: Default::default(),
+                    compression: Default::default(),
                     threads: 1,
                     uploads: 1,
                     progress: Arc::default(),

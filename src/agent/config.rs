@@ -182,6 +182,9 @@ pub struct JobConfig {
     pub one_file_system: bool,
     /// Leave out files larger than this (`"10MiB"`, or a number of bytes).
     pub exclude_larger_than: Option<Size>,
+    /// Compression of new data (default: `[repository] compression`, else
+    /// the repository's level).
+    pub compression: Option<crate::backup::CompressionSetting>,
     /// When to run.
     pub schedule: Schedule,
     /// Up to this much random delay per run.
@@ -632,6 +635,11 @@ schedule = "0 * * * *"
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[1].snapshot_paths(), vec!["/app.dump".to_string()]);
         assert_eq!(jobs[0].retention.as_ref().unwrap().policy().last, 10);
+        let f = parse(&GOOD.replace("jitter = \"1m\"", "compression = \"max\"")).unwrap();
+        assert_eq!(
+            f.jobs.unwrap()[0].compression,
+            Some(crate::backup::CompressionSetting::Max)
+        );
     }
 
     fn error_of(text: &str) -> String {
@@ -661,6 +669,12 @@ schedule = "0 * * * *"
         assert!(error_of(&empty_retention).contains("retention"));
         let bad_pct = GOOD.replace("\"5%\"", "\"150%\"");
         assert!(error_of(&bad_pct).contains("percentage"));
+        let bad_compression = GOOD.replace("jitter = \"1m\"", "compression = \"best\"");
+        let e = error_of(&bad_compression);
+        assert!(
+            e.contains("line 22") && e.contains("invalid compression"),
+            "{e}"
+        );
     }
 
     #[test]

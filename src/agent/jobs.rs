@@ -136,7 +136,7 @@ pub fn run(
     let result = ctx
         .open_on(backend.clone())
         .and_then(|repo| match &spec.task {
-            Task::Backup(job) => backup(&repo, job, host, cancel),
+            Task::Backup(job) => backup(&repo, job, host, cancel, ctx.compression),
             Task::Prune(p) => run_prune(&repo, p),
             Task::Check(c) => run_check(&repo, c),
         });
@@ -155,6 +155,7 @@ fn backup(
     job: &JobConfig,
     host: &str,
     cancel: &Arc<AtomicBool>,
+    compression: Option<crate::backup::CompressionSetting>,
 ) -> Result<Outcome> {
     let source = match &job.command {
         Some(cmd) => Source::Stdin {
@@ -171,6 +172,7 @@ fn backup(
         host: host.to_string(),
         excludes: job.exclude_patterns()?,
         filters: job.filters(),
+        compression: job.compression.or(compression).unwrap_or_default(),
         threads: job.threads.unwrap_or_else(default_threads),
         uploads: job
             .uploads

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::compression::CompressionSetting;
 use super::excludes::{Excludes, Filters, Verdict};
 use super::saver::Saver;
 use super::sparse::{self, Extent, RangeReader};
@@ -27,7 +28,7 @@ use crate::repo::blob::BlobType;
 use crate::repo::index::Index;
 use crate::repo::lock::Lock;
 use crate::repo::markers::load_markers;
-use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotSummary};
+use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotCompression, SnapshotSummary};
 use crate::repo::tree::{Node, NodeKind, RawName, Tree};
 use crate::repo::{ObjectKind, Repository};
 use anyhow::{Context, Result, bail};
@@ -66,6 +67,8 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     /// The other exclude rules (tag files, caches, file systems, sizes).
     pub filters: Filters,
+    /// How new blobs are compressed (recorded in the snapshot).
+    pub compression: CompressionSetting,
     /// Reader/chunker threads (and as many compress/encrypt threads).
     pub threads: usize,
     /// Concurrent pack uploads.
@@ -187,7 +190,14 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         .collect();
     let index = Arc::new(repo.load_index_without(&doomed)?);
     let threads = opts.threads.max(1);
-    let saver = Saver::start(repo.clone(), index.clone(), threads, opts.uploads.max(1));
+    let level = opts.compression.level(repo.config().compression_level);
+    let saver = Saver::start_with_level(
+        repo.clone(),
+        index.clone(),
+        threads,
+        opts.uploads.max(1),
+        level,
+    );
     let shared = Arc::new(Shared {
         repo: repo.clone(),
         index,
@@ -271,6 +281,10 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         excluded: c.excluded.load(Ordering::Relaxed),
         data_added: totals.stored_added,
         duration_s: started.elapsed().as_secs_f64(),
+        compression: Some(SnapshotCompression {
+            setting: opts.compression.to_string(),
+            level,
+        }),
     };
     let snapshot = Snapshot {
         time,

@@ -8,7 +8,9 @@ use clap::Args;
 use super::context::{Ctx, default_threads};
 use std::sync::Arc;
 
-use crate::backup::{BackupOptions, Filters, Source, read_exclude_file, run_backup};
+use crate::backup::{
+    BackupOptions, CompressionSetting, Filters, Source, read_exclude_file, run_backup,
+};
 use crate::error::exit;
 use crate::repo::snapshot::BackupMode;
 use crate::report::{bytes, rate};
@@ -47,6 +49,11 @@ pub struct BackupArgs {
     /// are recorded as empty directories.
     #[arg(long)]
     one_file_system: bool,
+    /// Compression of new data: off, fastest, default (the repository's
+    /// level), max, or a zstd level from -7 to 22 (default: [repository]
+    /// compression in the config file, else default).
+    #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
+    compression: Option<CompressionSetting>,
     /// Leave out files larger than SIZE (e.g. 10MiB, 500k, 2GB).
     #[arg(long, value_name = "SIZE", value_parser = crate::report::parse_size)]
     exclude_larger_than: Option<u64>,
@@ -120,6 +127,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         host: args.host.unwrap_or_else(crate::sysinfo::hostname),
         excludes,
         filters,
+        compression: args.compression.or(ctx.compression).unwrap_or_default(),
         threads: args.threads.unwrap_or_else(default_threads),
         uploads: args
             .uploads
@@ -154,6 +162,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         "parent": parent,
         "warnings": report.warnings.len(),
         "excluded": s.excluded,
+        "compression": s.compression,
     }));
     ctx.out.line(format!(
         "files: {} new, {} changed, {} unmodified; {} directories",

@@ -26,6 +26,8 @@ pub struct Ctx {
     pub repo_options: std::collections::BTreeMap<String, String>,
     /// S3 Object Lock retention for every object written, from the config.
     pub repo_object_lock: Option<ObjectLockConfig>,
+    /// `[repository] compression`: the default of `backup --compression`.
+    pub compression: Option<crate::backup::CompressionSetting>,
     /// The pool, when the config describes one and no URL overrides it.
     pub pool: Option<crate::pool::config::PoolConfig>,
     /// Output mode.
@@ -61,6 +63,9 @@ pub struct RepositorySection {
     /// S3 Object Lock retention for every object written
     /// (`object_lock = { mode = "governance", days = 30 }`).
     pub object_lock: Option<ObjectLockConfig>,
+    /// Default compression of backups (`off`, `fastest`, `default`, `max`
+    /// or a zstd level).
+    pub compression: Option<crate::backup::CompressionSetting>,
 }
 
 /// Reads and parses a config file, naming the file, line and field on
@@ -146,6 +151,7 @@ impl Ctx {
             password_command: None,
             repo_options: file.repository.options,
             repo_object_lock: file.repository.object_lock,
+            compression: file.repository.compression,
             out,
         })
     }
