@@ -455,7 +455,11 @@ fn bad_configs_are_refused_at_start_naming_line_and_field() {
     for (what, text, needles) in cases {
         let cfg = env.path("bad.toml");
         std::fs::write(&cfg, &text).unwrap();
-        for args in [vec!["agent", "--config"], vec!["agent", "--check-config"]] {
+        for args in [
+            vec!["agent", "--config"],
+            vec!["agent", "--check-config"],
+            vec!["agent", "--check-config", "--config"],
+        ] {
             if what.contains("password") && args[1] == "--check-config" {
                 continue; // secrets are only needed to start
             }
@@ -665,4 +669,78 @@ fn job_exclude_keys_parse_and_apply() {
     assert_ok(&out, "snapshots");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"excluded\":4"), "{text}");
+}
+
+/// `--check-config` alone checks the file of `--config` or STRATA_CONFIG.
+#[test]
+fn check_config_takes_the_file_of_config() {
+    let env = Env::new();
+    let config = env.write_config(
+        "agent.toml",
+        &format!(
+            "[repository]\nurl = {:?}",
+            env.path("repo").to_str().unwrap()
+        ),
+        free_port(),
+        "[[jobs]]\nname = \"vol\"\npaths = [\"/tmp\"]\nschedule = \"0 0 1 1 *\"\n",
+    );
+    let runs: [(&str, Vec<&str>, bool); 3] = [
+        (
+            "--config F --check-config",
+            vec!["agent", "--config", "F", "--check-config"],
+            false,
+        ),
+        (
+            "--check-config --config F",
+            vec!["agent", "--check-config", "--config", "F"],
+            false,
+        ),
+        (
+            "STRATA_CONFIG=F --check-config",
+            vec!["agent", "--check-config"],
+            true,
+        ),
+    ];
+    for (what, args, by_env) in runs {
+        let mut c = env.cmd();
+        for a in &args {
+            match *a {
+                "F" => c.arg(&config),
+                a => c.arg(a),
+            };
+        }
+        if by_env {
+            c.env("STRATA_CONFIG", &config);
+        }
+        let out = c.output().unwrap();
+        assert_ok(&out, what);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("is valid") && text.contains("job vol"),
+            "{what}: {text}"
+        );
+    }
+    // Neither: one line saying what to give.
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--check-config FILE") && err.contains("--config"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A broken file given by --config is refused by --check-config alone.
+    std::fs::write(&config, "[[jobs]]\nname = \"x\"\npathz = []\n").unwrap();
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pathz"));
 }

@@ -222,7 +222,8 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
                     None
                 }
             };
-            (vec![format!("/{name}")], root, opts.mode, None)
+            // No parent, everything read: a full backup whatever the mode.
+            (vec![format!("/{name}")], root, BackupMode::Full, None)
         }
         Source::Paths(paths) => {
             let paths = normalize_paths(&paths)?;
@@ -315,8 +316,10 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
     })
 }
 
-/// Picks the parent snapshot for the mode; a differential backup without any
-/// full snapshot to refer to becomes a full one.
+/// Picks the parent snapshot for the mode. A backup that finds no parent
+/// reads everything, so it is recorded as `full`: the first backup of a set
+/// of paths, and a differential one without any full snapshot to refer to
+/// (later differential backups then find it).
 fn choose_parent(
     repo: &Repository,
     mode: BackupMode,
@@ -341,11 +344,16 @@ fn choose_parent(
         BackupMode::Differential => candidates.rfind(|(_, s)| s.mode == BackupMode::Full),
         _ => candidates.next_back(),
     };
-    if mode == BackupMode::Differential && parent.is_none() {
-        tracing::info!("no full snapshot of these paths on this host yet; taking a full backup");
-        return Ok((BackupMode::Full, None));
+    match (mode, &parent) {
+        (BackupMode::Differential, None) => {
+            tracing::info!(
+                "no full snapshot of these paths on this host yet; taking a full backup"
+            );
+            Ok((BackupMode::Full, None))
+        }
+        (_, None) => Ok((BackupMode::Full, None)),
+        _ => Ok((mode, parent)),
     }
-    Ok((mode, parent))
 }
 
 /// Adds up the regular files under `path` for the progress display's totals
