@@ -744,3 +744,185 @@ fn check_config_takes_the_file_of_config() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pathz"));
 }
+
+/// Starts the agent, runs each job once through `POST /jobs/NAME/run`,
+/// waits for all to end, stops the agent; returns its log.
+fn run_jobs(env: &Env, config: &Path, port: u16, jobs: &[&str]) -> String {
+    let agent = env.spawn_agent(config);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+    for job in jobs {
+        let (status, body) = http(port, "POST", &format!("/jobs/{job}/run"), Some(TOKEN)).unwrap();
+        assert_eq!(status, 202, "{job}: {body}");
+    }
+    wait_for("the runs to end", Duration::from_secs(60), || {
+        let (_, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+        jobs.iter()
+            .all(|job| {
+                let sel = format!("job=\"{job}\"");
+                metric(&body, "strata_job_runs_total", &sel) >= Some(1.0)
+                    && metric(&body, "strata_job_running", &sel) == Some(0.0)
+            })
+            .then_some(())
+    });
+    sigterm(&agent);
+    let (code, _, log) = wait_exit(agent, Duration::from_secs(25));
+    assert_eq!(code, Some(0), "exit code; log:\n{log}");
+    log
+}
+
+#[test]
+fn hooks_run_in_order_with_their_environment_and_failures() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f.txt"), b"hooked").unwrap();
+    let (m, m2) = (env.path("m"), env.path("m2"));
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::create_dir_all(&m2).unwrap();
+    let (ms, m2s, ds) = (
+        m.to_str().unwrap(),
+        m2.to_str().unwrap(),
+        data.to_str().unwrap(),
+    );
+    let port = free_port();
+    let jobs = format!(
+        r#"[[jobs]]
+name = "vol"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+hook_timeout = "20s"
+hooks = {{ before = [["sh", "-c", "echo before $STRATA_JOB $STRATA_STATUS >> {ms}/order"]], after = [["sh", "-c", "echo after $STRATA_STATUS $STRATA_SNAPSHOT_ID >> {ms}/order; cp \"$STRATA_SUMMARY_FILE\" {ms}/summary.json; echo \"$STRATA_SUMMARY_FILE\" > {ms}/path; echo hook-says-hello; echo hook-complains >&2"]], on_failure = [["sh", "-c", "echo on_failure >> {ms}/order"]] }}
+
+[[jobs]]
+name = "bad"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+hooks = {{ before = [["sh", "-c", "echo before >> {m2s}/order; exit 3"], ["sh", "-c", "echo second-before >> {m2s}/order"]], after = [["sh", "-c", "echo after >> {m2s}/order"]], on_failure = [["sh", "-c", "echo on_failure $STRATA_STATUS .$STRATA_SNAPSHOT_ID. >> {m2s}/order; cp \"$STRATA_SUMMARY_FILE\" {m2s}/fail.json"], ["sh", "-c", "echo second-on_failure >> {m2s}/order"]] }}
+
+[[jobs]]
+name = "slow"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+hook_timeout = "1s"
+hooks = {{ before = [["sh", "-c", "sleep 30"]], on_failure = [["sh", "-c", "echo on_failure >> {m2s}/slow"]] }}
+"#
+    );
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        &jobs,
+    );
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_ok(&out, "--check-config");
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    let started = Instant::now();
+    let log = run_jobs(&env, &config, port, &["vol", "bad", "slow"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the timeout did not stop the hook"
+    );
+
+    // One snapshot: from "vol"; "bad" and "slow" never ran their backups.
+    let out = env.strata(&config, &["--json", "snapshots"]);
+    assert_ok(&out, "snapshots");
+    let snaps: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["message_type"] == "snapshot")
+        .collect();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let id = snaps[0]["id"].as_str().unwrap().to_string();
+
+    // Success: before, then after with the status and snapshot id.
+    let order = std::fs::read_to_string(m.join("order")).unwrap();
+    assert_eq!(order, format!("before vol running\nafter success {id}\n"));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["job"], "vol", "{summary}");
+    assert_eq!(summary["status"], "success", "{summary}");
+    assert_eq!(summary["snapshot_id"], id.as_str(), "{summary}");
+    assert_eq!(summary["figures"]["files_new"], 1, "{summary}");
+    assert!(summary["error"].is_null(), "{summary}");
+    let path = std::fs::read_to_string(m.join("path")).unwrap();
+    assert!(
+        !path.trim().is_empty() && !Path::new(path.trim()).exists(),
+        "summary file left: {path}"
+    );
+    // Hook output is in the agent's log.
+    assert!(
+        log.contains("hook-says-hello") && log.contains("hook-complains"),
+        "{log}"
+    );
+
+    // A failing before hook: no more before hooks, no backup, no after
+    // hooks; every on_failure hook runs, told about the failure.
+    let order = std::fs::read_to_string(m2.join("order")).unwrap();
+    assert_eq!(order, "before\non_failure failure ..\nsecond-on_failure\n");
+    let fail: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m2.join("fail.json")).unwrap()).unwrap();
+    assert_eq!(fail["status"], "failure", "{fail}");
+    assert!(fail["snapshot_id"].is_null(), "{fail}");
+    let err = fail["error"].as_str().unwrap();
+    assert!(
+        err.contains("before hook 1") && err.contains("exit status: 3"),
+        "{err}"
+    );
+
+    // A hook past its timeout is killed and fails the run.
+    assert_eq!(
+        std::fs::read_to_string(m2.join("slow")).unwrap(),
+        "on_failure\n"
+    );
+    assert!(log.contains("hook_timeout"), "{log}");
+
+    // Bad hooks are refused at --check-config.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let bad = env.path("bad.toml");
+    for (what, broken, needle) in [
+        (
+            "empty hook",
+            text.replacen("[[\"sh\", \"-c\", \"sleep 30\"]]", "[[]]", 1),
+            "hooks.before",
+        ),
+        (
+            "shell string",
+            text.replacen("[[\"sh\", \"-c\", \"sleep 30\"]]", "[\"sleep 30\"]", 1),
+            "line",
+        ),
+        (
+            "unknown stage",
+            text.replacen(
+                "on_failure = [[\"sh\", \"-c\", \"echo on_failure >> ",
+                "on_error = [[\"sh\", \"-c\", \"echo on_failure >> ",
+                1,
+            ),
+            "on_error",
+        ),
+        (
+            "zero timeout",
+            text.replacen("hook_timeout = \"1s\"", "hook_timeout = \"0s\"", 1),
+            "hook_timeout",
+        ),
+    ] {
+        assert_ne!(broken, text, "{what}: no change");
+        std::fs::write(&bad, &broken).unwrap();
+        let out = env
+            .cmd()
+            .args(["agent", "--check-config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {needle:?} not in {err}");
+    }
+}

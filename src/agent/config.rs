@@ -60,6 +60,10 @@ pub struct AgentConfig {
     pub prune: Option<PruneJob>,
     /// Scheduled `check --read-data-subset`.
     pub check: Option<CheckJob>,
+    /// Notifications after runs (`[[agent.notify]]`, see
+    /// [`notify`](super::notify)).
+    #[serde(default)]
+    pub notify: Vec<super::notify::NotifyConfig>,
 }
 
 /// A socket address, checked when the config is read.
@@ -185,6 +189,11 @@ pub struct JobConfig {
     /// Compression of new data (default: `[repository] compression`, else
     /// the repository's level).
     pub compression: Option<crate::backup::CompressionSetting>,
+    /// Commands run before and after each run, and when it fails (see
+    /// [`hooks`](super::hooks)).
+    pub hooks: Option<super::hooks::Hooks>,
+    /// How long each hook may run (default 5m).
+    pub hook_timeout: Option<ConfigDuration>,
     /// When to run.
     pub schedule: Schedule,
     /// Up to this much random delay per run.
@@ -472,6 +481,14 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<()> {
                 )));
             }
         }
+        if let Some(h) = &job.hooks
+            && let Err(e) = h.validate()
+        {
+            return Err(at(e));
+        }
+        if job.hook_timeout.is_some_and(|t| t.0.is_zero()) {
+            return Err(at("field `hook_timeout` must be more than 0s".into()));
+        }
         if job.threads == Some(0) {
             return Err(at("field `threads` must be at least 1".into()));
         }
@@ -493,6 +510,23 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<()> {
     {
         let line = key_line(text, "agent", "host").unwrap_or(0);
         bail!("line {line}, [agent]: field `host` must not be empty");
+    }
+    if let Some(a) = &file.agent {
+        let mut names: Vec<String> = jobs.iter().map(|j| j.name().to_string()).collect();
+        names.extend(a.prune.as_ref().map(|_| "prune".to_string()));
+        names.extend(a.check.as_ref().map(|_| "check".to_string()));
+        let headers: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim().replace(' ', "").starts_with("[[agent.notify]]"))
+            .map(|(i, _)| i + 1)
+            .collect();
+        for (i, n) in a.notify.iter().enumerate() {
+            if let Err(e) = n.validate(&names) {
+                let line = headers.get(i).copied().unwrap_or(0);
+                bail!("line {line}, [[agent.notify]] entry {}: {e}", i + 1);
+            }
+        }
     }
     Ok(())
 }
