@@ -926,3 +926,267 @@ hooks = {{ before = [["sh", "-c", "sleep 30"]], on_failure = [["sh", "-c", "echo
         assert!(err.contains(needle), "{what}: {needle:?} not in {err}");
     }
 }
+
+/// One request a [`Recorder`] received.
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    head: String,
+    body: String,
+}
+
+/// A tiny HTTP server on 127.0.0.1 that records every request and answers
+/// 200, except the first request to `fail_once`, answered 500.
+struct Recorder {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+}
+
+impl Recorder {
+    fn start(fail_once: &'static str) -> Recorder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Request>::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            let mut failed = false;
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                    if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while raw.len() < head_end + len {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut words = head.split_whitespace();
+                let method = words.next().unwrap_or_default().to_string();
+                let path = words.next().unwrap_or_default().to_string();
+                let body = String::from_utf8_lossy(&raw[head_end..]).to_string();
+                let status = if path == fail_once && !failed {
+                    failed = true;
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                record.lock().unwrap().push(Request {
+                    method,
+                    path,
+                    head,
+                    body,
+                });
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            }
+        });
+        Recorder { port, seen }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn notifications_post_summaries_ping_and_retry() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f.txt"), b"notify me").unwrap();
+    let server = Recorder::start("/hook");
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let port = free_port();
+    let ds = data.to_str().unwrap();
+    let extra = format!(
+        r#"[[agent.notify]]
+url = "{base}/hook"
+events = ["success", "failure"]
+jobs = ["vol", "bad"]
+retries = 2
+
+[[agent.notify]]
+ping_url = "{base}/ping/abc"
+jobs = ["vol", "bad"]
+
+[[agent.notify]]
+url = "{base}/missed"
+events = ["missed"]
+
+[[jobs]]
+name = "vol"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+
+[[jobs]]
+name = "bad"
+paths = ["/nonexistent/strata-notify-test"]
+schedule = "0 0 1 1 *"
+
+[[jobs]]
+name = "slow"
+paths = ["{ds}"]
+schedule = "* * * * * *"
+hooks = {{ before = [["sleep", "2"]] }}
+"#
+    );
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        &extra,
+    );
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_ok(&out, "--check-config");
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    let agent = env.spawn_agent(&config);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+    for job in ["vol", "bad"] {
+        let (status, body) = http(port, "POST", &format!("/jobs/{job}/run"), Some(TOKEN)).unwrap();
+        assert_eq!(status, 202, "{job}: {body}");
+    }
+    let posts = |reqs: &[Request], path: &str| -> Vec<serde_json::Value> {
+        reqs.iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let reqs = wait_for("the notifications", Duration::from_secs(60), || {
+        let reqs = server.requests();
+        let hook = posts(&reqs, "/hook");
+        let done = hook.len() >= 3
+            && reqs
+                .iter()
+                .any(|r| r.method == "GET" && r.path == "/ping/abc")
+            && reqs
+                .iter()
+                .any(|r| r.method == "GET" && r.path == "/ping/abc/fail")
+            && !posts(&reqs, "/missed").is_empty();
+        done.then_some(reqs)
+    });
+    sigterm(&agent);
+    let (code, _, log) = wait_exit(agent, Duration::from_secs(25));
+    assert_eq!(code, Some(0), "{log}");
+
+    // The webhook: the first POST got a 500 and was retried; one summary
+    // per run, with the figures or the error.
+    let hook = posts(&reqs, "/hook");
+    assert_eq!(hook.len(), 3, "{hook:?}");
+    assert!(
+        reqs.iter().filter(|r| r.path == "/hook").all(|r| r
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")),
+        "{reqs:?}"
+    );
+    let vol: Vec<_> = hook.iter().filter(|v| v["job"] == "vol").collect();
+    let bad: Vec<_> = hook.iter().filter(|v| v["job"] == "bad").collect();
+    assert!(!vol.is_empty() && !bad.is_empty(), "{hook:?}");
+    let (v, b) = (vol[vol.len() - 1], bad[bad.len() - 1]);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["kind"], "backup", "{v}");
+    assert_eq!(v["snapshot_id"].as_str().unwrap().len(), 64, "{v}");
+    assert_eq!(v["figures"]["files_new"], 1, "{v}");
+    assert!(v["error"].is_null(), "{v}");
+    assert_eq!(b["status"], "failure", "{b}");
+    assert!(b["snapshot_id"].is_null(), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("strata-notify-test"),
+        "{b}"
+    );
+    assert!(log.contains("retrying in 1s"), "{log}");
+    // Ping: GET on success, /fail on failure, and nothing else there.
+    let pings: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path.starts_with("/ping"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    // Missed: the every-second job whose runs take two seconds.
+    let missed = posts(&reqs, "/missed");
+    assert!(
+        missed
+            .iter()
+            .all(|m| m["status"] == "missed" && m["job"] == "slow"),
+        "{missed:?}"
+    );
+    // Secrets in URLs stay out of the log.
+    assert!(!log.contains("/ping/abc"), "{log}");
+
+    // Bad entries are refused at --check-config, naming line and entry.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("[[agent.notify]]"))
+        .unwrap()
+        + 1;
+    let bad = env.path("bad.toml");
+    for (what, broken, needle) in [
+        ("scheme", text.replacen("http://", "ftp://", 1), "http"),
+        (
+            "event",
+            text.replacen("\"failure\"", "\"failed\"", 1),
+            "failed",
+        ),
+        (
+            "job",
+            text.replacen("jobs = [\"vol\", \"bad\"]", "jobs = [\"nope\"]", 1),
+            "nope",
+        ),
+        (
+            "both",
+            text.replacen("retries = 2", "ping_url = \"http://x/\"", 1),
+            "either",
+        ),
+    ] {
+        assert_ne!(broken, text, "{what}");
+        std::fs::write(&bad, &broken).unwrap();
+        let out = env
+            .cmd()
+            .args(["agent", "--check-config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {needle:?} not in {err}");
+        if what != "event" {
+            assert!(
+                err.contains(&format!("line {line}, [[agent.notify]] entry 1")),
+                "{what}: {err}"
+            );
+        }
+    }
+}
