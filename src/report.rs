@@ -18,10 +18,10 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Parses a size such as `10MiB`, `512k`, `1.5 GiB` or `4096`: a number and
-/// an optional unit. `K`, `M`, `G`, `T` and `KiB`, `MiB`, `GiB`, `TiB` are
-/// powers of 1024, `KB`, `MB`, `GB`, `TB` powers of 1000, `B` or none bytes;
-/// units are case-insensitive.
+/// Parses a size such as `10MiB`, `500k`, `1.5 GiB` or `4096`: a number and
+/// an optional unit, case-insensitive, read as `--limit-upload` reads rates:
+/// `K`/`KB`, `M`/`MB`, `G`/`GB`, `T`/`TB` are powers of 1000, `Ki`/`KiB`,
+/// `Mi`/`MiB`, `Gi`/`GiB`, `Ti`/`TiB` powers of 1024, `B` or none bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let bad =
         || format!("invalid size {s:?}: write a number and a unit, such as \"10MiB\" or \"500k\"");
@@ -33,14 +33,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let num: f64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
         _ => return Err(bad()),
     };
     let v = num * mult as f64;
@@ -111,8 +111,10 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("10MiB"), Ok(10 << 20));
         assert_eq!(parse_size("10 mib"), Ok(10 << 20));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("512k"), Ok(512_000));
+        assert_eq!(parse_size("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("1.5G"), Ok(1_500_000_000));
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
         assert_eq!(parse_size("7B"), Ok(7));
         for bad in ["", "MiB", "10 parsecs", "-1k", "1e99T"] {

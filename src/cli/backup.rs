@@ -54,7 +54,8 @@ pub struct BackupArgs {
     /// compression in the config file, else default).
     #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
     compression: Option<CompressionSetting>,
-    /// Leave out files larger than SIZE (e.g. 10MiB, 500k, 2GB).
+    /// Leave out files larger than SIZE (e.g. 10MiB, 2GiB; K, M, G mean
+    /// 1000s and Ki, Mi, Gi 1024s, as in --limit-upload).
     #[arg(long, value_name = "SIZE", value_parser = crate::report::parse_size)]
     exclude_larger_than: Option<u64>,
     /// Back up standard input as one file.
