@@ -455,7 +455,11 @@ fn bad_configs_are_refused_at_start_naming_line_and_field() {
     for (what, text, needles) in cases {
         let cfg = env.path("bad.toml");
         std::fs::write(&cfg, &text).unwrap();
-        for args in [vec!["agent", "--config"], vec!["agent", "--check-config"]] {
+        for args in [
+            vec!["agent", "--config"],
+            vec!["agent", "--check-config"],
+            vec!["agent", "--check-config", "--config"],
+        ] {
             if what.contains("password") && args[1] == "--check-config" {
                 continue; // secrets are only needed to start
             }
@@ -525,4 +529,664 @@ fn shipped_configs_and_dockerfile_match_the_binary() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Paths in the latest snapshot below `root`, relative to it.
+fn snapshot_listing(env: &Env, config: &Path, root: &Path) -> Vec<String> {
+    let out = env.strata(config, &["--json", "ls", "latest"]);
+    assert_ok(&out, "ls");
+    let prefix = format!("{}/", root.display());
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["path"].as_str().map(str::to_string))
+        .filter_map(|p| p.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs the job once through `POST /jobs/NAME/run` and waits for it to end;
+/// returns the agent's log.
+fn run_once(env: &Env, config: &Path, port: u16, job: &str) -> String {
+    let agent = env.spawn_agent(config);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+    let (status, body) = http(port, "POST", &format!("/jobs/{job}/run"), Some(TOKEN)).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let sel = format!("job=\"{job}\"");
+    wait_for("the run to end", Duration::from_secs(60), || {
+        let (_, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+        let runs = metric(&body, "strata_job_runs_total", &sel)?;
+        let running = metric(&body, "strata_job_running", &sel)?;
+        (runs >= 1.0 && running == 0.0).then_some(())
+    });
+    sigterm(&agent);
+    let (code, _, log) = wait_exit(agent, Duration::from_secs(25));
+    assert_eq!(code, Some(0), "exit code; log:\n{log}");
+    log
+}
+
+#[test]
+fn job_exclude_keys_parse_and_apply() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let data = env.path("data");
+    for (rel, bytes) in [
+        ("keep.txt", &b"kept"[..]),
+        ("skip.tmp", b"pattern from the exclude file"),
+        ("tagged/.nobackup", b""),
+        ("tagged/file", b"in a tagged directory"),
+        (
+            "cache/CACHEDIR.TAG",
+            b"Signature: 8a477f597d28d172789f06886806bc55\n",
+        ),
+        ("cache/blob", b"cached"),
+        ("big.bin", &[7u8; 2048]),
+        ("sub/small.bin", &[8u8; 1000]),
+    ] {
+        let p = data.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let ex = env.path("excludes.txt");
+    std::fs::write(&ex, "# temporary files\n*.tmp\n\n").unwrap();
+    let port = free_port();
+    let job = format!(
+        "[[jobs]]\nname = \"vol\"\npaths = [{data:?}]\nschedule = \"0 0 1 1 *\"\nexclude_file = {ex:?}\nexclude_if_present = \".nobackup\"\nexclude_caches = true\none_file_system = true\nexclude_larger_than = \"1KiB\"\n",
+        data = data.to_str().unwrap(),
+        ex = ex.to_str().unwrap(),
+    );
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        &job,
+    );
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_ok(&out, "--check-config");
+
+    // Bad values are refused at --check-config, naming line and field.
+    let good = std::fs::read_to_string(&config).unwrap();
+    let line_of = |key: &str| {
+        good.lines()
+            .position(|l| l.starts_with(key))
+            .map(|i| format!("line {}", i + 1))
+            .unwrap()
+    };
+    for (what, text, needles) in [
+        (
+            "bad size",
+            good.replace("\"1KiB\"", "\"huge\""),
+            vec![line_of("exclude_larger_than"), "invalid size".into()],
+        ),
+        (
+            "missing exclude file",
+            good.replace("excludes.txt", "no-such-file"),
+            vec!["exclude_file".into(), "cannot read exclude file".into()],
+        ),
+        (
+            "bad tag name",
+            good.replace("\".nobackup\"", "[\"a/b\"]"),
+            vec!["exclude_if_present".into()],
+        ),
+        (
+            "wrong type",
+            good.replace("exclude_caches = true", "exclude_caches = \"yes\""),
+            vec![line_of("exclude_caches"), "bool".into()],
+        ),
+    ] {
+        let bad = env.path("bad.toml");
+        std::fs::write(&bad, &text).unwrap();
+        let out = env
+            .cmd()
+            .args(["agent", "--check-config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        for n in &needles {
+            assert!(err.contains(n.as_str()), "{what}: {n:?} not in {err}");
+        }
+    }
+
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    let log = run_once(&env, &config, port, "vol");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+    assert_eq!(
+        snapshot_listing(&env, &config, &data),
+        vec!["keep.txt", "sub", "sub/small.bin"]
+    );
+    let out = env.strata(&config, &["--json", "snapshots"]);
+    assert_ok(&out, "snapshots");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"excluded\":4"), "{text}");
+}
+
+/// `--check-config` alone checks the file of `--config` or STRATA_CONFIG.
+#[test]
+fn check_config_takes_the_file_of_config() {
+    let env = Env::new();
+    let config = env.write_config(
+        "agent.toml",
+        &format!(
+            "[repository]\nurl = {:?}",
+            env.path("repo").to_str().unwrap()
+        ),
+        free_port(),
+        "[[jobs]]\nname = \"vol\"\npaths = [\"/tmp\"]\nschedule = \"0 0 1 1 *\"\n",
+    );
+    let runs: [(&str, Vec<&str>, bool); 3] = [
+        (
+            "--config F --check-config",
+            vec!["agent", "--config", "F", "--check-config"],
+            false,
+        ),
+        (
+            "--check-config --config F",
+            vec!["agent", "--check-config", "--config", "F"],
+            false,
+        ),
+        (
+            "STRATA_CONFIG=F --check-config",
+            vec!["agent", "--check-config"],
+            true,
+        ),
+    ];
+    for (what, args, by_env) in runs {
+        let mut c = env.cmd();
+        for a in &args {
+            match *a {
+                "F" => c.arg(&config),
+                a => c.arg(a),
+            };
+        }
+        if by_env {
+            c.env("STRATA_CONFIG", &config);
+        }
+        let out = c.output().unwrap();
+        assert_ok(&out, what);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("is valid") && text.contains("job vol"),
+            "{what}: {text}"
+        );
+    }
+    // Neither: one line saying what to give.
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--check-config FILE") && err.contains("--config"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A broken file given by --config is refused by --check-config alone.
+    std::fs::write(&config, "[[jobs]]\nname = \"x\"\npathz = []\n").unwrap();
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pathz"));
+}
+
+/// Starts the agent, runs each job once through `POST /jobs/NAME/run`,
+/// waits for all to end, stops the agent; returns its log.
+fn run_jobs(env: &Env, config: &Path, port: u16, jobs: &[&str]) -> String {
+    let agent = env.spawn_agent(config);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+    for job in jobs {
+        let (status, body) = http(port, "POST", &format!("/jobs/{job}/run"), Some(TOKEN)).unwrap();
+        assert_eq!(status, 202, "{job}: {body}");
+    }
+    wait_for("the runs to end", Duration::from_secs(60), || {
+        let (_, body) = http(port, "GET", "/metrics", Some(TOKEN))?;
+        jobs.iter()
+            .all(|job| {
+                let sel = format!("job=\"{job}\"");
+                metric(&body, "strata_job_runs_total", &sel) >= Some(1.0)
+                    && metric(&body, "strata_job_running", &sel) == Some(0.0)
+            })
+            .then_some(())
+    });
+    sigterm(&agent);
+    let (code, _, log) = wait_exit(agent, Duration::from_secs(25));
+    assert_eq!(code, Some(0), "exit code; log:\n{log}");
+    log
+}
+
+#[test]
+fn hooks_run_in_order_with_their_environment_and_failures() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f.txt"), b"hooked").unwrap();
+    let (m, m2) = (env.path("m"), env.path("m2"));
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::create_dir_all(&m2).unwrap();
+    let (ms, m2s, ds) = (
+        m.to_str().unwrap(),
+        m2.to_str().unwrap(),
+        data.to_str().unwrap(),
+    );
+    let port = free_port();
+    let jobs = format!(
+        r#"[[jobs]]
+name = "vol"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+hook_timeout = "20s"
+hooks = {{ before = [["sh", "-c", "echo before $STRATA_JOB $STRATA_STATUS >> {ms}/order"]], after = [["sh", "-c", "echo after $STRATA_STATUS $STRATA_SNAPSHOT_ID >> {ms}/order; cp \"$STRATA_SUMMARY_FILE\" {ms}/summary.json; echo \"$STRATA_SUMMARY_FILE\" > {ms}/path; echo hook-says-hello; echo hook-complains >&2"]], on_failure = [["sh", "-c", "echo on_failure >> {ms}/order"]] }}
+
+[[jobs]]
+name = "bad"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+hooks = {{ before = [["sh", "-c", "echo before >> {m2s}/order; exit 3"], ["sh", "-c", "echo second-before >> {m2s}/order"]], after = [["sh", "-c", "echo after >> {m2s}/order"]], on_failure = [["sh", "-c", "echo on_failure $STRATA_STATUS .$STRATA_SNAPSHOT_ID. >> {m2s}/order; cp \"$STRATA_SUMMARY_FILE\" {m2s}/fail.json"], ["sh", "-c", "echo second-on_failure >> {m2s}/order"]] }}
+
+[[jobs]]
+name = "slow"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+hook_timeout = "1s"
+hooks = {{ before = [["sh", "-c", "sleep 30"]], on_failure = [["sh", "-c", "echo on_failure >> {m2s}/slow"]] }}
+"#
+    );
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        &jobs,
+    );
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_ok(&out, "--check-config");
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    let started = Instant::now();
+    let log = run_jobs(&env, &config, port, &["vol", "bad", "slow"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the timeout did not stop the hook"
+    );
+
+    // One snapshot: from "vol"; "bad" and "slow" never ran their backups.
+    let out = env.strata(&config, &["--json", "snapshots"]);
+    assert_ok(&out, "snapshots");
+    let snaps: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["message_type"] == "snapshot")
+        .collect();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let id = snaps[0]["id"].as_str().unwrap().to_string();
+
+    // Success: before, then after with the status and snapshot id.
+    let order = std::fs::read_to_string(m.join("order")).unwrap();
+    assert_eq!(order, format!("before vol running\nafter success {id}\n"));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["job"], "vol", "{summary}");
+    assert_eq!(summary["status"], "success", "{summary}");
+    assert_eq!(summary["snapshot_id"], id.as_str(), "{summary}");
+    assert_eq!(summary["figures"]["files_new"], 1, "{summary}");
+    assert!(summary["error"].is_null(), "{summary}");
+    let path = std::fs::read_to_string(m.join("path")).unwrap();
+    assert!(
+        !path.trim().is_empty() && !Path::new(path.trim()).exists(),
+        "summary file left: {path}"
+    );
+    // Hook output is in the agent's log.
+    assert!(
+        log.contains("hook-says-hello") && log.contains("hook-complains"),
+        "{log}"
+    );
+
+    // A failing before hook: no more before hooks, no backup, no after
+    // hooks; every on_failure hook runs, told about the failure.
+    let order = std::fs::read_to_string(m2.join("order")).unwrap();
+    assert_eq!(order, "before\non_failure failure ..\nsecond-on_failure\n");
+    let fail: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m2.join("fail.json")).unwrap()).unwrap();
+    assert_eq!(fail["status"], "failure", "{fail}");
+    assert!(fail["snapshot_id"].is_null(), "{fail}");
+    let err = fail["error"].as_str().unwrap();
+    assert!(
+        err.contains("before hook 1") && err.contains("exit status: 3"),
+        "{err}"
+    );
+
+    // A hook past its timeout is killed and fails the run.
+    assert_eq!(
+        std::fs::read_to_string(m2.join("slow")).unwrap(),
+        "on_failure\n"
+    );
+    assert!(log.contains("hook_timeout"), "{log}");
+
+    // Bad hooks are refused at --check-config.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let bad = env.path("bad.toml");
+    for (what, broken, needle) in [
+        (
+            "empty hook",
+            text.replacen("[[\"sh\", \"-c\", \"sleep 30\"]]", "[[]]", 1),
+            "hooks.before",
+        ),
+        (
+            "shell string",
+            text.replacen("[[\"sh\", \"-c\", \"sleep 30\"]]", "[\"sleep 30\"]", 1),
+            "line",
+        ),
+        (
+            "unknown stage",
+            text.replacen(
+                "on_failure = [[\"sh\", \"-c\", \"echo on_failure >> ",
+                "on_error = [[\"sh\", \"-c\", \"echo on_failure >> ",
+                1,
+            ),
+            "on_error",
+        ),
+        (
+            "zero timeout",
+            text.replacen("hook_timeout = \"1s\"", "hook_timeout = \"0s\"", 1),
+            "hook_timeout",
+        ),
+    ] {
+        assert_ne!(broken, text, "{what}: no change");
+        std::fs::write(&bad, &broken).unwrap();
+        let out = env
+            .cmd()
+            .args(["agent", "--check-config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {needle:?} not in {err}");
+    }
+}
+
+/// One request a [`Recorder`] received.
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    head: String,
+    body: String,
+}
+
+/// A tiny HTTP server on 127.0.0.1 that records every request and answers
+/// 200, except the first request to `fail_once`, answered 500.
+struct Recorder {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+}
+
+impl Recorder {
+    fn start(fail_once: &'static str) -> Recorder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Request>::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            let mut failed = false;
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                    if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while raw.len() < head_end + len {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut words = head.split_whitespace();
+                let method = words.next().unwrap_or_default().to_string();
+                let path = words.next().unwrap_or_default().to_string();
+                let body = String::from_utf8_lossy(&raw[head_end..]).to_string();
+                let status = if path == fail_once && !failed {
+                    failed = true;
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                record.lock().unwrap().push(Request {
+                    method,
+                    path,
+                    head,
+                    body,
+                });
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            }
+        });
+        Recorder { port, seen }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn notifications_post_summaries_ping_and_retry() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f.txt"), b"notify me").unwrap();
+    let server = Recorder::start("/hook");
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let port = free_port();
+    let ds = data.to_str().unwrap();
+    let extra = format!(
+        r#"[[agent.notify]]
+url = "{base}/hook"
+events = ["success", "failure"]
+jobs = ["vol", "bad"]
+retries = 2
+
+[[agent.notify]]
+ping_url = "{base}/ping/abc"
+jobs = ["vol", "bad"]
+
+[[agent.notify]]
+url = "{base}/missed"
+events = ["missed"]
+
+[[jobs]]
+name = "vol"
+paths = ["{ds}"]
+schedule = "0 0 1 1 *"
+
+[[jobs]]
+name = "bad"
+paths = ["/nonexistent/strata-notify-test"]
+schedule = "0 0 1 1 *"
+
+[[jobs]]
+name = "slow"
+paths = ["{ds}"]
+schedule = "* * * * * *"
+hooks = {{ before = [["sleep", "2"]] }}
+"#
+    );
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        &extra,
+    );
+    let out = env
+        .cmd()
+        .args(["agent", "--check-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_ok(&out, "--check-config");
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    let agent = env.spawn_agent(&config);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", Some(TOKEN)).filter(|(s, _)| *s == 200)
+    });
+    for job in ["vol", "bad"] {
+        let (status, body) = http(port, "POST", &format!("/jobs/{job}/run"), Some(TOKEN)).unwrap();
+        assert_eq!(status, 202, "{job}: {body}");
+    }
+    let posts = |reqs: &[Request], path: &str| -> Vec<serde_json::Value> {
+        reqs.iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let reqs = wait_for("the notifications", Duration::from_secs(60), || {
+        let reqs = server.requests();
+        let hook = posts(&reqs, "/hook");
+        let done = hook.len() >= 3
+            && reqs
+                .iter()
+                .any(|r| r.method == "GET" && r.path == "/ping/abc")
+            && reqs
+                .iter()
+                .any(|r| r.method == "GET" && r.path == "/ping/abc/fail")
+            && !posts(&reqs, "/missed").is_empty();
+        done.then_some(reqs)
+    });
+    sigterm(&agent);
+    let (code, _, log) = wait_exit(agent, Duration::from_secs(25));
+    assert_eq!(code, Some(0), "{log}");
+
+    // The webhook: the first POST got a 500 and was retried; one summary
+    // per run, with the figures or the error.
+    let hook = posts(&reqs, "/hook");
+    assert_eq!(hook.len(), 3, "{hook:?}");
+    assert!(
+        reqs.iter().filter(|r| r.path == "/hook").all(|r| r
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")),
+        "{reqs:?}"
+    );
+    let vol: Vec<_> = hook.iter().filter(|v| v["job"] == "vol").collect();
+    let bad: Vec<_> = hook.iter().filter(|v| v["job"] == "bad").collect();
+    assert!(!vol.is_empty() && !bad.is_empty(), "{hook:?}");
+    let (v, b) = (vol[vol.len() - 1], bad[bad.len() - 1]);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["kind"], "backup", "{v}");
+    assert_eq!(v["snapshot_id"].as_str().unwrap().len(), 64, "{v}");
+    assert_eq!(v["figures"]["files_new"], 1, "{v}");
+    assert!(v["error"].is_null(), "{v}");
+    assert_eq!(b["status"], "failure", "{b}");
+    assert!(b["snapshot_id"].is_null(), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("strata-notify-test"),
+        "{b}"
+    );
+    assert!(log.contains("retrying in 1s"), "{log}");
+    // Ping: GET on success, /fail on failure, and nothing else there.
+    let pings: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path.starts_with("/ping"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    // Missed: the every-second job whose runs take two seconds.
+    let missed = posts(&reqs, "/missed");
+    assert!(
+        missed
+            .iter()
+            .all(|m| m["status"] == "missed" && m["job"] == "slow"),
+        "{missed:?}"
+    );
+    // Secrets in URLs stay out of the log.
+    assert!(!log.contains("/ping/abc"), "{log}");
+
+    // Bad entries are refused at --check-config, naming line and entry.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("[[agent.notify]]"))
+        .unwrap()
+        + 1;
+    let bad = env.path("bad.toml");
+    for (what, broken, needle) in [
+        ("scheme", text.replacen("http://", "ftp://", 1), "http"),
+        (
+            "event",
+            text.replacen("\"failure\"", "\"failed\"", 1),
+            "failed",
+        ),
+        (
+            "job",
+            text.replacen("jobs = [\"vol\", \"bad\"]", "jobs = [\"nope\"]", 1),
+            "nope",
+        ),
+        (
+            "both",
+            text.replacen("retries = 2", "ping_url = \"http://x/\"", 1),
+            "either",
+        ),
+    ] {
+        assert_ne!(broken, text, "{what}");
+        std::fs::write(&bad, &broken).unwrap();
+        let out = env
+            .cmd()
+            .args(["agent", "--check-config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {needle:?} not in {err}");
+        if what != "event" {
+            assert!(
+                err.contains(&format!("line {line}, [[agent.notify]] entry 1")),
+                "{what}: {err}"
+            );
+        }
+    }
 }

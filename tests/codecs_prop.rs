@@ -28,7 +28,7 @@ use strata::repo::pack::{
     ENTRY_LEN, HEADER_PREFIX_LEN, PackBuilder, PackEntry, TRAILER_LEN, decode_header,
     encode_header, header_range, read_pack_header,
 };
-use strata::repo::snapshot::{BackupMode, Snapshot, SnapshotSummary};
+use strata::repo::snapshot::{BackupMode, Snapshot, SnapshotCompression, SnapshotSummary};
 use strata::repo::tree::{Node, NodeKind, RawName, Tree};
 
 // ---------------------------------------------------------------------------
@@ -528,16 +528,23 @@ fn finite_f64() -> impl Strategy<Value = f64> {
 }
 
 fn summary() -> impl Strategy<Value = SnapshotSummary> {
-    (any::<[u64; 7]>(), finite_f64()).prop_map(|(n, duration_s)| SnapshotSummary {
-        files_new: n[0],
-        files_changed: n[1],
-        files_unmodified: n[2],
-        dirs: n[3],
-        bytes_read: n[4],
-        total_bytes: n[5],
-        data_added: n[6],
-        duration_s,
-    })
+    (
+        any::<[u64; 8]>(),
+        finite_f64(),
+        proptest::option::of(("\\PC{0,8}", -7i32..=22)),
+    )
+        .prop_map(|(n, duration_s, compression)| SnapshotSummary {
+            files_new: n[0],
+            files_changed: n[1],
+            files_unmodified: n[2],
+            dirs: n[3],
+            bytes_read: n[4],
+            total_bytes: n[5],
+            data_added: n[6],
+            excluded: n[7],
+            duration_s,
+            compression: compression.map(|(setting, level)| SnapshotCompression { setting, level }),
+        })
 }
 
 fn snapshot() -> impl Strategy<Value = Snapshot> {

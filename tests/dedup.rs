@@ -121,7 +121,8 @@ fn second_backup_of_same_tree_adds_almost_nothing() {
             .clone()
     };
     let (s1, s2, s3) = (by_id(&first), by_id(&second), by_id(&full));
-    assert_eq!(s1["mode"], "incremental");
+    // The first backup read everything: it is recorded as full.
+    assert_eq!(s1["mode"], "full");
     assert!(s1["parent"].is_null(), "{s1}");
     assert_eq!(s2["mode"], "incremental");
     assert_eq!(s2["parent"], s1["id"], "{s2}");

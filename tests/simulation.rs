@@ -285,6 +285,8 @@ impl Sim {
                     tags: Vec::new(),
                     host: self.clients[c].name.clone(),
                     excludes: Vec::new(),
+                    filters: Default::default(),
+                    compression: Default::default(),
                     threads: 1,
                     uploads: 1,
                     progress: Arc::default(),

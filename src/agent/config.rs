@@ -61,6 +61,10 @@ pub struct AgentConfig {
     pub prune: Option<PruneJob>,
     /// Scheduled `check --read-data-subset`.
     pub check: Option<CheckJob>,
+    /// Notifications after runs (`[[agent.notify]]`, see
+    /// [`notify`](super::notify)).
+    #[serde(default)]
+    pub notify: Vec<super::notify::NotifyConfig>,
 }
 
 /// A socket address, checked when the config is read.
@@ -167,6 +171,30 @@ pub struct JobConfig {
     /// Glob patterns to leave out.
     #[serde(default)]
     pub excludes: Vec<String>,
+    /// Files of exclude patterns (one glob a line, `#` comments), as
+    /// `backup --exclude-file`: a path or a list of paths.
+    #[serde(default)]
+    pub exclude_file: OneOrMany<PathBuf>,
+    /// Leave out directories holding an entry of this name (a name or a
+    /// list), as `backup --exclude-if-present`.
+    #[serde(default)]
+    pub exclude_if_present: OneOrMany<String>,
+    /// Leave out directories holding a valid CACHEDIR.TAG.
+    #[serde(default)]
+    pub exclude_caches: bool,
+    /// Do not cross into other file systems below the paths.
+    #[serde(default)]
+    pub one_file_system: bool,
+    /// Leave out files larger than this (`"10MiB"`, or a number of bytes).
+    pub exclude_larger_than: Option<Size>,
+    /// Compression of new data (default: `[repository] compression`, else
+    /// the repository's level).
+    pub compression: Option<crate::backup::CompressionSetting>,
+    /// Commands run before and after each run, and when it fails (see
+    /// [`hooks`](super::hooks)).
+    pub hooks: Option<super::hooks::Hooks>,
+    /// How long each hook may run (default 5m).
+    pub hook_timeout: Option<ConfigDuration>,
     /// When to run.
     pub schedule: Schedule,
     /// Up to this much random delay per run.
@@ -186,6 +214,25 @@ pub struct JobConfig {
 }
 
 impl JobConfig {
+    /// The exclude patterns of `excludes` and every `exclude_file`, read now.
+    pub fn exclude_patterns(&self) -> Result<Vec<String>> {
+        let mut out = self.excludes.clone();
+        for f in &self.exclude_file.0 {
+            out.extend(crate::backup::read_exclude_file(f)?);
+        }
+        Ok(out)
+    }
+
+    /// The job's exclude rules besides glob patterns.
+    pub fn filters(&self) -> crate::backup::Filters {
+        crate::backup::Filters {
+            exclude_if_present: self.exclude_if_present.0.clone(),
+            exclude_caches: self.exclude_caches,
+            one_file_system: self.one_file_system,
+            exclude_larger_than: self.exclude_larger_than.map(|s| s.0),
+        }
+    }
+
     /// The job's name.
     pub fn name(&self) -> &str {
         self.name.get_ref()
@@ -210,6 +257,58 @@ impl JobConfig {
         self.stdin_name
             .clone()
             .unwrap_or_else(|| self.name().to_string())
+    }
+}
+
+/// A value written either alone or as a list: `"x"` or `["x", "y"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<T> {
+            Many(Vec<T>),
+            One(T),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Many(v)) => Ok(OneOrMany(v)),
+            Ok(Raw::One(v)) => Ok(OneOrMany(vec![v])),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a string or a list of strings",
+            )),
+        }
+    }
+}
+
+/// A size in bytes, written as `"10MiB"`, `"500k"` or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Text(s)) => crate::report::parse_size(&s)
+                .map(Size)
+                .map_err(serde::de::Error::custom),
+            Ok(Raw::Int(i)) if i >= 0 => Ok(Size(i as u64)),
+            _ => Err(serde::de::Error::custom(
+                "expected a size such as \"10MiB\" or a number of bytes",
+            )),
+        }
     }
 }
 
@@ -353,6 +452,44 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<()> {
                 return Err(at(format!("field `excludes`: bad pattern {p:?}: {e}")));
             }
         }
+        if job.command.is_some() {
+            let set = [
+                ("excludes", !job.excludes.is_empty()),
+                ("exclude_file", !job.exclude_file.0.is_empty()),
+                ("exclude_if_present", !job.exclude_if_present.0.is_empty()),
+                ("exclude_caches", job.exclude_caches),
+                ("one_file_system", job.one_file_system),
+                ("exclude_larger_than", job.exclude_larger_than.is_some()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+                return Err(at(format!(
+                    "field `{key}` applies to `paths`, not to a `command`; remove it"
+                )));
+            }
+        }
+        for f in &job.exclude_file.0 {
+            if let Err(e) = crate::backup::read_exclude_file(f) {
+                return Err(at(format!(
+                    "field `exclude_file`: {}",
+                    crate::error::one_line(&e)
+                )));
+            }
+        }
+        for n in &job.exclude_if_present.0 {
+            if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
+                return Err(at(format!(
+                    "field `exclude_if_present` takes plain file names such as \".nobackup\", got {n:?}"
+                )));
+            }
+        }
+        if let Some(h) = &job.hooks
+            && let Err(e) = h.validate()
+        {
+            return Err(at(e));
+        }
+        if job.hook_timeout.is_some_and(|t| t.0.is_zero()) {
+            return Err(at("field `hook_timeout` must be more than 0s".into()));
+        }
         if job.threads == Some(0) {
             return Err(at("field `threads` must be at least 1".into()));
         }
@@ -374,6 +511,23 @@ pub fn validate(file: &ConfigFile, text: &str) -> Result<()> {
     {
         let line = key_line(text, "agent", "host").unwrap_or(0);
         bail!("line {line}, [agent]: field `host` must not be empty");
+    }
+    if let Some(a) = &file.agent {
+        let mut names: Vec<String> = jobs.iter().map(|j| j.name().to_string()).collect();
+        names.extend(a.prune.as_ref().map(|_| "prune".to_string()));
+        names.extend(a.check.as_ref().map(|_| "check".to_string()));
+        let headers: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim().replace(' ', "").starts_with("[[agent.notify]]"))
+            .map(|(i, _)| i + 1)
+            .collect();
+        for (i, n) in a.notify.iter().enumerate() {
+            if let Err(e) = n.validate(&names) {
+                let line = headers.get(i).copied().unwrap_or(0);
+                bail!("line {line}, [[agent.notify]] entry {}: {e}", i + 1);
+            }
+        }
     }
     Ok(())
 }
@@ -524,6 +678,11 @@ schedule = "0 * * * *"
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[1].snapshot_paths(), vec!["/app.dump".to_string()]);
         assert_eq!(jobs[0].retention.as_ref().unwrap().policy().last, 10);
+        let f = parse(&GOOD.replace("jitter = \"1m\"", "compression = \"max\"")).unwrap();
+        assert_eq!(
+            f.jobs.unwrap()[0].compression,
+            Some(crate::backup::CompressionSetting::Max)
+        );
     }
 
     fn error_of(text: &str) -> String {
@@ -553,6 +712,12 @@ schedule = "0 * * * *"
         assert!(error_of(&empty_retention).contains("retention"));
         let bad_pct = GOOD.replace("\"5%\"", "\"150%\"");
         assert!(error_of(&bad_pct).contains("percentage"));
+        let bad_compression = GOOD.replace("jitter = \"1m\"", "compression = \"best\"");
+        let e = error_of(&bad_compression);
+        assert!(
+            e.contains("line 22") && e.contains("invalid compression"),
+            "{e}"
+        );
     }
 
     #[test]

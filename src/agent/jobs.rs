@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 
 use super::config::{CheckJob, JobConfig, PruneJob};
+use super::hooks::{self, HookEnv, SummaryFile};
+use super::notify::{self, NotifyConfig, NotifyEvent};
 use super::schedule::Schedule;
 use crate::backup::{BackupOptions, Source, run_backup};
 use crate::cli::context::{ConfigFile, Ctx, default_threads};
@@ -44,6 +46,8 @@ pub struct JobSpec {
     pub jitter: Duration,
     /// Run once at start-up when a scheduled run was missed.
     pub run_missed: bool,
+    /// The `[[agent.notify]]` entries that want this job's runs.
+    pub notify: Vec<NotifyConfig>,
 }
 
 impl JobSpec {
@@ -57,6 +61,16 @@ impl JobSpec {
     }
 }
 
+/// The notification entries that apply to job `name`.
+fn notify_for(agent: &super::config::AgentConfig, name: &str) -> Vec<NotifyConfig> {
+    agent
+        .notify
+        .iter()
+        .filter(|n| n.jobs.is_empty() || n.jobs.iter().any(|j| j == name))
+        .cloned()
+        .collect()
+}
+
 /// The jobs a config describes.
 pub fn specs(file: &ConfigFile) -> Result<Vec<JobSpec>> {
     let agent = file.agent.clone().unwrap_or_default();
@@ -67,15 +81,18 @@ pub fn specs(file: &ConfigFile) -> Result<Vec<JobSpec>> {
             schedule: job.schedule.clone(),
             jitter: job.jitter.unwrap_or_default().0,
             run_missed: job.run_missed.unwrap_or(agent.run_missed),
+            notify: notify_for(&agent, job.name()),
             task: Task::Backup(Box::new(job.clone())),
         });
     }
     for (name, sched, jitter, task) in [
         agent
             .prune
+            .clone()
             .map(|p| ("prune", p.schedule.clone(), p.jitter, Task::Prune(p))),
         agent
             .check
+            .clone()
             .map(|c| ("check", c.schedule.clone(), c.jitter, Task::Check(c))),
     ]
     .into_iter()
@@ -91,6 +108,7 @@ pub fn specs(file: &ConfigFile) -> Result<Vec<JobSpec>> {
             schedule: sched,
             jitter: jitter.unwrap_or_default().0,
             run_missed: false,
+            notify: notify_for(&agent, name),
             task,
         });
     }
@@ -119,11 +137,140 @@ pub struct Outcome {
     pub message: String,
     /// For backups.
     pub backup: Option<BackupFigures>,
+    /// The new snapshot's id (backups).
+    pub snapshot_id: Option<String>,
+    /// The backup's figures, as in `backup --json`'s summary.
+    pub figures: Option<serde_json::Value>,
 }
 
-/// Runs a job once. Returns its outcome and the requests it sent per store
-/// (also when it failed).
+/// The JSON summary of a run, for hooks (`STRATA_SUMMARY_FILE`) and
+/// notifications: job, kind, status, host, start, duration, snapshot id,
+/// figures, message and error.
+pub fn summary_json(
+    spec: &JobSpec,
+    host: &str,
+    started: DateTime<Utc>,
+    duration_s: f64,
+    result: &Result<Outcome>,
+) -> serde_json::Value {
+    let (status, outcome, error) = match result {
+        Ok(o) => ("success", Some(o), None),
+        Err(e) => ("failure", None, Some(crate::error::one_line(e))),
+    };
+    serde_json::json!({
+        "job": spec.name,
+        "kind": spec.kind(),
+        "status": status,
+        "host": host,
+        "started": started,
+        "duration_s": duration_s,
+        "snapshot_id": outcome.and_then(|o| o.snapshot_id.clone()),
+        "figures": outcome.and_then(|o| o.figures.clone()),
+        "message": outcome.map(|o| o.message.clone()),
+        "error": error,
+    })
+}
+
+/// The JSON summary of a run that did not happen (`status: missed`).
+pub fn missed_json(spec: &JobSpec, host: &str, why: &str) -> serde_json::Value {
+    serde_json::json!({
+        "job": spec.name,
+        "kind": spec.kind(),
+        "status": "missed",
+        "host": host,
+        "started": Utc::now(),
+        "duration_s": 0.0,
+        "snapshot_id": null,
+        "figures": null,
+        "message": why,
+        "error": null,
+    })
+}
+
+/// Runs a job once with its hooks, then sends its notifications. Returns
+/// its outcome and the requests it sent per store (also when it failed).
 pub fn run(
+    spec: &JobSpec,
+    ctx: &Ctx,
+    host: &str,
+    cancel: &Arc<AtomicBool>,
+) -> (Result<Outcome>, Vec<RequestCounts>) {
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    let hooks = match &spec.task {
+        Task::Backup(job) => job
+            .hooks
+            .clone()
+            .filter(|h| !h.is_empty())
+            .map(|h| (h, job.hook_timeout.map_or(hooks::DEFAULT_TIMEOUT, |t| t.0))),
+        _ => None,
+    };
+    let before = match &hooks {
+        Some((h, timeout)) => {
+            let env = HookEnv {
+                job: &spec.name,
+                status: "running",
+                snapshot_id: "",
+                summary_file: None,
+            };
+            hooks::run_stage("before", &h.before, &env, *timeout, true)
+                .context("the backup did not run")
+        }
+        None => Ok(()),
+    };
+    let ran = before.is_ok();
+    let (mut result, counts) = match before {
+        Ok(()) => run_task(spec, ctx, host, cancel),
+        Err(e) => (Err(e), Vec::new()),
+    };
+    if let Some((h, timeout)) = &hooks {
+        let stage = |stage: &str, list: &[Vec<String>], result: &Result<Outcome>| {
+            let report = summary_json(spec, host, started, clock.elapsed().as_secs_f64(), result);
+            let file = SummaryFile::write(&spec.name, &report)
+                .map_err(|e| tracing::error!(job = %spec.name, "{}", crate::error::one_line(&e)))
+                .ok();
+            let id = result
+                .as_ref()
+                .ok()
+                .and_then(|o| o.snapshot_id.clone())
+                .unwrap_or_default();
+            let env = HookEnv {
+                job: &spec.name,
+                status: if result.is_ok() { "success" } else { "failure" },
+                snapshot_id: &id,
+                summary_file: file.as_ref().map(|f| f.path()),
+            };
+            hooks::run_stage(stage, list, &env, *timeout, false)
+        };
+        if ran
+            && !h.after.is_empty()
+            && let Err(e) = stage("after", &h.after, &result)
+            && let Ok(o) = &result
+        {
+            let saved = o
+                .snapshot_id
+                .as_deref()
+                .map(|id| format!("snapshot {} saved, but ", &id[..8.min(id.len())]))
+                .unwrap_or_default();
+            result = Err(e.context(format!("{saved}an after hook failed")));
+        }
+        if result.is_err() && !h.on_failure.is_empty() {
+            let _ = stage("on_failure", &h.on_failure, &result);
+        }
+    }
+    if !spec.notify.is_empty() {
+        let event = match result {
+            Ok(_) => NotifyEvent::Success,
+            Err(_) => NotifyEvent::Failure,
+        };
+        let report = summary_json(spec, host, started, clock.elapsed().as_secs_f64(), &result);
+        notify::send(&spec.notify, &spec.name, event, &report);
+    }
+    (result, counts)
+}
+
+/// Runs the job's task (no hooks).
+fn run_task(
     spec: &JobSpec,
     ctx: &Ctx,
     host: &str,
@@ -136,7 +283,7 @@ pub fn run(
     let result = ctx
         .open_on(backend.clone())
         .and_then(|repo| match &spec.task {
-            Task::Backup(job) => backup(&repo, job, host, cancel),
+            Task::Backup(job) => backup(&repo, job, host, cancel, ctx.compression),
             Task::Prune(p) => run_prune(&repo, p),
             Task::Check(c) => run_check(&repo, c),
         });
@@ -155,6 +302,7 @@ fn backup(
     job: &JobConfig,
     host: &str,
     cancel: &Arc<AtomicBool>,
+    compression: Option<crate::backup::CompressionSetting>,
 ) -> Result<Outcome> {
     let source = match &job.command {
         Some(cmd) => Source::Stdin {
@@ -169,7 +317,9 @@ fn backup(
         mode: job.mode,
         tags: job.tags.clone(),
         host: host.to_string(),
-        excludes: job.excludes.clone(),
+        excludes: job.exclude_patterns()?,
+        filters: job.filters(),
+        compression: job.compression.or(compression).unwrap_or_default(),
         threads: job.threads.unwrap_or_else(default_threads),
         uploads: job
             .uploads
@@ -190,6 +340,22 @@ fn backup(
         rate: crate::report::rate(s.total_bytes, s.duration_s),
         warnings: report.warnings.len() as u64,
     };
+    let figures_json = serde_json::json!({
+        "files_new": s.files_new,
+        "files_changed": s.files_changed,
+        "files_unmodified": s.files_unmodified,
+        "dirs": s.dirs,
+        "bytes_read": s.bytes_read,
+        "total_bytes": s.total_bytes,
+        "data_added": s.data_added,
+        "excluded": s.excluded,
+        "total_duration_s": s.duration_s,
+        "backup_rate_bytes_per_s": figures.rate,
+        "mode": report.snapshot.mode,
+        "parent": report.snapshot.parent.map(|p| p.to_hex()),
+        "warnings": figures.warnings,
+        "compression": s.compression,
+    });
     let mut message = format!(
         "snapshot {} saved: {} files ({} new, {} changed), read {}, added {} in {:.1}s",
         report.snapshot_id.short(),
@@ -208,6 +374,8 @@ fn backup(
     Ok(Outcome {
         message,
         backup: Some(figures),
+        snapshot_id: Some(report.snapshot_id.to_hex()),
+        figures: Some(figures_json),
     })
 }
 
@@ -283,6 +451,7 @@ fn run_prune(repo: &Arc<Repository>, p: &PruneJob) -> Result<Outcome> {
     Ok(Outcome {
         message,
         backup: None,
+        ..Default::default()
     })
 }
 
@@ -310,6 +479,7 @@ fn run_check(repo: &Repository, c: &CheckJob) -> Result<Outcome> {
             r.snapshots, r.trees, r.packs, r.packs_read, r.blobs_read
         ),
         backup: None,
+        ..Default::default()
     })
 }
 

@@ -10,9 +10,11 @@
 //! scheduler through [`Event`]s.
 
 pub mod config;
+pub mod hooks;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod notify;
 pub mod readiness;
 pub mod schedule;
 
@@ -409,6 +411,19 @@ impl Agent {
         let spec = self.slots[i].spec.clone();
         if self.running.contains_key(&spec.name) {
             tracing::warn!(job = %spec.name, "{why} run skipped: the previous run is still going");
+            if why == "scheduled" {
+                let report = jobs::missed_json(
+                    &spec,
+                    &self.settings.host,
+                    "a scheduled run was skipped: the previous run was still going",
+                );
+                notify::send_in_background(
+                    spec.notify.clone(),
+                    spec.name.clone(),
+                    notify::NotifyEvent::Missed,
+                    report,
+                );
+            }
             let mut m = self.shared.metrics.lock().expect("metrics");
             if let Some(j) = m.jobs.get_mut(&spec.name) {
                 j.skipped += 1;
@@ -523,7 +538,7 @@ impl Agent {
             self.caught_up = true;
             let now = Local::now();
             for slot in &mut self.slots {
-                if !slot.spec.run_missed {
+                if !slot.spec.run_missed && slot.spec.notify.is_empty() {
                     continue;
                 }
                 let Some((_, last)) = last.iter().find(|(n, _)| *n == slot.spec.name) else {
@@ -535,7 +550,21 @@ impl Agent {
                     (Some(l), Some(d)) => *l < d.with_timezone(&Utc),
                     (Some(_), None) => false,
                 };
-                if missed {
+                // A job that never ran has not missed anything to notify.
+                if missed && last.is_some() {
+                    let report = jobs::missed_json(
+                        &slot.spec,
+                        &self.settings.host,
+                        "a scheduled run was missed while the agent was not running",
+                    );
+                    notify::send_in_background(
+                        slot.spec.notify.clone(),
+                        slot.spec.name.clone(),
+                        notify::NotifyEvent::Missed,
+                        report,
+                    );
+                }
+                if missed && slot.spec.run_missed {
                     tracing::info!(job = %slot.spec.name, "a scheduled run was missed: running it now");
                     slot.next = Some(now);
                 }

@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use globset::{Glob, GlobSet, GlobSetBuilder};
-
+use super::compression::CompressionSetting;
+use super::excludes::{Excludes, Filters, Verdict};
 use super::saver::Saver;
 use super::sparse::{self, Extent, RangeReader};
 use crate::chunker::Chunker;
@@ -30,9 +28,11 @@ use crate::repo::blob::BlobType;
 use crate::repo::index::Index;
 use crate::repo::lock::Lock;
 use crate::repo::markers::load_markers;
-use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotSummary};
+use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotCompression, SnapshotSummary};
 use crate::repo::tree::{Node, NodeKind, RawName, Tree};
 use crate::repo::{ObjectKind, Repository};
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 /// What to back up.
 pub enum Source {
@@ -65,6 +65,10 @@ pub struct BackupOptions {
     /// Glob patterns to leave out: a pattern without `/` matches a name at any
     /// depth, one with `/` matches the absolute path.
     pub excludes: Vec<String>,
+    /// The other exclude rules (tag files, caches, file systems, sizes).
+    pub filters: Filters,
+    /// How new blobs are compressed (recorded in the snapshot).
+    pub compression: CompressionSetting,
     /// Reader/chunker threads (and as many compress/encrypt threads).
     pub threads: usize,
     /// Concurrent pack uploads.
@@ -99,6 +103,7 @@ struct Counters {
     dirs: AtomicU64,
     bytes_read: AtomicU64,
     total_bytes: AtomicU64,
+    excluded: AtomicU64,
 }
 
 struct Shared {
@@ -186,7 +191,14 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         .collect();
     let index = Arc::new(repo.load_index_without(&doomed)?);
     let threads = opts.threads.max(1);
-    let saver = Saver::start(repo.clone(), index.clone(), threads, opts.uploads.max(1));
+    let level = opts.compression.level(repo.config().compression_level);
+    let saver = Saver::start_with_level(
+        repo.clone(),
+        index.clone(),
+        threads,
+        opts.uploads.max(1),
+        level,
+    );
     let shared = Arc::new(Shared {
         repo: repo.clone(),
         index,
@@ -211,7 +223,8 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
                     None
                 }
             };
-            (vec![format!("/{name}")], root, opts.mode, None)
+            // No parent, everything read: a full backup whatever the mode.
+            (vec![format!("/{name}")], root, BackupMode::Full, None)
         }
         Source::Paths(paths) => {
             let paths = normalize_paths(&paths)?;
@@ -221,7 +234,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
             let parent_root = parent
                 .as_ref()
                 .and_then(|(_, snap)| repo.load_tree(&shared.index, &snap.tree).ok());
-            let excludes = build_excludes(&opts.excludes)?;
+            let excludes = Excludes::new(&opts.excludes, &opts.filters)?;
             let scan_done = Arc::new(AtomicBool::new(false));
             let scan = opts.scan_totals.then(|| {
                 let (paths, excludes) = (paths.clone(), excludes.clone());
@@ -229,7 +242,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
                 std::thread::spawn(move || {
                     let (mut files, mut bytes) = (0, 0);
                     for p in &paths {
-                        if !scan_totals(&done, p, true, &excludes, &mut files, &mut bytes) {
+                        if !scan_totals(&done, p, true, &excludes, None, &mut files, &mut bytes) {
                             return;
                         }
                     }
@@ -267,8 +280,13 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         dirs: c.dirs.load(Ordering::Relaxed),
         bytes_read: c.bytes_read.load(Ordering::Relaxed),
         total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        excluded: c.excluded.load(Ordering::Relaxed),
         data_added: totals.stored_added,
         duration_s: started.elapsed().as_secs_f64(),
+        compression: Some(SnapshotCompression {
+            setting: opts.compression.to_string(),
+            level,
+        }),
     };
     let snapshot = Snapshot {
         time,
@@ -300,8 +318,10 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
     })
 }
 
-/// Picks the parent snapshot for the mode; a differential backup without any
-/// full snapshot to refer to becomes a full one.
+/// Picks the parent snapshot for the mode. A backup that finds no parent
+/// reads everything, so it is recorded as `full`: the first backup of a set
+/// of paths, and a differential one without any full snapshot to refer to
+/// (later differential backups then find it).
 fn choose_parent(
     repo: &Repository,
     mode: BackupMode,
@@ -326,21 +346,28 @@ fn choose_parent(
         BackupMode::Differential => candidates.rfind(|(_, s)| s.mode == BackupMode::Full),
         _ => candidates.next_back(),
     };
-    if mode == BackupMode::Differential && parent.is_none() {
-        tracing::info!("no full snapshot of these paths on this host yet; taking a full backup");
-        return Ok((BackupMode::Full, None));
+    match (mode, &parent) {
+        (BackupMode::Differential, None) => {
+            tracing::info!(
+                "no full snapshot of these paths on this host yet; taking a full backup"
+            );
+            Ok((BackupMode::Full, None))
+        }
+        (_, None) => Ok((BackupMode::Full, None)),
+        _ => Ok((mode, parent)),
     }
-    Ok((mode, parent))
 }
 
 /// Adds up the regular files under `path` for the progress display's totals
-/// (`named`: a path the user gave, followed if it is a symlink); false when
-/// the backup finished first.
+/// (`named`: a path the user gave, followed if it is a symlink; `dir_dev`:
+/// the device of the directory it is in); false when the backup finished
+/// first.
 fn scan_totals(
     done: &AtomicBool,
     path: &Path,
     named: bool,
-    excludes: &GlobSet,
+    excludes: &Excludes,
+    dir_dev: Option<u64>,
     files: &mut u64,
     bytes: &mut u64,
 ) -> bool {
@@ -354,34 +381,26 @@ fn scan_totals(
     let Ok(meta) = meta else {
         return true;
     };
+    if !named && excludes.by_meta(path, &meta, dir_dev) != Verdict::Keep {
+        return true;
+    }
     if meta.is_file() {
         *files += 1;
         *bytes += meta.len();
     } else if meta.is_dir()
         && let Ok(entries) = std::fs::read_dir(path)
     {
+        let dev = Some(meta.dev());
         for e in entries.flatten() {
             let child = e.path();
-            if !excluded(excludes, &child)
-                && !scan_totals(done, &child, false, excludes, files, bytes)
+            if !excludes.by_name(&child)
+                && !scan_totals(done, &child, false, excludes, dev, files, bytes)
             {
                 return false;
             }
         }
     }
     true
-}
-
-fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).with_context(|| format!("bad --exclude pattern {p:?}"))?);
-    }
-    Ok(b.build()?)
-}
-
-fn excluded(set: &GlobSet, path: &Path) -> bool {
-    !set.is_empty() && (set.is_match(path) || path.file_name().is_some_and(|n| set.is_match(n)))
 }
 
 /// Makes paths absolute and lexically normal, checks they exist, and keeps
@@ -464,7 +483,7 @@ fn walk_sources(
     shared: &Arc<Shared>,
     paths: &[PathBuf],
     parent_root: Option<Arc<Tree>>,
-    excludes: &GlobSet,
+    excludes: &Excludes,
     threads: usize,
 ) -> Result<Option<Id>> {
     let (file_tx, file_rx) = bounded::<FileJob>(threads * 4);
@@ -529,7 +548,7 @@ struct Walker {
     shared: Arc<Shared>,
     file_tx: Sender<FileJob>,
     dir_tx: Sender<DirJob>,
-    excludes: GlobSet,
+    excludes: Excludes,
 }
 
 impl Walker {
@@ -538,6 +557,15 @@ impl Walker {
         self.shared.counters.dirs.fetch_add(1, Ordering::Relaxed);
         let _ = self.dir_tx.send(DirJob { nodes, reply });
         rx
+    }
+
+    /// Counts an entry an exclude rule left out, and names it at debug level.
+    fn exclude(&self, path: &Path, why: &str) {
+        self.shared
+            .counters
+            .excluded
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("excluded {}: {why}", path.display());
     }
 
     fn parent_subtree(&self, parent: Option<&Node>) -> Option<Arc<Tree>> {
@@ -625,6 +653,10 @@ impl Walker {
                 .warn(format!("{}: cannot list directory: {e}", path.display())),
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let dir_dev = match self.excludes.wants_device() {
+            true => std::fs::metadata(path).ok().map(|m| m.dev()),
+            false => None,
+        };
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(&name);
@@ -633,7 +665,8 @@ impl Walker {
                 nodes.extend(self.virtual_entry(&child, &name, v, parent_node, true));
                 continue;
             }
-            if excluded(&self.excludes, &child) {
+            if self.excludes.by_name(&child) {
+                self.exclude(&child, "matches an exclude pattern");
                 continue;
             }
             let meta = match std::fs::symlink_metadata(&child) {
@@ -643,6 +676,26 @@ impl Walker {
                     continue;
                 }
             };
+            match self.excludes.by_meta(&child, &meta, dir_dev) {
+                Verdict::Keep => {}
+                Verdict::Skip(why) => {
+                    self.exclude(&child, why);
+                    continue;
+                }
+                Verdict::MountPoint => {
+                    // Kept as an empty directory, so a restore recreates
+                    // the mount point.
+                    self.exclude(
+                        &child,
+                        "another file system (recorded as an empty directory)",
+                    );
+                    nodes.push(Pending::Dir(
+                        node_from(&name, &meta),
+                        self.submit(Vec::new()),
+                    ));
+                    continue;
+                }
+            }
             nodes.extend(self.entry(&child, &name, &meta, parent_node, false));
         }
         self.submit(nodes)

@@ -139,11 +139,24 @@ pub struct Saver {
 
 impl Saver {
     /// Starts the worker threads. `known` is the repository's index at start.
+    /// Blobs are compressed at the repository's level.
     pub fn start(
         repo: Arc<Repository>,
         known: Arc<Index>,
         threads: usize,
         uploads: usize,
+    ) -> Saver {
+        let level = repo.config().compression_level;
+        Saver::start_with_level(repo, known, threads, uploads, level)
+    }
+
+    /// [`Saver::start`] with zstd level `level` for new blobs (0: none).
+    pub fn start_with_level(
+        repo: Arc<Repository>,
+        known: Arc<Index>,
+        threads: usize,
+        uploads: usize,
+        level: i32,
     ) -> Saver {
         let shared = Arc::new(Shared {
             repo: repo.clone(),
@@ -170,7 +183,6 @@ impl Saver {
             .can_spool()
             .then(|| Arc::new(Placer::new(repo.config().pack_size as usize)));
 
-        let level = repo.config().compression_level;
         let workers = (0..threads)
             .map(|i| {
                 let rx = blob_rx.clone();

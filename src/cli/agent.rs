@@ -15,8 +15,9 @@ use crate::agent::{Globals, jobs::Task};
 pub struct AgentArgs {
     /// Check this config file (syntax, fields, cron expressions) and exit:
     /// 0 when it is valid, 1 with the line and field at fault otherwise.
-    #[arg(long, value_name = "FILE")]
-    check_config: Option<PathBuf>,
+    /// Without FILE, checks the file of --config (or STRATA_CONFIG).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
     /// Log format: auto is JSON unless standard error is a terminal
     /// (default: [agent] log_format, else auto).
     #[arg(long, value_enum, value_name = "FORMAT")]
@@ -61,6 +62,11 @@ pub fn run(g: AgentGlobals, args: AgentArgs) -> Result<i32> {
         );
     }
     if let Some(path) = &args.check_config {
+        let Some(path) = path.as_ref().or(g.config.as_ref()) else {
+            bail!(
+                "--check-config needs a config file: give --check-config FILE, or --config FILE (or STRATA_CONFIG) with it"
+            );
+        };
         return check_config(path, &globals);
     }
     let Some(path) = g.config else {

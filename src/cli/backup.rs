@@ -8,7 +8,9 @@ use clap::Args;
 use super::context::{Ctx, default_threads};
 use std::sync::Arc;
 
-use crate::backup::{BackupOptions, Source, run_backup};
+use crate::backup::{
+    BackupOptions, CompressionSetting, Filters, Source, read_exclude_file, run_backup,
+};
 use crate::error::exit;
 use crate::repo::snapshot::BackupMode;
 use crate::report::{bytes, rate};
@@ -31,6 +33,31 @@ pub struct BackupArgs {
     /// Leave out paths matching a glob (repeatable); without `/` it matches names.
     #[arg(long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
+    /// Read exclude patterns from FILE (repeatable): one glob a line, as
+    /// --exclude; blank lines and lines starting with `#` are ignored.
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Leave out every directory that contains an entry named NAME
+    /// (repeatable), e.g. .nobackup.
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out directories holding a valid CACHEDIR.TAG
+    /// (https://bford.info/cachedir/).
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Stay on the file system of each named path: mount points below it
+    /// are recorded as empty directories.
+    #[arg(long)]
+    one_file_system: bool,
+    /// Compression of new data: off, fastest, default (the repository's
+    /// level), max, or a zstd level from -7 to 22 (default: [repository]
+    /// compression in the config file, else default).
+    #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
+    compression: Option<CompressionSetting>,
+    /// Leave out files larger than SIZE (e.g. 10MiB, 2GiB; K, M, G mean
+    /// 1000s and Ki, Mi, Gi 1024s, as in --limit-upload).
+    #[arg(long, value_name = "SIZE", value_parser = crate::report::parse_size)]
+    exclude_larger_than: Option<u64>,
     /// Back up standard input as one file.
     #[arg(long)]
     stdin: bool,
@@ -57,9 +84,22 @@ pub struct BackupArgs {
 pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
     super::interrupt::release_locks_on_interrupt();
     crate::fsmeta::capture_xattrs(!args.no_xattrs);
+    let filters = Filters {
+        exclude_if_present: args.exclude_if_present.clone(),
+        exclude_caches: args.exclude_caches,
+        one_file_system: args.one_file_system,
+        exclude_larger_than: args.exclude_larger_than,
+    };
+    let mut excludes = args.excludes.clone();
+    for f in &args.exclude_files {
+        excludes.extend(read_exclude_file(f)?);
+    }
     let source = if args.stdin {
         if !args.paths.is_empty() {
             bail!("--stdin takes no paths");
+        }
+        if !excludes.is_empty() || !filters.is_empty() {
+            bail!("exclude options apply to paths, not to --stdin: remove them");
         }
         Source::Stdin {
             name: args.stdin_name.clone(),
@@ -90,7 +130,9 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         mode: args.mode,
         tags: args.tags,
         host: args.host.unwrap_or_else(crate::sysinfo::hostname),
-        excludes: args.excludes,
+        excludes,
+        filters,
+        compression: args.compression.or(ctx.compression).unwrap_or_default(),
         threads: args.threads.unwrap_or_else(default_threads),
         uploads: args
             .uploads
@@ -124,11 +166,19 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         "mode": report.snapshot.mode,
         "parent": parent,
         "warnings": report.warnings.len(),
+        "excluded": s.excluded,
+        "compression": s.compression,
     }));
     ctx.out.line(format!(
         "files: {} new, {} changed, {} unmodified; {} directories",
         s.files_new, s.files_changed, s.files_unmodified, s.dirs
     ));
+    if s.excluded > 0 {
+        ctx.out.line(format!(
+            "excluded: {} entries left out by exclude rules (-v names them)",
+            s.excluded
+        ));
+    }
     ctx.out.line(format!(
         "read {} of {}, added {} to the repository",
         bytes(s.bytes_read),

@@ -26,6 +26,8 @@ pub struct Ctx {
     pub repo_options: std::collections::BTreeMap<String, String>,
     /// S3 Object Lock retention for every object written, from the config.
     pub repo_object_lock: Option<ObjectLockConfig>,
+    /// `[repository] compression`: the default of `backup --compression`.
+    pub compression: Option<crate::backup::CompressionSetting>,
     /// The pool, when the config describes one and no URL overrides it.
     pub pool: Option<crate::pool::config::PoolConfig>,
     /// Upload limit, bytes per second (`--limit-upload`, `[repository] limit_upload`).
@@ -75,6 +77,9 @@ pub struct RepositorySection {
     /// S3 storage class per kind of object (`{ data = "STANDARD_IA" }`).
     #[serde(default)]
     pub storage_class: crate::store::storage_class::StorageClasses,
+    /// Default compression of backups (`off`, `fastest`, `default`, `max`
+    /// or a zstd level).
+    pub compression: Option<crate::backup::CompressionSetting>,
 }
 
 /// Reads and parses a config file, naming the file, line and field on
@@ -189,6 +194,7 @@ impl Ctx {
             password_command: None,
             repo_options: file.repository.options,
             repo_object_lock: file.repository.object_lock,
+            compression: file.repository.compression,
             out,
         })
     }

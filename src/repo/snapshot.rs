@@ -44,10 +44,29 @@ pub struct SnapshotSummary {
     pub bytes_read: u64,
     /// Total size of the files in the snapshot.
     pub total_bytes: u64,
+    /// Entries (files, directories, ...) exclude rules left out; a left-out
+    /// directory counts once. Absent in snapshots of older versions.
+    #[serde(default)]
+    pub excluded: u64,
     /// Bytes added to the repository (after dedup and compression).
     pub data_added: u64,
     /// Wall time of the backup in seconds.
     pub duration_s: f64,
+    /// How new blobs were compressed (absent in snapshots of older
+    /// versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<SnapshotCompression>,
+}
+
+/// How the blobs a backup added were compressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotCompression {
+    /// The setting as given: `off`, `fastest`, `default`, `max` or a zstd
+    /// level.
+    pub setting: String,
+    /// The zstd level used (0: none). Blobs the repository already held
+    /// keep the compression they were stored with.
+    pub level: i32,
 }
 
 /// A snapshot object.
@@ -108,5 +127,36 @@ impl Snapshot {
     /// Parses a snapshot.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         serde_json::from_slice(bytes).context("snapshot is not valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_without_newer_fields_still_decode() {
+        let old = br#"{"time":"2026-01-01T00:00:00Z","tree":"0000000000000000000000000000000000000000000000000000000000000000","paths":["/a"],"hostname":"h","username":"u","summary":{"files_new":1,"files_changed":0,"files_unmodified":0,"dirs":1,"bytes_read":1,"total_bytes":1,"data_added":1,"duration_s":0.5}}"#;
+        let s = Snapshot::decode(old).unwrap();
+        assert_eq!(s.summary.compression, None);
+        assert_eq!(s.summary.excluded, 0);
+        assert_eq!(s.mode, BackupMode::Incremental);
+        let mut s2 = s.clone();
+        s2.summary.compression = Some(SnapshotCompression {
+            setting: "max".into(),
+            level: 19,
+        });
+        let text = String::from_utf8(s2.encode()).unwrap();
+        assert!(
+            text.contains(r#""compression":{"setting":"max","level":19}"#),
+            "{text}"
+        );
+        assert_eq!(Snapshot::decode(text.as_bytes()).unwrap(), s2);
+        // Written without the field when there is no setting.
+        assert!(
+            !String::from_utf8(s.encode())
+                .unwrap()
+                .contains("compression")
+        );
     }
 }

@@ -23,30 +23,13 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>> {
     if t.is_empty() || t.eq_ignore_ascii_case("off") || t == "0" {
         return Ok(None);
     }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| {
+    let rate = crate::report::parse_size(t).map_err(|_| {
         anyhow::anyhow!("{text:?} is not a rate: give e.g. 2MiB (per second), 500KiB or off")
     })?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "ki" | "kib" => 1024.0,
-        "mi" | "mib" => 1024.0 * 1024.0,
-        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => {
-            bail!("{text:?}: unknown unit {other:?}; give e.g. 2MiB (per second), 500KiB or off")
-        }
-    };
-    let rate = (n * mult).round();
-    if !(1.0..1e15).contains(&rate) {
+    if rate == 0 {
         bail!("{text:?} is not a usable rate (at least 1 byte per second)");
     }
-    Ok(Some(rate as u64))
+    Ok(Some(rate))
 }
 
 /// A rate limit shared by every request in one direction (GCRA: each
