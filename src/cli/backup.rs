@@ -120,6 +120,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         "mode": report.snapshot.mode,
         "parent": parent,
         "warnings": report.warnings.len(),
+        "requests": crate::store::request_tally(),
     }));
     ctx.out.line(format!(
         "files: {} new, {} changed, {} unmodified; {} directories",

@@ -79,6 +79,7 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "errors": r.errors.len(),
         "damaged_files": r.damaged_files,
         "served_by": served.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
+        "requests": crate::store::request_tally(),
     }));
     ctx.out.line(format!(
         "restored {} files, {} directories, {} in {:.2}s ({}/s) to {}",

@@ -10,6 +10,7 @@ mod object;
 #[cfg(feature = "object-lock")]
 mod s3lock;
 mod spool;
+pub mod tally;
 
 use std::ops::Range;
 
@@ -17,6 +18,7 @@ use anyhow::Result;
 
 pub use immutable::{ObjectLockConfig, open_store};
 pub use object::{ObjectBackend, block_on, open_url};
+pub use tally::{RequestClass, RequestTally, request_tally};
 
 /// An object was not found (distinct from other failures so callers can tell
 /// "repository missing" from "backend broken").
