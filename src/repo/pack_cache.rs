@@ -389,3 +389,206 @@ impl Budget {
         self.freed.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::repo::blob::{BlobType, seal_blob};
+    use crate::repo::pack::PackBuilder;
+    use crate::store::ObjectInfo;
+    use crate::store::memory::{MemStore, SimClock};
+
+    /// A memory store that counts reads.
+    struct Counting {
+        inner: Arc<MemStore>,
+        reads: AtomicU64,
+    }
+
+    impl Backend for Counting {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+            self.inner.put(key, bytes)
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(key)
+        }
+        fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.get_range(key, range)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.inner.list(prefix)
+        }
+        fn size(&self, key: &str) -> Result<u64> {
+            self.inner.size(key)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn exists(&self) -> Result<bool> {
+            self.inner.exists()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+    }
+
+    /// A pack's trees: plaintext and entry.
+    type Trees = Vec<(Vec<u8>, PackEntry)>;
+
+    struct Fixture {
+        key: MasterKey,
+        store: Counting,
+        index: Index,
+        /// Per pack: its id and its trees (plaintext, entry).
+        packs: Vec<(Id, Trees)>,
+        dir: tempfile::TempDir,
+    }
+
+    /// `n` tree packs of 50 trees each, stored and indexed.
+    fn fixture(n: usize) -> Fixture {
+        let key = MasterKey::generate();
+        let store = Counting {
+            inner: MemStore::new("m", SimClock::new(), 0),
+            reads: AtomicU64::new(0),
+        };
+        let mut index = Index::default();
+        let mut packs = Vec::new();
+        for p in 0..n {
+            let mut b = PackBuilder::new();
+            let mut plains = Vec::new();
+            for t in 0..50 {
+                let plain = format!("{{\"tree\":{p},\"n\":{t}}}")
+                    .repeat(t + 1)
+                    .into_bytes();
+                b.add(seal_blob(
+                    &key,
+                    BlobType::Tree,
+                    key.id_of(&plain),
+                    &plain,
+                    3,
+                ));
+                plains.push(plain);
+            }
+            let pack = b.finish(&key);
+            store.put(&layout::pack(&pack.id), pack.to_vec()).unwrap();
+            index.add_pack(pack.id, &pack.entries);
+            packs.push((pack.id, plains.into_iter().zip(pack.entries).collect()));
+        }
+        Fixture {
+            key,
+            store,
+            index,
+            packs,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    impl Fixture {
+        fn cache(&self) -> PackCache {
+            PackCache::new(self.dir.path())
+        }
+
+        /// Reads every tree through `cache`, checking each.
+        fn read_all(&self, cache: &PackCache, trusted: bool) {
+            for (pack, trees) in &self.packs {
+                for (plain, e) in trees {
+                    let got =
+                        cache.read_blob(&self.store, &self.key, &self.index, pack, e, trusted);
+                    assert_eq!(got.as_deref(), Some(plain.as_slice()));
+                }
+            }
+        }
+
+        fn reads(&self) -> u64 {
+            self.store.reads.load(Ordering::SeqCst)
+        }
+
+        fn file(&self, pack: &Id) -> PathBuf {
+            self.dir.path().join("treepacks").join(pack.to_hex())
+        }
+    }
+
+    #[test]
+    fn one_read_per_pack_cold_none_warm() {
+        let f = fixture(3);
+        assert_eq!(f.index.tree_packs().count(), 3);
+        f.read_all(&f.cache(), true);
+        assert_eq!(f.reads(), 3, "one whole read per tree pack");
+        // A later process: everything from disk.
+        f.read_all(&f.cache(), true);
+        assert_eq!(f.reads(), 3);
+        // Untrusted (check): each pack is read from the store once more.
+        f.read_all(&f.cache(), false);
+        assert_eq!(f.reads(), 6);
+    }
+
+    #[test]
+    fn damaged_cache_files_are_dropped_and_fetched_again() {
+        let f = fixture(2);
+        f.read_all(&f.cache(), true);
+        let (a, b) = (f.packs[0].0, f.packs[1].0);
+        // Flipped bytes, and a file cut short.
+        let mut bytes = std::fs::read(f.file(&a)).unwrap();
+        for x in bytes.iter_mut().step_by(13) {
+            *x ^= 1;
+        }
+        std::fs::write(f.file(&a), bytes).unwrap();
+        std::fs::write(f.file(&b), b"short").unwrap();
+        f.read_all(&f.cache(), true);
+        assert_eq!(f.reads(), 4, "both packs fetched again, once each");
+        assert!(std::fs::metadata(f.file(&b)).unwrap().len() > 1000);
+        f.read_all(&f.cache(), true);
+        assert_eq!(f.reads(), 4);
+    }
+
+    #[test]
+    fn a_damaged_stored_pack_is_not_cached() {
+        let f = fixture(1);
+        let (pack, trees) = &f.packs[0];
+        let name = layout::pack(pack);
+        let mut bytes = f.store.inner.get(&name).unwrap();
+        bytes[5] ^= 1;
+        f.store.inner.put(&name, bytes).unwrap();
+        let cache = f.cache();
+        for (_, e) in trees {
+            assert!(
+                cache
+                    .read_blob(&f.store, &f.key, &f.index, pack, e, true)
+                    .is_none()
+            );
+        }
+        assert_eq!(f.reads(), 1, "a pack that failed is not fetched again");
+        assert!(!f.file(pack).exists());
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound_and_forgets_unnamed_packs() {
+        let f = fixture(4);
+        let len = f.index.tree_packs().next().unwrap().1;
+        let mut cache = f.cache();
+        cache.limit = len * 5 / 2;
+        f.read_all(&cache, true);
+        let held: u64 = cache.listing().iter().map(|c| c.1).sum();
+        assert!(held <= cache.limit, "{held} > {}", cache.limit);
+        assert!(cache.listing().len() >= 2);
+        // A pack no index names, unused for longer than the grace period.
+        let gone = Id([7; 32]);
+        let old = SystemTime::now() - 2 * UNNAMED_GRACE;
+        std::fs::write(f.file(&gone), b"x").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(f.file(&gone))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        cache.evict(Some(&f.index));
+        assert!(!f.file(&gone).exists());
+    }
+}
