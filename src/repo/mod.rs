@@ -884,12 +884,13 @@ impl Repository {
 
 /// The tree pack cache for a repository on `backend`: none for a local
 /// repository (whose reads are local already; `can_spool` tells a local
-/// disk) or when caching is off (STRATA_NO_CACHE, no cache directory).
+/// disk) or when caching is off (STRATA_NO_CACHE, STRATA_TREE_CACHE_MIB=0,
+/// no cache directory).
 fn tree_pack_cache(backend: &dyn Backend, repo_id: &str) -> Option<pack_cache::PackCache> {
     if backend.can_spool() {
         return None;
     }
-    Some(pack_cache::PackCache::new(&cache::dir_for(repo_id)?))
+    pack_cache::PackCache::new(&cache::dir_for(repo_id)?)
 }
 
 /// Checks the bytes of a stored object by what its name says it is, with

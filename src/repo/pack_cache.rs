@@ -15,7 +15,7 @@
 //! The cache is bounded: when it holds more than its limit
 //! (`STRATA_TREE_CACHE_MIB`, default [`DEFAULT_LIMIT_MIB`] MiB), the least
 //! recently used packs are removed (a pack's file time is set when a
-//! process first uses it). Packs the index no longer names (pruned) are
+//! process first uses it); 0 turns the cache off. Packs the index no longer names (pruned) are
 //! removed when a command prefetches.
 
 use std::collections::HashSet;
@@ -72,11 +72,18 @@ fn limit_from_env() -> u64 {
 }
 
 impl PackCache {
-    /// The tree pack cache under a repository's cache directory.
-    pub fn new(repo_cache_dir: &Path) -> PackCache {
+    /// The tree pack cache under a repository's cache directory; `None`
+    /// when its bound is 0 (`STRATA_TREE_CACHE_MIB=0` turns it off).
+    pub fn new(repo_cache_dir: &Path) -> Option<PackCache> {
+        let limit = limit_from_env();
+        (limit > 0).then(|| PackCache::with_limit(repo_cache_dir, limit))
+    }
+
+    /// The cache under a repository's cache directory, bounded to `limit` bytes.
+    fn with_limit(repo_cache_dir: &Path, limit: u64) -> PackCache {
         PackCache {
             dir: repo_cache_dir.join("treepacks"),
-            limit: limit_from_env(),
+            limit,
             used: Mutex::default(),
             failed: Mutex::default(),
             fetching: Mutex::new(()),
@@ -492,7 +499,7 @@ mod tests {
 
     impl Fixture {
         fn cache(&self) -> PackCache {
-            PackCache::new(self.dir.path())
+            PackCache::with_limit(self.dir.path(), 1 << 30)
         }
 
         /// Reads every tree through `cache`, checking each.
