@@ -77,6 +77,9 @@ pub struct Change {
     pub kind: char,
     /// Path in the snapshots.
     pub path: String,
+    /// The path's raw bytes (names need not be UTF-8).
+    #[serde(skip)]
+    pub raw: Vec<u8>,
 }
 
 /// Differences between two trees.
@@ -120,12 +123,14 @@ fn diff_trees(
             _ => &na.expect("a side").name,
         };
         let path = dir.join(OsStr::from_bytes(&name.0));
-        let shown = path.display().to_string();
+        let raw = path.as_os_str().as_bytes().to_vec();
+        let shown = crate::repo::tree::escape_bytes(&raw);
         match order {
             std::cmp::Ordering::Less => {
                 out.push(Change {
                     kind: '-',
                     path: shown,
+                    raw,
                 });
                 let n = na.expect("a side");
                 diff_trees(repo, index, n.subtree, None, &path, out)?;
@@ -135,6 +140,7 @@ fn diff_trees(
                 out.push(Change {
                     kind: '+',
                     path: shown,
+                    raw,
                 });
                 let n = nb.expect("b side");
                 diff_trees(repo, index, None, n.subtree, &path, out)?;
@@ -146,22 +152,26 @@ fn diff_trees(
                     out.push(Change {
                         kind: 'T',
                         path: shown,
+                        raw,
                     });
                 } else if x.content != y.content || x.target != y.target || x.size != y.size {
                     out.push(Change {
                         kind: 'M',
                         path: shown,
+                        raw,
                     });
                 } else if x.kind != NodeKind::Dir
                     && (x.mode != y.mode
                         || x.uid != y.uid
                         || x.gid != y.gid
                         || x.mtime != y.mtime
-                        || x.mtime_ns != y.mtime_ns)
+                        || x.mtime_ns != y.mtime_ns
+                        || x.xattrs != y.xattrs)
                 {
                     out.push(Change {
                         kind: 'U',
                         path: shown,
+                        raw,
                     });
                 }
                 let (sa, sb) = (

@@ -269,8 +269,14 @@ fn restore_with_a_damaged_pack_names_the_file_and_restores_the_rest() {
     let r = restored(&target, &src);
     assert_eq!(std::fs::read(r.join("keep/a.txt")).unwrap(), b"alpha\n");
     assert!(std::fs::read(r.join("keep/small.bin")).unwrap() == small);
-    // Whatever is left at the damaged file's place is not the original.
-    if let Ok(got) = std::fs::read(r.join("victim.bin")) {
+    // Nothing is under the damaged file's name; what was written of it (if
+    // it has more than one chunk) is left under a name that says it is
+    // partial.
+    assert!(
+        std::fs::symlink_metadata(r.join("victim.bin")).is_err(),
+        "a damaged file is under its own name"
+    );
+    if let Ok(got) = std::fs::read(r.join(".victim.bin.strata-partial")) {
         assert!(got != victim, "damaged data restored as if intact");
     }
 }
@@ -668,11 +674,15 @@ fn damaged_snapshot_is_left_out_and_removed_by_repair_snapshots() {
     let (victim, other) = (&snaps[0], &snaps[1]);
     flip_byte(victim, None);
 
-    // Listing, restoring the other one and backing up go on, with a warning.
+    // Listing, restoring the other one and backing up go on, with a warning
+    // (a `warning` line in the JSON stream).
     let out = env.run(&["--json", "snapshots"]);
     assert!(out.status.success(), "{}", all_output(&out));
     assert!(
-        names_object(&common::stderr(&out), victim),
+        common::json_lines(&out.stdout)
+            .iter()
+            .any(|v| v["message_type"] == "warning"
+                && names_object(v["message"].as_str().unwrap_or_default(), victim)),
         "{}",
         all_output(&out)
     );

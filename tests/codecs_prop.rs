@@ -492,6 +492,7 @@ fn node() -> impl Strategy<Value = Node> {
                     subtree,
                     target: target.map(RawName),
                     rdev,
+                    xattrs: Vec::new(),
                 };
                 match kind {
                     NodeKind::Dir if n.subtree.is_none() => n.subtree = Some(Id([7; 32])),

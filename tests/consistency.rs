@@ -297,18 +297,8 @@ fn removed_key_stays_removed() {
     let pool = LocalPool::new(2, 1);
     let pw2 = pool.env.path("pw2");
     std::fs::write(&pw2, "second password\n").unwrap();
-    pool.ok(&[
-        "key",
-        "add",
-        "--new-password-file",
-        pw2.to_str().unwrap(),
-        "--argon2-memory-kib",
-        "1024",
-        "--argon2-iterations",
-        "1",
-        "--argon2-parallelism",
-        "1",
-    ]);
+    let add = ["key", "add", "--new-password-file", pw2.to_str().unwrap()];
+    pool.ok(&[&add[..], &common::CHEAP_KDF[..]].concat());
     let with_pw2 = |args: &[&str]| {
         let mut c = Env::bare();
         c.arg("--config")
@@ -342,4 +332,78 @@ fn removed_key_stays_removed() {
     );
     pool.ok(&["pool", "repair"]);
     assert_eq!(std::fs::read_dir(&keys_dir).unwrap().count(), 1);
+}
+
+/// Issue 14.5: snapshots that disappear without a deletion record (storage
+/// access, a bucket rolled back) are reported; a forget is not.
+#[test]
+fn rollback_is_noticed() {
+    let env = Env::new();
+    let state = env.path("state");
+    let run = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("STRATA_STATE_DIR", &state)
+            .args(args)
+            .output()
+            .unwrap();
+        common::assert_success(&out, args);
+        out
+    };
+    let src = env.path("src");
+    write(&src.join("f"), b"one");
+    run(&["backup", src.to_str().unwrap()]);
+    write(&src.join("f"), b"two");
+    run(&["backup", src.to_str().unwrap()]);
+    write(&src.join("f"), b"three");
+    run(&["backup", src.to_str().unwrap()]);
+    let ids: Vec<String> = common::json_lines(&run(&["--json", "snapshots"]).stdout)
+        .iter()
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    run(&["forget", &ids[0]]);
+    let out = run(&["snapshots"]);
+    assert!(!stderr(&out).contains("gone"), "{}", stderr(&out));
+    // The newest snapshot vanishes behind strata's back.
+    std::fs::remove_file(env.repo().join("snapshots").join(&ids[2])).unwrap();
+    let out = run(&["snapshots"]);
+    assert!(
+        stderr(&out).contains("gone without a deletion record"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `pool repair --read-data` finds copies that went bad in place (same size,
+/// so a listing cannot tell) and replaces them from another member; then
+/// that member alone passes `check --read-data`.
+#[test]
+fn pool_repair_read_data_replaces_damaged_copies() {
+    let pool = LocalPool::new(2, 2);
+    let src = pool.env.path("src");
+    write(&src.join("f"), &common::random_bytes(6, 300 << 10));
+    pool.ok(&["backup", src.to_str().unwrap()]);
+    let packs = common::files_under(&pool.members[0].join("data"));
+    for p in &packs {
+        common::flip_byte(p, None);
+    }
+    let alone = |args: &[&str]| {
+        let mut c = Env::bare();
+        c.arg("--repo")
+            .arg(&pool.members[0])
+            .arg("--password-file")
+            .arg(pool.env.pw())
+            .args(args);
+        c.output().unwrap()
+    };
+    assert!(!alone(&["check", "--read-data"]).status.success());
+    let out = pool.ok(&["pool", "repair", "--read-data"]);
+    assert!(
+        stdout(&out).contains(&format!("replaced {} damaged", packs.len())),
+        "{}",
+        stdout(&out)
+    );
+    let out = alone(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -254,12 +254,20 @@ impl Env {
         ]);
     }
 
-    /// Missing-object counts per member from `pool status --json`.
+    /// Missing-object counts per member from `pool status --json`, which
+    /// exits 0 when every member is whole and 1 when one lacks objects.
     fn missing(&self) -> BTreeMap<String, u64> {
-        let out = self.ok(&["--json", "pool", "status"]);
-        out.lines()
+        let out = self.run(&["--json", "pool", "status"]);
+        let members: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["message_type"] == "member")
+            .collect();
+        let mismatched = members
+            .iter()
+            .any(|v| v["size_mismatch"].as_array().is_some_and(|a| !a.is_empty()));
+        let missing: BTreeMap<String, u64> = members
+            .iter()
             .map(|v| {
                 assert_eq!(v["reachable"], true, "member unreachable: {v}");
                 (
@@ -267,7 +275,15 @@ impl Env {
                     v["missing_count"].as_u64().unwrap(),
                 )
             })
-            .collect()
+            .collect();
+        let whole = missing.values().all(|&n| n == 0) && !mismatched;
+        assert_eq!(
+            out.status.code(),
+            Some(if whole { 0 } else { 1 }),
+            "pool status exit code with {missing:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        missing
     }
 }
 
@@ -564,9 +580,11 @@ impl Proxy {
     }
 }
 
-#[test]
-fn member_down_during_backup_is_healed_by_repair() {
-    let Some(s) = servers() else { return };
+/// An initialised pool of S3, Azure (reached through a [`Proxy`], so it can
+/// go down and come back) and a local folder, write quorum 2. Returns the
+/// environment, the proxy, the members' prefix, Azurite's own port and the
+/// folder holding the local member.
+fn azure_behind_proxy(s: &Servers, tag: &str) -> (Env, Proxy, String, u16, tempfile::TempDir) {
     let azurite_port: u16 = std::env::var("STRATA_TEST_AZURITE")
         .unwrap()
         .rsplit(':')
@@ -574,10 +592,10 @@ fn member_down_during_backup_is_healed_by_repair() {
         .unwrap()
         .parse()
         .unwrap();
-    let prefix = unique("down");
+    let prefix = unique(tag);
     let tmp = tempfile::tempdir().unwrap();
     let members = vec![
-        MemberSpec::s3(&s, &prefix),
+        MemberSpec::s3(s, &prefix),
         MemberSpec::azure(&prefix),
         MemberSpec::local(&tmp.path().join("local")),
     ];
@@ -588,6 +606,13 @@ fn member_down_during_backup_is_healed_by_repair() {
         format!("http://127.0.0.1:{}", proxy.port),
     ));
     env.init();
+    (env, proxy, prefix, azurite_port, tmp)
+}
+
+#[test]
+fn member_down_during_backup_is_healed_by_repair() {
+    let Some(s) = servers() else { return };
+    let (env, proxy, prefix, azurite_port, _tmp) = azure_behind_proxy(&s, "down");
 
     let src = env.path("src");
     make_source(&src);
@@ -596,6 +621,11 @@ fn member_down_during_backup_is_healed_by_repair() {
     assert!(
         out.contains("member azure"),
         "the backup should say the azure member missed writes:\n{out}"
+    );
+    assert_eq!(
+        out.matches("still missing").count(),
+        1,
+        "the still-missing warning is said once:\n{out}"
     );
 
     let _proxy = Proxy::start(port, azurite_port); // and comes back
@@ -869,4 +899,65 @@ fn index_lost_on_every_member_is_rebuilt_by_repair_index() {
     let target = env.path("r");
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// Issue 14: with a member down, forget and prune refuse before deleting
+/// anything (they used to delete on the reachable members, and `pool repair`
+/// then copied the forgotten snapshot back); once it is back, they work, and
+/// that member alone agrees with the others.
+#[test]
+fn deletes_wait_for_every_member_on_real_servers() {
+    let Some(s) = servers() else { return };
+    let (env, proxy, prefix, azurite_port, _tmp) = azure_behind_proxy(&s, "deletes");
+    let src = env.path("src");
+    make_source(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("later"), b"second snapshot").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let ids: Vec<String> = env
+        .ok(&["--json", "snapshots"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    let port = proxy.stop(); // the Azure member goes down
+    for args in [
+        vec!["forget", ids[0].as_str()],
+        vec!["prune", "--grace", "0s"],
+    ] {
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{args:?} ran with a member down");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("azure"),
+            "{args:?}: the error names the member: {err}"
+        );
+    }
+    // Backups go on with two of three members.
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    let _proxy = Proxy::start(port, azurite_port); // and comes back
+    env.ok(&["pool", "repair"]);
+    env.ok(&["forget", &ids[0]]);
+    env.ok(&["prune", "--grace", "0s"]);
+    assert!(env.missing().values().all(|&n| n == 0));
+    let alone = run_single(
+        &format!("az://strata/{prefix}"),
+        &[("AZURE_STORAGE_USE_EMULATOR", "true")],
+        &env.path("pw"),
+        &["--json", "snapshots"],
+    );
+    assert!(alone.status.success());
+    let listed: Vec<String> = String::from_utf8_lossy(&alone.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !listed.contains(&ids[0]),
+        "azure alone still lists the forgotten snapshot"
+    );
+    assert!(listed.contains(&ids[1]));
 }

@@ -226,10 +226,15 @@ fn full_disk_leaves_only_complete_files_and_a_rerun_completes_the_tree() {
 
     // With the space freed, the same target is completed exactly.
     assert_eq!(read("second.rc").trim(), "0", "{}", read("second.err"));
+    // It keeps the complete files and restores only the rest.
+    let second = read("second.out");
     assert!(
-        read("second.out").contains("restored 11 files"),
-        "{}",
-        read("second.out")
+        second.contains(&format!("restored {} files", 11 - restored_n)),
+        "{second}"
+    );
+    assert!(
+        second.contains(&format!("kept {restored_n} files")),
+        "{second}"
     );
     compare_trees(
         &src,

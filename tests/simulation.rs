@@ -67,6 +67,9 @@ struct Sim {
     clients: Vec<Client>,
     down: Vec<bool>,
     wiped: Option<usize>,
+    /// A copy was damaged in place and no `pool repair --read-data` has
+    /// replaced it yet.
+    corrupted: bool,
     /// Snapshots whose backup returned success, with what they hold.
     acked: BTreeMap<Id, Content>,
     /// Snapshots whose forget returned success.
@@ -87,7 +90,13 @@ impl Sim {
         let n = rng.random_range(1..=4usize);
         let quorum = rng.random_range(1..=n);
         let stores: Vec<Arc<MemStore>> = (0..n)
-            .map(|i| MemStore::new(&format!("m{i}"), clock.clone(), rng.random_range(-300..=300)))
+            .map(|i| {
+                MemStore::new(
+                    &format!("m{i}"),
+                    clock.clone(),
+                    rng.random_range(-300..=300),
+                )
+            })
             .collect();
         let rates = FaultRates {
             list_fails: rng.random_range(0..40),
@@ -98,7 +107,20 @@ impl Sim {
             delete_fails: rng.random_range(0..40),
             stale_list: 0,
         };
-        let tmp = tempfile::tempdir()?;
+        // A fixed place, so snapshot paths are the same in a replay.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("strata-sim-{seed}-"))
+            .rand_bytes(0)
+            .tempdir()
+            .or_else(|_| {
+                let _ = std::fs::remove_dir_all(
+                    std::env::temp_dir().join(format!("strata-sim-{seed}-")),
+                );
+                tempfile::Builder::new()
+                    .prefix(&format!("strata-sim-{seed}-"))
+                    .rand_bytes(0)
+                    .tempdir()
+            })?;
         let mut sim = Sim {
             rng,
             clock,
@@ -108,6 +130,7 @@ impl Sim {
             clients: Vec::new(),
             down: vec![false; n],
             wiped: None,
+            corrupted: false,
             acked: BTreeMap::new(),
             forgotten: BTreeSet::new(),
             limbo: BTreeSet::new(),
@@ -173,18 +196,25 @@ impl Sim {
         Arc::new(Pool::from_stores(stores, quorum))
     }
 
-    fn client_backend(&self, c: usize) -> Arc<dyn Backend> {
-        let doors = self.clients[c]
+    /// Client `c`'s doors to the stores, named.
+    fn client_doors(&self, c: usize) -> Vec<(String, Arc<dyn Backend>)> {
+        self.clients[c]
             .doors
             .iter()
             .zip(&self.stores)
             .map(|(d, s)| (s.name().to_string(), d.clone() as Arc<dyn Backend>))
-            .collect();
-        Self::backend_of(doors, self.quorum)
+            .collect()
+    }
+
+    fn client_backend(&self, c: usize) -> Arc<dyn Backend> {
+        Self::backend_of(self.client_doors(c), self.quorum)
     }
 
     fn client_repo(&self, c: usize) -> Result<Arc<Repository>> {
-        Ok(Arc::new(Repository::open(self.client_backend(c), PASSWORD)?))
+        Ok(Arc::new(Repository::open(
+            self.client_backend(c),
+            PASSWORD,
+        )?))
     }
 
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -241,6 +271,7 @@ impl Sim {
             let content = Self::read_source(&self.clients[c].source)?;
             let repo = self.client_repo(c)?;
             let full = self.rng.random_range(0..6) == 0;
+            let during = self.plan_interleaved(c, &live);
             let report = run_backup(
                 repo,
                 BackupOptions {
@@ -260,9 +291,14 @@ impl Sim {
                     scan_totals: false,
                     cancel: None,
                 },
-            )?;
+            );
+            let during = self.settle_interleaved(c, during);
+            let report = report.map_err(|e| match during.is_empty() {
+                true => e,
+                false => e.context(during.clone()),
+            })?;
             self.acked.insert(report.snapshot_id, content);
-            return Ok(format!("backup -> {}", report.snapshot_id.short()));
+            return Ok(format!("backup -> {}{during}", report.snapshot_id.short()));
         }
         if roll < 50 || live.len() > 10 {
             let Some(&victim) = live.get(self.rng.random_range(0..live.len().max(1))) else {
@@ -312,9 +348,11 @@ impl Sim {
         if roll < 82 {
             let repo = self.client_repo(c)?;
             let removed = repair_snapshots(&repo, false)?;
-            for name in &removed {
-                // Only damage makes a snapshot go; the simulation damages none.
-                bail!("repair snapshots removed {name}, which is not damaged");
+            // Only damage makes a snapshot go; the simulation damages none.
+            if let Some(name) = removed.first() {
+                return Err(Invariant::wrap(anyhow::anyhow!(
+                    "repair snapshots removed {name}, which is not damaged"
+                )));
             }
             return Ok("repair snapshots".into());
         }
@@ -341,15 +379,139 @@ impl Sim {
         if roll < 93 {
             return Ok(self.put_back());
         }
-        if roll < 95 && self.quorum >= 2 && self.wiped.is_none() {
+        if roll < 94 && self.quorum >= 2 && self.wiped.is_none() && !self.corrupted {
             let m = self.rng.random_range(0..self.stores.len());
             self.stores[m].wipe();
             self.wiped = Some(m);
             return Ok(format!("member m{m} wiped"));
         }
+        if roll < 96 && self.wiped.is_none() {
+            return Ok(self.corrupt());
+        }
         let repo = self.client_repo(c)?;
         let r = check(&repo, ReadData::None)?;
         Ok(format!("check: {} errors", r.errors.len()))
+    }
+
+    /// Sometimes plans another client's prune or forget to run in the
+    /// middle of client `c`'s next command, before one of its writes.
+    fn plan_interleaved(&mut self, c: usize, live: &[Id]) -> Option<Interleaving> {
+        if self.clients.len() < 2 || self.rng.random_range(0..4) != 0 {
+            return None;
+        }
+        let mut b = self.rng.random_range(0..self.clients.len() - 1);
+        if b >= c {
+            b += 1;
+        }
+        let backend = self.client_backend(b);
+        let outcome: Arc<std::sync::Mutex<Option<Result<String, String>>>> = Arc::default();
+        let victim = (!live.is_empty() && self.rng.random_range(0..3) == 0)
+            .then(|| live[self.rng.random_range(0..live.len())]);
+        let grace = [0u64, 600, 3600][self.rng.random_range(0..3)];
+        let slot = outcome.clone();
+        let run = move || {
+            let r = (|| -> Result<String> {
+                let repo = Arc::new(Repository::open(backend, PASSWORD)?);
+                match victim {
+                    Some(v) => {
+                        repo.require_complete_views(None)?;
+                        forget_snapshots(&repo, &[v])?;
+                        Ok(format!("forget {}", v.short()))
+                    }
+                    None => {
+                        let r = prune(
+                            &repo,
+                            &PruneOptions {
+                                max_unused_pct: 0.0,
+                                grace: Duration::from_secs(grace),
+                                dry_run: false,
+                                finishing: false,
+                            },
+                        )?;
+                        Ok(format!(
+                            "prune grace {grace}s: deleted {} marked {} waiting {}",
+                            r.packs_deleted, r.packs_marked, r.markers_waiting
+                        ))
+                    }
+                }
+            })();
+            *slot.lock().expect("outcome") = Some(r.map_err(|e| format!("{e:#}")));
+        };
+        let at = self.rng.random_range(1..12);
+        self.clients[c]
+            .faults
+            .interleave_at_write(at, Box::new(run));
+        Some(Interleaving {
+            client: b,
+            at,
+            victim,
+            outcome,
+        })
+    }
+
+    /// Records what an interleaved command did; returns a note for the log.
+    fn settle_interleaved(&mut self, c: usize, during: Option<Interleaving>) -> String {
+        let Some(i) = during else {
+            return String::new();
+        };
+        if self.clients[c].faults.clear_interleaved() {
+            return String::new();
+        }
+        let outcome = i.outcome.lock().expect("outcome").take();
+        if let Some(v) = i.victim {
+            match &outcome {
+                Some(Ok(_)) => {
+                    self.forgotten.insert(v);
+                }
+                _ => {
+                    self.limbo.insert(v);
+                }
+            }
+        }
+        let what = match outcome {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => format!("failed: {e}"),
+            None => "did not finish".into(),
+        };
+        format!(" [before write {} client{} ran: {what}]", i.at, i.client)
+    }
+
+    /// Flips a byte of one copy of an object that another member holds
+    /// intact (damage in place: same size, so only reading tells).
+    fn corrupt(&mut self) -> String {
+        if self.stores.len() < 2 {
+            return "corrupt: a single store".into();
+        }
+        let m = self.rng.random_range(0..self.stores.len());
+        let candidates: Vec<String> = self.stores[m]
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                ["data/", "index/", "snapshots/", "keys/", "config"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .filter(|k| {
+                let mine = self.stores[m].peek(k);
+                self.stores
+                    .iter()
+                    .enumerate()
+                    .any(|(i, s)| i != m && s.peek(k).is_some() && s.peek(k) == mine)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return format!("corrupt: m{m} holds nothing another member holds too");
+        }
+        let key = candidates[self.rng.random_range(0..candidates.len())].clone();
+        let mut bytes = self.stores[m].peek(&key).expect("held").to_vec();
+        if bytes.is_empty() {
+            return format!("corrupt: {key} is empty");
+        }
+        let at = self.rng.random_range(0..bytes.len());
+        bytes[at] ^= 1 << self.rng.random_range(0..8);
+        self.stores[m].plant(&key, bytes.into());
+        self.corrupted = true;
+        format!("corrupted {key} on m{m}")
     }
 
     /// Puts an old copy of a metadata object back on a member.
@@ -372,25 +534,19 @@ impl Sim {
         if self.stores.len() < 2 {
             return Ok("pool repair: a single store".into());
         }
-        let doors = self.clients[c]
-            .doors
-            .iter()
-            .zip(&self.stores)
-            .map(|(d, s)| (s.name().to_string(), d.clone() as Arc<dyn Backend>))
-            .collect();
-        let pool = Arc::new(Pool::from_stores(doors, self.quorum));
+        let pool = Arc::new(Pool::from_stores(self.client_doors(c), self.quorum));
         // Opening sets the verifier: copies are authenticated first.
         Repository::open(pool.clone(), PASSWORD)?;
-        let r = strata::pool::status::repair(&pool, false);
+        let read_data = self.corrupted;
+        let r = strata::pool::status::repair(&pool, false, read_data);
         if !r.errors.is_empty() {
             bail!("pool repair: {}", r.errors.join("; "));
         }
         if !r.verified {
             bail!("pool repair did not verify copies");
         }
-        if self.wiped.is_some_and(|m| !self.down[m]) {
-            self.wiped = None;
-        }
+        self.wiped = None;
+        self.corrupted = false;
         // Declared whole: each member alone holds every live snapshot.
         for (i, store) in self.stores.iter().enumerate() {
             let repo = Repository::open(store.clone(), PASSWORD)
@@ -407,7 +563,12 @@ impl Sim {
                 )));
             }
         }
-        Ok(format!("pool repair: copied {:?}", r.copied))
+        Ok(format!(
+            "pool repair{}: copied {:?}, replaced {:?}",
+            if read_data { " --read-data" } else { "" },
+            r.copied,
+            r.replaced
+        ))
     }
 
     fn live_snapshots(&self) -> Vec<Id> {
@@ -504,17 +665,27 @@ impl Sim {
             {
                 return Err(e);
             }
-            if crashed {
-                // The client restarts with a fresh process.
-                let faults = ClientFaults::new(self.rng.random(), self.rates.clone());
-                self.clients[c].doors = self.doors(&faults);
-                self.clients[c].faults = faults;
+            for i in 0..self.clients.len() {
+                if self.clients[i].faults.crashed() {
+                    // The client restarts with a fresh process.
+                    let faults = ClientFaults::new(self.rng.random(), self.rates.clone());
+                    self.clients[i].doors = self.doors(&faults);
+                    self.clients[i].faults = faults;
+                }
             }
             self.check_invariants()
                 .with_context(|| format!("after step {step}"))?;
         }
         Ok(())
     }
+}
+
+/// Another client's command planned to run inside a backup.
+struct Interleaving {
+    client: usize,
+    at: i64,
+    victim: Option<Id>,
+    outcome: Arc<std::sync::Mutex<Option<Result<String, String>>>>,
 }
 
 /// An invariant broken inside an action (as opposed to the action failing).
@@ -558,7 +729,11 @@ fn read_tree(
             NodeKind::File => {
                 let mut bytes = Vec::new();
                 for blob in &node.content {
-                    bytes.extend(repo.read_blob(index, strata::repo::blob::BlobType::Data, blob)?);
+                    bytes.extend(repo.read_blob(
+                        index,
+                        strata::repo::blob::BlobType::Data,
+                        blob,
+                    )?);
                 }
                 out.insert(path, bytes);
             }
@@ -598,7 +773,10 @@ fn seeded_simulation_keeps_every_invariant() {
     // SAFETY: set before any thread of this test binary reads them.
     unsafe {
         std::env::set_var("STRATA_NO_CACHE", "1");
-        std::env::set_var("STRATA_STATE_DIR", std::env::temp_dir().join("strata-sim-state"));
+        std::env::set_var(
+            "STRATA_STATE_DIR",
+            std::env::temp_dir().join("strata-sim-state"),
+        );
     }
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let steps = env("STRATA_SIM_STEPS").unwrap_or(250) as usize;

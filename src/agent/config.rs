@@ -54,7 +54,8 @@ pub struct AgentConfig {
     /// Create the repository at start-up when it does not exist yet.
     #[serde(default)]
     pub init: bool,
-    /// How often /readyz and the pool member gauges are refreshed (default 30s).
+    /// How often an idle agent probes the store for /readyz and the pool
+    /// member gauges (default: [`crate::agent::readiness::default_interval`]).
     pub probe_interval: Option<ConfigDuration>,
     /// Scheduled `prune`.
     pub prune: Option<PruneJob>,
@@ -382,6 +383,20 @@ fn env_part(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
 }
 
+/// Applies the `STRATA_REPO_OPTION_<KEY>` overrides (`[repository]
+/// options.<key>`): with a config file and without one alike.
+pub fn apply_repo_env(file: &mut ConfigFile, all: &BTreeMap<String, String>) {
+    for (k, v) in all {
+        if let Some(opt) = k.strip_prefix("STRATA_REPO_OPTION_")
+            && !opt.is_empty()
+        {
+            file.repository
+                .options
+                .insert(opt.to_ascii_lowercase(), v.clone());
+        }
+    }
+}
+
 /// Applies the environment overrides listed in the module docs.
 pub fn apply_env(file: &mut ConfigFile) -> Result<()> {
     apply_env_from(
@@ -411,13 +426,7 @@ pub fn apply_env_from(
     if let Some(v) = get("STRATA_HOST").filter(|v| !v.is_empty()) {
         agent.host = Some(v);
     }
-    for (k, v) in all {
-        if let Some(opt) = k.strip_prefix("STRATA_REPO_OPTION_") {
-            file.repository
-                .options
-                .insert(opt.to_ascii_lowercase(), v.clone());
-        }
-    }
+    apply_repo_env(file, all);
     if let Some(pool) = &mut file.pool {
         for m in &mut pool.members {
             let prefix = format!("STRATA_POOL_{}_", env_part(&m.name));

@@ -268,6 +268,18 @@ fn run_prune(repo: &Arc<Repository>, p: &PruneJob) -> Result<Outcome> {
     for w in &r.waiting_reasons {
         message.push_str(&format!("; waiting: {w}"));
     }
+    // Incomplete multipart uploads left by killed backups.
+    match crate::maintenance::uploads::abort_stale(repo.backend().as_ref(), opts.grace, false) {
+        Ok(u) if u.aborted > 0 => message.push_str(&format!(
+            "; aborted {} incomplete multipart upload(s)",
+            u.aborted
+        )),
+        Ok(_) => {}
+        Err(e) => message.push_str(&format!(
+            "; cannot list incomplete multipart uploads: {}",
+            crate::error::one_line(&e)
+        )),
+    }
     Ok(Outcome {
         message,
         backup: None,

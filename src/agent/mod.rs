@@ -4,7 +4,8 @@
 //!
 //! Threads: the calling thread is the scheduler (it alone starts jobs, so a
 //! job never overlaps with itself); each run gets a thread of its own; a
-//! probe thread refreshes readiness and member health; the HTTP listener and
+//! probe thread refreshes readiness and member health when no job has done
+//! so lately (see [`readiness`]); the HTTP listener and
 //! the signal handlers run on a small tokio runtime and talk to the
 //! scheduler through [`Event`]s.
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod readiness;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -45,8 +47,9 @@ pub enum Event {
     Reload,
     /// SIGTERM or SIGINT (the signal's name).
     Shutdown(&'static str),
-    /// A job's thread finished.
-    Done(String),
+    /// A job's thread finished: its name, and what it showed of the
+    /// store (nothing when it was interrupted or failed for other reasons).
+    Done(String, Option<readiness::JobSignal>),
     /// A probe finished.
     Probed(Box<Probe>),
 }
@@ -107,7 +110,8 @@ pub struct Settings {
     pub host: String,
     /// SIGTERM grace period.
     pub grace: Duration,
-    /// Probe interval.
+    /// Probe interval when the store answers (default:
+    /// [`readiness::default_interval`]).
     pub probe_interval: Duration,
     /// Create a missing repository.
     pub init: bool,
@@ -142,6 +146,7 @@ pub fn load(path: &Path, g: &Globals, secrets: bool) -> Result<Settings> {
             "config file {shown}: no repository: set `url` in [repository], describe a [pool], or set STRATA_REPO"
         );
     }
+    let members = ctx.pool.as_ref().map_or(1, |p| p.members.len());
     let listen = g
         .listen
         .or(agent.listen.map(|l| l.0))
@@ -161,7 +166,7 @@ pub fn load(path: &Path, g: &Globals, secrets: bool) -> Result<Settings> {
         grace: agent.grace_period.map_or(Duration::from_secs(30), |d| d.0),
         probe_interval: agent
             .probe_interval
-            .map_or(Duration::from_secs(30), |d| d.0)
+            .map_or_else(|| readiness::default_interval(members), |d| d.0)
             .max(Duration::from_secs(1)),
         init: agent.init,
         listen,
@@ -337,7 +342,7 @@ struct Agent {
     unlocked: bool,
     caught_up: bool,
     probing: bool,
-    next_probe: Instant,
+    probes: readiness::ProbeClock,
 }
 
 /// Adds a run's requests to the member counters.
@@ -442,7 +447,7 @@ impl Agent {
                 self.start(i, "scheduled");
             }
         }
-        if !self.probing && Instant::now() >= self.next_probe {
+        if !self.probing && self.probes.due(Instant::now()) {
             self.start_probe();
         }
     }
@@ -464,20 +469,8 @@ impl Agent {
         }
     }
 
-    fn probed(&mut self, p: Probe) {
-        self.probing = false;
-        self.next_probe = Instant::now() + self.settings.probe_interval;
-        if let Some(u) = p.unlocked {
-            self.unlocked = u;
-        }
-        let ready = p.ready && self.unlocked;
-        let why = if !p.why.is_empty() {
-            p.why.clone()
-        } else if !self.unlocked {
-            "the repository has not been opened yet".into()
-        } else {
-            String::new()
-        };
+    /// Sets readiness (for /readyz and the metrics), logging a change.
+    fn set_readiness(&self, ready: bool, why: String) {
         {
             let mut r = self.shared.readiness.lock().expect("readiness");
             if r.0 != ready || (!ready && r.1 != why) {
@@ -489,9 +482,26 @@ impl Agent {
             }
             *r = (ready, why);
         }
+        self.shared.metrics.lock().expect("metrics").ready = ready;
+    }
+
+    fn probed(&mut self, p: Probe) {
+        self.probing = false;
+        if let Some(u) = p.unlocked {
+            self.unlocked = u;
+        }
+        let ready = p.ready && self.unlocked;
+        self.probes.probed(ready, Instant::now());
+        let why = if !p.why.is_empty() {
+            p.why.clone()
+        } else if !self.unlocked {
+            "the repository has not been opened yet".into()
+        } else {
+            String::new()
+        };
+        self.set_readiness(ready, why);
         {
             let mut m = self.shared.metrics.lock().expect("metrics");
-            m.ready = ready;
             add_counts(&mut m, &p.counts);
             for (name, up) in &p.members {
                 m.members.entry(name.clone()).or_default().up = Some(*up);
@@ -523,11 +533,26 @@ impl Agent {
         }
     }
 
-    fn reap(&mut self, name: &str) {
+    fn reap(&mut self, name: &str, signal: Option<readiness::JobSignal>) {
         if let Some(r) = self.running.remove(name) {
             let _ = r.handle.join();
         }
         self.sync_metrics();
+        // The job's outcome stands in for a probe.
+        match signal {
+            Some(readiness::JobSignal::Reachable) if self.unlocked => {
+                self.probes
+                    .job_done(&readiness::JobSignal::Reachable, Instant::now());
+                self.set_readiness(true, String::new());
+            }
+            Some(s @ readiness::JobSignal::Unreachable(_)) => {
+                self.probes.job_done(&s, Instant::now());
+                if let readiness::JobSignal::Unreachable(why) = s {
+                    self.set_readiness(false, why);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn reload(&mut self) {
@@ -544,7 +569,8 @@ impl Agent {
                 self.settings = s;
                 self.unlocked = false;
                 self.sync_metrics();
-                self.next_probe = Instant::now();
+                self.probes =
+                    readiness::ProbeClock::new(self.settings.probe_interval, Instant::now());
                 tracing::info!(jobs = self.slots.len(), "config reloaded");
             }
             Err(e) => {
@@ -566,7 +592,7 @@ impl Agent {
             }
         }
         if !self.probing {
-            wait = wait.min(self.next_probe.saturating_duration_since(Instant::now()));
+            wait = wait.min(self.probes.next().saturating_duration_since(Instant::now()));
         }
         wait
     }
@@ -604,7 +630,7 @@ impl Agent {
             }
             let until = if cancelled { deadline } else { cancel_at };
             match rx.recv_timeout(until.saturating_duration_since(now)) {
-                Ok(Event::Done(name)) => {
+                Ok(Event::Done(name, _)) => {
                     if let Some(r) = self.running.remove(&name) {
                         let _ = r.handle.join();
                     }
@@ -649,6 +675,13 @@ fn run_job(
     let started = Instant::now();
     let (result, counts) = jobs::run(spec, ctx, host, cancel);
     let took = started.elapsed().as_secs_f64();
+    let signal = match &result {
+        Ok(_) => Some(readiness::JobSignal::Reachable),
+        Err(e) if readiness::unreachable_error(e) => {
+            Some(readiness::JobSignal::Unreachable(one_line(e)))
+        }
+        Err(_) => None,
+    };
     {
         let mut m = shared.metrics.lock().expect("metrics");
         add_counts(&mut m, &counts);
@@ -685,13 +718,9 @@ fn run_job(
         }
         Err(e) => {
             tracing::error!(job = %spec.name, kind = spec.kind(), duration_s = took, "failed: {}", one_line(&e));
-            if crate::error::exit_code(&e) == crate::error::exit::WRONG_PASSWORD {
-                let mut r = shared.readiness.lock().expect("readiness");
-                *r = (false, one_line(&e));
-            }
         }
     }
-    let _ = shared.events.send(Event::Done(spec.name.clone()));
+    let _ = shared.events.send(Event::Done(spec.name.clone(), signal));
 }
 
 /// Runs the agent until SIGTERM/SIGINT; returns the exit code.
@@ -720,6 +749,7 @@ pub fn run(config_path: PathBuf, globals: Globals, settings: Settings) -> Result
     for j in &settings.jobs {
         tracing::info!(job = %j.name, kind = j.kind(), schedule = %j.schedule, "scheduled");
     }
+    let settings_interval = settings.probe_interval;
     let mut agent = Agent {
         config_path,
         globals,
@@ -730,7 +760,7 @@ pub fn run(config_path: PathBuf, globals: Globals, settings: Settings) -> Result
         unlocked: false,
         caught_up: false,
         probing: false,
-        next_probe: Instant::now(),
+        probes: readiness::ProbeClock::new(settings_interval, Instant::now()),
     };
     agent.sync_metrics();
     agent.start_probe();
@@ -742,7 +772,7 @@ pub fn run(config_path: PathBuf, globals: Globals, settings: Settings) -> Result
                 let r = agent.trigger(&name);
                 let _ = reply.send(r);
             }
-            Ok(Event::Done(name)) => agent.reap(&name),
+            Ok(Event::Done(name, signal)) => agent.reap(&name, signal),
             Ok(Event::Probed(p)) => agent.probed(*p),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(agent.shutdown(&rx, "exit")),

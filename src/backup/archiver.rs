@@ -24,12 +24,12 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use super::saver::Saver;
 use super::sparse::{self, Extent, RangeReader};
 use crate::chunker::Chunker;
-use crate::fsmeta::{node_from, unchanged};
+use crate::fsmeta::{node_at, node_from, node_of_file, unchanged};
 use crate::id::Id;
-use crate::maintenance::prune::load_markers;
 use crate::repo::blob::BlobType;
 use crate::repo::index::Index;
 use crate::repo::lock::Lock;
+use crate::repo::markers::load_markers;
 use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotSummary};
 use crate::repo::tree::{Node, NodeKind, RawName, Tree};
 use crate::repo::{ObjectKind, Repository};
@@ -144,6 +144,7 @@ impl Shared {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per file, moved once
 enum FileOutcome {
     Saved(Node),
     Failed,
@@ -325,7 +326,7 @@ fn choose_parent(
         _ => candidates.next_back(),
     };
     if mode == BackupMode::Differential && parent.is_none() {
-        eprintln!("note: no full snapshot of these paths on this host yet; taking a full backup");
+        tracing::info!("no full snapshot of these paths on this host yet; taking a full backup");
         return Ok((BackupMode::Full, None));
     }
     Ok((mode, parent))
@@ -657,7 +658,7 @@ impl Walker {
         parent: Option<&Node>,
         named: bool,
     ) -> Option<Pending> {
-        let mut node = node_from(name, meta);
+        let mut node = node_at(path, name, meta);
         match node.kind {
             NodeKind::Dir => {
                 let rx = self.walk_dir(path, self.parent_subtree(parent), None);
@@ -745,7 +746,7 @@ fn read_file(shared: &Shared, path: &Path, follow: bool, walked: Node) -> FileOu
         Ok(_) => return fail(format!("{}: no longer a regular file", path.display())),
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    let mut node = node_from(OsStr::from_bytes(&walked.name.0), &before);
+    let mut node = node_of_file(&file, OsStr::from_bytes(&walked.name.0), &before);
     let size = before.len();
     let (mut read, mut holes) = (0u64, 0u64);
     let outcome = match sparse::extents(&file, &before, size) {
@@ -950,6 +951,7 @@ fn backup_stdin(shared: &Shared, name: &str, reader: Box<dyn Read + Send>) -> Re
         subtree: None,
         target: None,
         rdev: None,
+        xattrs: Vec::new(),
     };
     let c = &shared.counters;
     c.files_new.fetch_add(1, Ordering::Relaxed);

@@ -48,11 +48,15 @@ pub struct BackupArgs {
     /// 2 for a local disk, 4 for object stores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     uploads: Option<u16>,
+    /// Do not store extended attributes, POSIX ACLs and file capabilities.
+    #[arg(long)]
+    no_xattrs: bool,
 }
 
 /// Runs a backup.
 pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
     super::interrupt::release_locks_on_interrupt();
+    crate::fsmeta::capture_xattrs(!args.no_xattrs);
     let source = if args.stdin {
         if !args.paths.is_empty() {
             bail!("--stdin takes no paths");

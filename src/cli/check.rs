@@ -43,6 +43,7 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<i32> {
     for w in &r.warnings {
         ctx.out.warn(w);
     }
+    let uploads = report_uploads(ctx, repo.backend().as_ref());
     for e in &r.errors {
         if ctx.out.json {
             ctx.out
@@ -56,6 +57,7 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<i32> {
         "snapshots": r.snapshots, "trees": r.trees, "packs": r.packs,
         "packs_read": r.packs_read, "blobs_read": r.blobs_read,
         "errors": r.errors.len(), "warnings": r.warnings.len(),
+        "incomplete_uploads": uploads,
     }));
     ctx.out.line(format!(
         "checked {} snapshots, {} trees, {} packs ({} read, {} blobs verified)",
@@ -70,6 +72,44 @@ pub fn run(ctx: &Ctx, args: CheckArgs) -> Result<i32> {
             r.errors.len()
         )
     }
+}
+
+/// Lists this repository's incomplete multipart uploads (left by
+/// interrupted backups, billed as storage): a warning, not damage. Returns
+/// how many there are.
+fn report_uploads(ctx: &Ctx, backend: &dyn crate::store::Backend) -> usize {
+    let uploads = match crate::maintenance::uploads::list(backend) {
+        Ok(u) => u,
+        Err(e) => {
+            ctx.out.warn(format!(
+                "cannot list incomplete multipart uploads: {}",
+                crate::error::one_line(&e)
+            ));
+            return 0;
+        }
+    };
+    for u in &uploads {
+        let started = u
+            .initiated
+            .map_or_else(|| "at an unknown time".into(), |t| t.to_rfc3339());
+        ctx.out.json(&serde_json::json!({
+            "message_type": "incomplete_upload", "key": u.key, "upload_id": u.id,
+            "initiated": u.initiated,
+        }));
+        if !ctx.out.json {
+            ctx.out.line(format!(
+                "incomplete multipart upload of {} started {started}",
+                u.key
+            ));
+        }
+    }
+    if !uploads.is_empty() {
+        ctx.out.warn(format!(
+            "{} incomplete multipart upload(s) left by interrupted backups: `strata prune` aborts those older than its grace period",
+            uploads.len()
+        ));
+    }
+    uploads.len()
 }
 
 #[cfg(test)]

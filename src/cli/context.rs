@@ -108,7 +108,16 @@ impl Ctx {
     ) -> Result<Ctx> {
         let file = match &config {
             Some(p) => load_config(p)?,
-            None => ConfigFile::default(),
+            None => {
+                // Without a config file, the repository's options still
+                // come from STRATA_REPO_OPTION_<KEY>.
+                let mut file = ConfigFile::default();
+                let env = std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect();
+                crate::agent::config::apply_repo_env(&mut file, &env);
+                file
+            }
         };
         if file.repository.url.is_some() && file.pool.is_some() {
             bail!(

@@ -211,6 +211,7 @@ pub fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<i32> {
     if args.prune {
         let r = prune(&repo, &prune_opts)?;
         print_prune(ctx, &r, args.dry_run);
+        abort_stale_uploads(ctx, &repo, &prune_opts);
     }
     Ok(0)
 }
@@ -233,7 +234,50 @@ pub fn run_prune(ctx: &Ctx, args: PruneCmdArgs) -> Result<i32> {
     let r = prune(&repo, &opts)?;
     ctx.report_notices(repo.backend().as_ref());
     print_prune(ctx, &r, args.dry_run);
+    abort_stale_uploads(ctx, &repo, &opts);
     Ok(0)
+}
+
+/// After a prune: aborts the incomplete multipart uploads older than the
+/// grace period (left by killed backups) and says so. Failing to is a
+/// warning: the prune itself is done.
+fn abort_stale_uploads(ctx: &Ctx, repo: &crate::repo::Repository, opts: &PruneOptions) {
+    use crate::maintenance::uploads::abort_stale;
+    match abort_stale(repo.backend().as_ref(), opts.grace, opts.dry_run) {
+        Ok(r) => {
+            if r.aborted > 0 || r.kept > 0 || !r.errors.is_empty() {
+                let mut v = serde_json::to_value(&r).expect("report serializes");
+                v["message_type"] = "incomplete_uploads".into();
+                v["dry_run"] = opts.dry_run.into();
+                ctx.out.json(&v);
+            }
+            if r.aborted > 0 {
+                let verb = if opts.dry_run {
+                    "would abort"
+                } else {
+                    "aborted"
+                };
+                ctx.out.line(format!(
+                    "{verb} {} incomplete multipart upload(s) left by interrupted backups",
+                    r.aborted
+                ));
+            }
+            if r.kept > 0 {
+                ctx.out.line(format!(
+                    "kept {} incomplete multipart upload(s) younger than the grace period",
+                    r.kept
+                ));
+            }
+            for e in &r.errors {
+                ctx.out
+                    .warn(format!("cannot abort an incomplete upload: {e}"));
+            }
+        }
+        Err(e) => ctx.out.warn(format!(
+            "cannot list incomplete multipart uploads: {}",
+            crate::error::one_line(&e)
+        )),
+    }
 }
 
 fn print_prune(ctx: &Ctx, r: &PruneReport, dry_run: bool) {

@@ -84,12 +84,20 @@ pub fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
     )?;
     walk(&repo, &index, &tree, &dir, &mut |path: &Path, node| {
         use std::os::unix::ffi::OsStrExt;
-        let shown = crate::repo::tree::escape_bytes(path.as_os_str().as_bytes());
+        let raw = path.as_os_str().as_bytes();
+        let shown = crate::repo::tree::escape_bytes(raw);
         let mtime = chrono::DateTime::from_timestamp(node.mtime, node.mtime_ns).unwrap_or_default();
-        ctx.out.json(&serde_json::json!({
-            "message_type": "node", "path": shown, "type": node.kind, "size": node.size,
-            "mode": node.mode, "uid": node.uid, "gid": node.gid, "mtime": mtime,
-        }));
+        if ctx.out.json {
+            let mut v = serde_json::json!({
+                "message_type": "node", "type": node.kind, "size": node.size,
+                "mode": node.mode, "uid": node.uid, "gid": node.gid, "mtime": mtime,
+            });
+            put_name(&mut v, "path", raw);
+            if let Some(t) = &node.target {
+                put_name(&mut v, "target", &t.0);
+            }
+            ctx.out.json(&v);
+        }
         if args.long {
             let kind = match node.kind {
                 NodeKind::Dir => 'd',
@@ -122,6 +130,20 @@ pub fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Sets `key` in a JSON object to a name: the exact text when the bytes are
+/// UTF-8; otherwise the escaped text (see `escape_bytes`) for reading, and
+/// `KEY_b64` with the standard base64 of the raw bytes, which round-trips.
+pub(crate) fn put_name(v: &mut serde_json::Value, key: &str, raw: &[u8]) {
+    use base64::Engine;
+    match std::str::from_utf8(raw) {
+        Ok(text) => v[key] = text.into(),
+        Err(_) => {
+            v[key] = crate::repo::tree::escape_bytes(raw).into();
+            v[format!("{key}_b64")] = base64::engine::general_purpose::STANDARD.encode(raw).into();
+        }
+    }
+}
+
 /// Arguments of `diff`.
 #[derive(Args, Debug)]
 pub struct DiffArgs {
@@ -140,7 +162,12 @@ pub fn diff(ctx: &Ctx, args: DiffArgs) -> Result<i32> {
     let changes = diff_trees(&repo, &index, &a.tree, &b.tree)?;
     let count = |k: char| changes.iter().filter(|c| c.kind == k).count();
     for c in &changes {
-        ctx.out.json(&serde_json::json!({"message_type": "change", "modifier": c.kind.to_string(), "path": c.path}));
+        if ctx.out.json {
+            let mut v =
+                serde_json::json!({"message_type": "change", "modifier": c.kind.to_string()});
+            put_name(&mut v, "path", &c.raw);
+            ctx.out.json(&v);
+        }
         ctx.out.line(format!("{}  {}", c.kind, c.path));
     }
     ctx.out.json(&serde_json::json!({

@@ -9,6 +9,7 @@ mod init;
 mod inspect;
 mod interrupt;
 mod key;
+mod logging;
 mod pool;
 mod repair;
 mod restore;
@@ -138,6 +139,7 @@ pub fn main() -> i32 {
         Command::Healthcheck(a) => return finish(agent::healthcheck(a), out),
         other => other,
     };
+    logging::init(out, cli.verbose);
     let result = Ctx::new(cli.repo, cli.config, cli.password_file, out)
         .map(|mut ctx| {
             ctx.password_command = password_command;

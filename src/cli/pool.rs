@@ -18,13 +18,20 @@ pub struct PoolArgs {
 
 #[derive(Subcommand, Debug)]
 enum PoolCommand {
-    /// Show each member's health and what it lacks.
+    /// Show each member's health and what it lacks; exits 1 when a member
+    /// is unreachable or incomplete.
     Status,
-    /// Copy to each member what it lacks (no password needed).
+    /// Copy to each member what it lacks, each copy verified (with the
+    /// password when one is given).
     Repair {
         /// Only show what would be copied.
         #[arg(long)]
         dry_run: bool,
+        /// Also read every copy each member holds, and replace the ones
+        /// that fail verification with a good copy from another member
+        /// (needs the password; reads the whole repository from every member).
+        #[arg(long)]
+        read_data: bool,
     },
 }
 
@@ -101,11 +108,18 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
             if degraded {
                 ctx.out
                     .line("run `strata pool repair` to copy what is missing");
+                // Non-zero, so that cron jobs and monitoring notice.
+                return Ok(crate::error::exit::FAILED);
             }
-            Ok(0)
+            Ok(crate::error::exit::OK)
         }
-        PoolCommand::Repair { dry_run } => {
+        PoolCommand::Repair { dry_run, read_data } => {
             let pool = Arc::new(pool);
+            if read_data && !ctx.has_password_source() {
+                bail!(
+                    "pool repair --read-data needs the password to verify copies: give --password-file, --password-command or STRATA_PASSWORD"
+                );
+            }
             // With the password, every copy is authenticated before it is
             // written to another member (the repository sets the pool's
             // verifier when it opens); without one, repair still runs.
@@ -117,7 +131,7 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
                     "no password given: copies are checked by their names only where that is possible (key files, deletion records); give --password-file to authenticate every copy before it is written",
                 );
             }
-            let r = repair(&pool, dry_run);
+            let r = repair(&pool, dry_run, read_data);
             let mut v = serde_json::to_value(&r)?;
             v["message_type"] = "summary".into();
             ctx.out.json(&v);
@@ -127,13 +141,23 @@ pub fn run(ctx: &Ctx, args: PoolArgs) -> Result<i32> {
                 ctx.out
                     .line(format!("{name}: {verb} {n} objects ({})", bytes(b)));
             }
+            for (name, n) in &r.replaced {
+                let verb = if dry_run { "would replace" } else { "replaced" };
+                ctx.out.line(format!(
+                    "{name}: {verb} {n} damaged copies with good ones from other members"
+                ));
+            }
             for (name, n) in &r.deletions_finished {
                 let verb = if dry_run { "would remove" } else { "removed" };
                 ctx.out.line(format!(
                     "{name}: {verb} {n} objects deleted on purpose while it was away"
                 ));
             }
-            if r.copied.is_empty() && r.deletions_finished.is_empty() && r.errors.is_empty() {
+            if r.copied.is_empty()
+                && r.replaced.is_empty()
+                && r.deletions_finished.is_empty()
+                && r.errors.is_empty()
+            {
                 ctx.out
                     .line("every member holds every object; nothing to repair");
             }

@@ -12,7 +12,7 @@ use crate::inspect::find_node;
 use crate::repo::blob::BlobType;
 use crate::repo::tree::NodeKind;
 use crate::report::{bytes, rate};
-use crate::restore::{RestoreOptions, restore};
+use crate::restore::{Overwrite, RestoreOptions, preview, restore};
 
 /// Arguments of `restore`.
 #[derive(Args, Debug)]
@@ -31,6 +31,24 @@ pub struct RestoreArgs {
     /// Parallel pack readers (default: two per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// What to do with a file already in the target: `if-changed` keeps a
+    /// regular file of the same size and mtime, `if-newer` one at least as
+    /// new, `never` anything there, `always` writes every file.
+    #[arg(long, value_enum, default_value_t = Overwrite::IfChanged)]
+    overwrite: Overwrite,
+    /// Make the target match the snapshot: remove what the snapshot lacks
+    /// from every directory restored whole at or below a backed-up path
+    /// (the directories above one, such as /home for /home/alice, are left
+    /// alone).
+    #[arg(long)]
+    delete: bool,
+    /// List what the restore would change (+ created, M replaced, - deleted)
+    /// and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not restore extended attributes, POSIX ACLs and file capabilities.
+    #[arg(long)]
+    no_xattrs: bool,
 }
 
 /// Restores a snapshot.
@@ -43,7 +61,14 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         verify: args.verify,
         threads: args.threads.unwrap_or_else(|| default_threads() * 2),
         progress: std::sync::Arc::new(crate::progress::Counters::default()),
+        overwrite: args.overwrite,
+        stop: super::interrupt::stop_on_interrupt(),
+        delete: args.delete,
+        xattrs: !args.no_xattrs,
     };
+    if args.dry_run {
+        return dry_run(ctx, &repo, &id, &snap, &opts);
+    }
     let display = crate::progress::Display::start("restore", opts.progress.clone(), ctx.out);
     let result = restore(&repo, &snap, &opts);
     display.finish();
@@ -66,6 +91,19 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
     for e in &r.errors {
         ctx.out.warn(e);
     }
+    if let Some(w) = &r.xattr_warning {
+        ctx.out.warn(w);
+    }
+    for path in &r.skipped_sockets {
+        ctx.out.json(
+            &serde_json::json!({"message_type": "skipped", "path": path, "reason": "socket"}),
+        );
+        if !ctx.out.quiet && !ctx.out.json {
+            eprintln!(
+                "notice: {path}: a Unix socket, not restored (the program that listens on it creates it)"
+            );
+        }
+    }
     let recovery_rate = rate(r.bytes_restored, r.duration_s);
     ctx.out.json(&serde_json::json!({
         "message_type": "summary",
@@ -78,6 +116,9 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "verified_files": r.verified_files,
         "errors": r.errors.len(),
         "damaged_files": r.damaged_files,
+        "files_skipped": r.files_skipped,
+        "bytes_skipped": r.bytes_skipped,
+        "skipped_sockets": r.skipped_sockets.len(),
         "served_by": served.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
         "requests": crate::store::request_tally(),
     }));
@@ -90,6 +131,23 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         bytes(recovery_rate as u64),
         args.target.display()
     ));
+    if !r.deleted.is_empty() {
+        for d in &r.deleted {
+            ctx.out
+                .json(&serde_json::json!({"message_type": "deleted", "path": d}));
+        }
+        ctx.out.line(format!(
+            "deleted {} entries the snapshot lacks",
+            r.deleted.len()
+        ));
+    }
+    if r.files_skipped > 0 {
+        ctx.out.line(format!(
+            "kept {} files ({}) already in the target and identical",
+            r.files_skipped,
+            bytes(r.bytes_skipped)
+        ));
+    }
     if !served.is_empty() {
         let parts: Vec<String> = served
             .iter()
@@ -114,6 +172,42 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "restore incomplete: {} problem(s); run `strata check --read-data` for details",
         r.errors.len()
     )
+}
+
+/// `restore --dry-run`: lists the changes, writes nothing.
+fn dry_run(
+    ctx: &Ctx,
+    repo: &crate::repo::Repository,
+    id: &crate::id::Id,
+    snap: &crate::repo::snapshot::Snapshot,
+    opts: &RestoreOptions,
+) -> Result<i32> {
+    let p = preview(repo, snap, opts)?;
+    for c in &p.changes {
+        if ctx.out.json {
+            let mut v = serde_json::json!({
+                "message_type": "change", "modifier": c.action.to_string(),
+            });
+            super::inspect::put_name(&mut v, "path", &c.raw);
+            ctx.out.json(&v);
+        }
+        ctx.out.line(format!("{}  {}", c.action, c.path));
+    }
+    ctx.out.json(&serde_json::json!({
+        "message_type": "summary", "dry_run": true, "snapshot_id": id.to_hex(),
+        "files_new": p.files_new, "files_replaced": p.files_replaced,
+        "files_kept": p.files_kept, "bytes_to_restore": p.bytes, "deleted": p.deleted,
+    }));
+    ctx.out.line(format!(
+        "dry run: would create {} files, replace {}, keep {}, write {}, delete {} entries in {}; nothing written",
+        p.files_new,
+        p.files_replaced,
+        p.files_kept,
+        bytes(p.bytes),
+        p.deleted,
+        opts.target.display()
+    ));
+    Ok(exit::OK)
 }
 
 /// Arguments of `dump`.

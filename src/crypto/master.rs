@@ -52,11 +52,6 @@ impl MasterKey {
         Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes())
     }
 
-    /// A keyed hasher for ids of data that arrives in pieces.
-    pub fn id_hasher(&self) -> blake3::Hasher {
-        blake3::Hasher::new_keyed(&self.blob_id)
-    }
-
     /// The secret FastCDC gear table: 256 pseudo-random u64 values drawn from
     /// BLAKE3's extendable output under a key derived from the master secret.
     pub fn gear_table(&self) -> Box<[u64; 256]> {

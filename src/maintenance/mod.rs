@@ -6,3 +6,4 @@ pub mod forget;
 pub mod prune;
 pub mod repair;
 pub mod retention;
+pub mod uploads;

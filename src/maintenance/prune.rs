@@ -18,61 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use serde::Serialize;
 
 use crate::id::Id;
 use crate::repo::blob::{BlobType, SealedBlob};
 use crate::repo::index::IndexFile;
 use crate::repo::lock::{Lock, is_live, list_locks};
+use crate::repo::markers::{DeletionMarker, load_markers};
 use crate::repo::pack::{PackBuilder, PackEntry};
 use crate::repo::tree::NodeKind;
 use crate::repo::{ObjectKind, Repository, layout};
-
-/// A deletion marker: packs that will be deleted once it is safe.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeletionMarker {
-    /// When prune wrote it (prune's clock; informational).
-    pub created: DateTime<Utc>,
-    /// Packs to delete.
-    pub packs: Vec<Id>,
-}
-
-/// A marker as found, with the server time it was written.
-#[derive(Debug, Clone)]
-pub struct FoundMarker {
-    /// Marker id.
-    pub id: Id,
-    /// Contents.
-    pub marker: DeletionMarker,
-    /// Server modification time.
-    pub modified: Option<DateTime<Utc>>,
-}
-
-/// Every deletion marker in the repository.
-pub fn load_markers(repo: &Repository) -> Result<Vec<FoundMarker>> {
-    let mut out = Vec::new();
-    for o in repo.list(layout::prefix(ObjectKind::Deletion))? {
-        let Some(id) = o.key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else {
-            continue;
-        };
-        let plain = match repo.load_object(ObjectKind::Deletion, &id) {
-            Ok(p) => p,
-            // Swept between the listing and the read: its packs are gone and
-            // the compacted index, written first, no longer names them.
-            Err(e) if crate::store::is_not_found(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        let marker: DeletionMarker =
-            serde_json::from_slice(&plain).with_context(|| format!("deletion marker {id}"))?;
-        out.push(FoundMarker {
-            id,
-            marker,
-            modified: o.modified,
-        });
-    }
-    Ok(out)
-}
 
 /// Options of a prune run.
 #[derive(Debug, Clone)]

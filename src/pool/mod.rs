@@ -60,6 +60,8 @@ pub struct Pool {
     /// Checks copies before they are written to another member; without
     /// one, only what can be checked without the key is (see `verify_copy`).
     verifier: RwLock<Option<Verifier>>,
+    /// Members already reported as still missing objects after healing.
+    still_missing_said: Mutex<std::collections::HashSet<usize>>,
 }
 
 /// A callback that gets the bytes of one read.
@@ -138,6 +140,7 @@ impl Pool {
             bad_copies: Mutex::default(),
             to_heal: Mutex::default(),
             verifier: RwLock::default(),
+            still_missing_said: Mutex::default(),
         }
     }
 
@@ -221,6 +224,11 @@ impl Pool {
                 match copied {
                     Ok(()) => done += 1,
                     Err(e) => {
+                        // Healing runs before the commit check and again at
+                        // the snapshot write: say it once per member.
+                        if !self.still_missing_said.lock().expect("said").insert(member) {
+                            break;
+                        }
                         self.notice(format!(
                             "pool member {} is still missing {} object(s) (first: {key}): {}; run `strata pool repair` when it is back",
                             self.members[member].name,
@@ -270,7 +278,7 @@ impl Pool {
     /// repository's verifier (set once the repository is unlocked) every
     /// object is authenticated; without it, objects named by the hash of
     /// their bytes (key files, deletion records) are still checked.
-    fn verify_copy(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn verify_copy(&self, key: &str, bytes: &[u8]) -> Result<()> {
         if let Some(v) = self.verifier.read().expect("verifier").as_ref() {
             return v(key, bytes);
         }
@@ -481,19 +489,7 @@ impl Backend for Pool {
             match r {
                 Ok(list) => {
                     for o in list {
-                        // The newest copy's time: a lock refreshed on some
-                        // members only is still live, and a marker's age
-                        // counts from its latest write (both the safe side).
-                        match seen.entry(o.key.clone()) {
-                            std::collections::btree_map::Entry::Vacant(v) => {
-                                v.insert(o);
-                            }
-                            std::collections::btree_map::Entry::Occupied(mut e) => {
-                                if o.modified > e.get().modified {
-                                    e.get_mut().modified = o.modified;
-                                }
-                            }
-                        }
+                        crate::store::merge_newest(&mut seen, o);
                     }
                 }
                 // A member that lost its location holds nothing.
@@ -647,6 +643,31 @@ impl Backend for Pool {
 
     fn replicated(&self) -> Option<&dyn Replicated> {
         Some(self)
+    }
+
+    /// Every member's incomplete uploads, each tagged with its member.
+    fn incomplete_uploads(&self) -> Result<Vec<crate::store::PendingUpload>> {
+        let mut all = Vec::new();
+        for m in &self.members {
+            let uploads = m
+                .backend
+                .incomplete_uploads()
+                .map_err(|e| anyhow!("pool member {}: {}", m.name, crate::error::one_line(&e)))?;
+            all.extend(uploads.into_iter().map(|u| crate::store::PendingUpload {
+                store: m.name.clone(),
+                ..u
+            }));
+        }
+        Ok(all)
+    }
+
+    fn abort_upload(&self, upload: &crate::store::PendingUpload) -> Result<()> {
+        let m = self
+            .members
+            .iter()
+            .find(|m| m.name == upload.store)
+            .ok_or_else(|| anyhow!("no pool member {} for upload {}", upload.store, upload.key))?;
+        m.backend.abort_upload(upload)
     }
 }
 

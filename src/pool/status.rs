@@ -31,6 +31,9 @@ pub struct MemberStatus {
     /// Sizes of the missing objects, as the other members hold them.
     #[serde(skip)]
     pub missing_sizes: BTreeMap<String, u64>,
+    /// What it holds (locks and recorded deletions left out).
+    #[serde(skip)]
+    pub held: Vec<String>,
     /// Bytes of the missing objects.
     pub missing_bytes: u64,
     /// Keys whose size here differs from another member's copy.
@@ -91,6 +94,7 @@ fn status_and_deleted(pool: &Pool) -> (Vec<MemberStatus>, Result<Deleted, String
                 bytes: 0,
                 missing: Vec::new(),
                 missing_sizes: BTreeMap::new(),
+                held: Vec::new(),
                 missing_bytes: 0,
                 size_mismatch: Vec::new(),
                 deleted_held: Vec::new(),
@@ -113,6 +117,9 @@ fn status_and_deleted(pool: &Pool) -> (Vec<MemberStatus>, Result<Deleted, String
                         s.deleted_held.push(key.clone());
                     }
                     continue;
+                }
+                if held.contains_key(key.as_str()) {
+                    s.held.push(key.clone());
                 }
                 match held.get(key.as_str()) {
                     None => {
@@ -142,6 +149,9 @@ pub struct RepairReport {
     pub copied: BTreeMap<String, u64>,
     /// Bytes copied (or to copy), per member.
     pub bytes: BTreeMap<String, u64>,
+    /// Copies that failed verification and were replaced (or, in a dry
+    /// run, would be), per member (`--read-data`).
+    pub replaced: BTreeMap<String, u64>,
     /// Objects deleted on purpose that a member still held, removed (or to
     /// remove), per member.
     pub deletions_finished: BTreeMap<String, u64>,
@@ -154,8 +164,10 @@ pub struct RepairReport {
 
 /// Copies to every reachable member what it lacks, in write order, each
 /// copy verified first; finishes deletions a member missed. Locks are never
-/// copied, and objects a deletion record names are never copied back.
-pub fn repair(pool: &Pool, dry_run: bool) -> RepairReport {
+/// copied, and objects a deletion record names are never copied back. With
+/// `read_data`, every copy a member holds is read and verified too, and a
+/// damaged one is replaced by a good copy from another member.
+pub fn repair(pool: &Pool, dry_run: bool, read_data: bool) -> RepairReport {
     let mut report = RepairReport {
         verified: pool.verifies_copies(),
         ..RepairReport::default()
@@ -204,6 +216,16 @@ pub fn repair(pool: &Pool, dry_run: bool) -> RepairReport {
         for k in &s.missing {
             missing.insert((write_rank(k), k.as_str()));
         }
+        if read_data {
+            let bad = damaged_copies(pool, i, &s.held, &mut report.errors);
+            *report.replaced.entry(s.name.clone()).or_default() += bad.len() as u64;
+            if report.replaced[&s.name] == 0 {
+                report.replaced.remove(&s.name);
+            }
+            for key in bad {
+                missing.insert((write_rank(key), key));
+            }
+        }
         for (_, key) in missing {
             if dry_run {
                 *report.copied.entry(s.name.clone()).or_default() += 1;
@@ -241,4 +263,34 @@ impl MemberStatus {
     fn missing_size(&self, key: &str) -> u64 {
         self.missing_sizes.get(key).copied().unwrap_or(0)
     }
+}
+
+/// The copies on member `i` (of `held`) that fail verification; they are
+/// then copied again like missing ones (a copy that cannot be had from
+/// another member is reported, and the bad one stays: better than none).
+fn damaged_copies<'a>(
+    pool: &Pool,
+    i: usize,
+    held: &'a [String],
+    errors: &mut Vec<String>,
+) -> Vec<&'a str> {
+    let member = &pool.members()[i];
+    let mut bad = Vec::new();
+    for key in held {
+        match member.backend.get(key) {
+            Ok(bytes) => {
+                if pool.verify_copy(key, &bytes).is_err() {
+                    bad.push(key.as_str());
+                }
+            }
+            Err(e) if crate::store::is_not_found(&e) => {}
+            // Not read is not verified: the member is not declared whole.
+            Err(e) => errors.push(format!(
+                "member {}: reading {key}: {}",
+                member.name,
+                crate::error::one_line(&e)
+            )),
+        }
+    }
+    bad
 }

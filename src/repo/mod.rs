@@ -8,6 +8,7 @@ pub mod deleted;
 pub mod index;
 pub mod layout;
 pub mod lock;
+pub mod markers;
 pub mod pack;
 mod pack_cache;
 mod seen;
@@ -222,8 +223,8 @@ impl Repository {
             let before = keys.len();
             keys.retain(|k| !deleted.contains(&k.key));
             if keys.len() < before {
-                eprintln!(
-                    "warning: {} removed key file(s) turned up again and are ignored",
+                tracing::warn!(
+                    "{} removed key file(s) turned up again and are ignored",
                     before - keys.len()
                 );
             }
@@ -247,7 +248,7 @@ impl Repository {
             .collect();
         let warn = |broken: &[String]| {
             if !broken.is_empty() {
-                eprintln!("warning: unusable key files: {}", broken.join("; "));
+                tracing::warn!("unusable key files: {}", broken.join("; "));
             }
         };
         for info in keys {
@@ -255,19 +256,25 @@ impl Repository {
                 true => FORMAT_BOUNDS,
                 false => OPEN_BOUNDS,
             };
-            let attempt = backend.get(&info.key).and_then(|b| {
-                // The listed size may be stale (or a pool member's); check again.
-                if b.len() as u64 > MAX_KEYFILE_BYTES {
-                    bail!("{} bytes, larger than a key file can be", b.len());
-                }
-                // A key file is named by the BLAKE3 hash of its bytes, so a
-                // damaged one is told apart from a wrong password.
-                let named = info.key.rsplit('/').next().unwrap_or_default();
-                if blake3::hash(&b).to_hex().as_str() != named {
-                    bail!("damaged (its content does not match its name)");
-                }
-                KeyFile::decode(&b)?.open_within(password, &bounds)
-            });
+            // Read with the checks as the verdict, so a pool serves the key
+            // file from another member when one copy is damaged.
+            let mut bytes = Vec::new();
+            let attempt = backend
+                .read(&info.key, &mut |b| {
+                    // The listed size may be stale (or a pool member's); check again.
+                    if b.len() as u64 > MAX_KEYFILE_BYTES {
+                        bail!("{} bytes, larger than a key file can be", b.len());
+                    }
+                    // A key file is named by the BLAKE3 hash of its bytes, so a
+                    // damaged one is told apart from a wrong password.
+                    let named = info.key.rsplit('/').next().unwrap_or_default();
+                    if blake3::hash(b).to_hex().as_str() != named {
+                        bail!("damaged (its content does not match its name)");
+                    }
+                    bytes = b.to_vec();
+                    Ok(())
+                })
+                .and_then(|()| KeyFile::decode(&bytes)?.open_within(password, &bounds));
             match attempt {
                 Ok(Some((key, repo_id))) => {
                     let id = layout::key_id_of(&info.key).unwrap_or_default();
@@ -510,17 +517,7 @@ impl Repository {
             let shift = chrono::Duration::seconds(offsets.get(&l.store).copied().unwrap_or(0));
             for mut o in l.objects {
                 o.modified = o.modified.map(|t| t - shift);
-                match union.entry(o.key.clone()) {
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(o);
-                    }
-                    // The newest time: ages come out shortest (the safe side).
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        if o.modified > e.get().modified {
-                            e.get_mut().modified = o.modified;
-                        }
-                    }
-                }
+                crate::store::merge_newest(&mut union, o);
             }
         }
         Ok(union.into_values().collect())
@@ -737,7 +734,7 @@ impl Repository {
         Ok(())
     }
 
-    /// Prints a warning once per process.
+    /// Reports a warning once per process.
     fn warn_once(&self, msg: String) {
         let key = Id(*blake3::hash(msg.as_bytes()).as_bytes());
         if self
@@ -746,11 +743,11 @@ impl Repository {
             .expect("damaged object set")
             .insert(key)
         {
-            eprintln!("warning: {msg}");
+            tracing::warn!("{msg}");
         }
     }
 
-    /// Warns on stderr about a damaged object, once per process.
+    /// Warns about a damaged object, once per process.
     fn warn_damaged(&self, kind: ObjectKind, id: &Id, why: &str, consequence: &str) {
         if self
             .damaged_warned
@@ -758,8 +755,8 @@ impl Repository {
             .expect("damaged object set")
             .insert(*id)
         {
-            eprintln!(
-                "warning: {} is damaged ({why}); {consequence}",
+            tracing::warn!(
+                "{} is damaged ({why}); {consequence}",
                 layout::object(kind, id)
             );
         }

@@ -15,20 +15,40 @@ use crate::id::Id;
 pub struct RawName(pub Vec<u8>);
 
 impl RawName {
-    /// Lossy text for display.
+    /// Text for display (see [`escape_bytes`]: unambiguous, no control
+    /// characters).
     pub fn display(&self) -> String {
         escape_bytes(&self.0)
     }
 }
 
-/// Text for bytes that may not be UTF-8: valid parts as they are, each
-/// invalid byte as `\xNN`, so two different names never look the same.
+/// Text for bytes that may not be UTF-8, never ambiguous and never holding
+/// a control character: valid UTF-8 as it is, except that a backslash is
+/// `\\`, newline, tab and carriage return are `\n`, `\t`, `\r`, any other
+/// control character is `\xNN` (C0 and DEL) or `\u{NN}` (C1), and each byte
+/// that is not UTF-8 is `\xNN`. Since a real backslash is doubled, every
+/// escape reads back to exactly one byte sequence.
 pub fn escape_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out
@@ -62,6 +82,35 @@ impl<'de> Deserialize<'de> for RawName {
                 .map(RawName)
                 .map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// One extended attribute: its name (`user.comment`, `security.capability`,
+/// `system.posix_acl_access`, ...) and its raw value.
+///
+/// Serialized as `{"name": <name>, "value": "<standard base64>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xattr {
+    /// Attribute name, namespace included.
+    pub name: RawName,
+    /// Raw value.
+    #[serde(with = "b64_bytes")]
+    pub value: Vec<u8>,
+}
+
+mod b64_bytes {
+    use super::B64;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        B64.decode(text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -134,6 +183,11 @@ pub struct Node {
     /// Device number (block and character devices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdev: Option<u64>,
+    /// Extended attributes, POSIX ACLs (`system.posix_acl_*`) and file
+    /// capabilities (`security.capability`) included, sorted by name
+    /// (tree revision 2; absent in older trees).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
 }
 
 /// A directory listing.
@@ -166,6 +220,12 @@ impl Tree {
                 || n.name.0.contains(&0)
             {
                 bail!("tree blob has an unsafe name {:?}", n.name.display());
+            }
+            if n.xattrs
+                .iter()
+                .any(|x| x.name.0.is_empty() || x.name.0.contains(&0))
+            {
+                bail!("tree blob has an unsafe attribute name");
             }
             match n.kind {
                 NodeKind::Dir if n.subtree.is_none() => bail!("directory node without subtree"),
@@ -208,6 +268,7 @@ mod tests {
             subtree: None,
             target: None,
             rdev: None,
+            xattrs: Vec::new(),
         }
     }
 
@@ -218,6 +279,47 @@ mod tests {
         };
         let back = Tree::decode(&t.encode()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn xattrs_round_trip_and_old_trees_still_read() {
+        let mut n = node(b"cap");
+        n.xattrs = vec![
+            Xattr {
+                name: RawName(b"security.capability".to_vec()),
+                value: vec![1, 0, 0, 2, 0xff],
+            },
+            Xattr {
+                name: RawName(b"user.note".to_vec()),
+                value: b"hi".to_vec(),
+            },
+        ];
+        let t = Tree { nodes: vec![n] };
+        let bytes = t.encode();
+        assert!(
+            String::from_utf8_lossy(&bytes)
+                .contains(r#""xattrs":[{"name":"security.capability","value":"AQAAAv8="}"#)
+        );
+        assert_eq!(Tree::decode(&bytes).unwrap(), t);
+        // A revision 1 node (no xattrs field) reads, and writes back the same.
+        let old = Tree {
+            nodes: vec![node(b"plain")],
+        };
+        let old_bytes = old.encode();
+        assert!(!String::from_utf8_lossy(&old_bytes).contains("xattrs"));
+        assert_eq!(Tree::decode(&old_bytes).unwrap(), old);
+    }
+
+    #[test]
+    fn escapes_are_unambiguous() {
+        assert_eq!(escape_bytes(b"plain \xc3\xa9"), "plain \u{e9}");
+        assert_eq!(escape_bytes(b"a\\xff"), "a\\\\xff");
+        assert_eq!(escape_bytes(b"a\xff"), "a\\xff");
+        assert_eq!(
+            escape_bytes(b"l1\nl2\t\r\x1b\x7f"),
+            "l1\\nl2\\t\\r\\x1b\\x7f"
+        );
+        assert_eq!(escape_bytes("\u{85}".as_bytes()), "\\u{85}");
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub struct Entry {
     pub path: PathBuf,
     /// The node.
     pub node: Node,
+    /// Position of the parent directory's entry, or `usize::MAX` for the root.
+    pub parent: usize,
+    /// Everything below this entry is restored (no `--include`, or it matched).
+    pub whole: bool,
 }
 
 /// Every entry below `root` in depth-first order (a directory before its
@@ -37,6 +41,7 @@ pub fn walk_snapshot(
         index,
         root,
         Path::new(""),
+        usize::MAX,
         set.as_ref(),
         false,
         &mut out,
@@ -62,11 +67,13 @@ pub fn glob_matches(set: &GlobSet, rel: &Path) -> bool {
     set.is_match(&abs) || rel.file_name().is_some_and(|n| set.is_match(n))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn walk(
     repo: &Repository,
     index: &Index,
     tree_id: &Id,
     dir: &Path,
+    parent: usize,
     set: Option<&GlobSet>,
     inside_match: bool,
     out: &mut Vec<Entry>,
@@ -83,11 +90,13 @@ fn walk(
         out.push(Entry {
             path: path.clone(),
             node,
+            parent,
+            whole: matched,
         });
         let mut keep = matched;
         if kind == NodeKind::Dir {
             let sub = subtree.context("directory without subtree")?;
-            keep |= walk(repo, index, &sub, &path, set, matched, out)?;
+            keep |= walk(repo, index, &sub, &path, pos, set, matched, out)?;
         }
         if !keep {
             out.truncate(pos);

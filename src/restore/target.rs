@@ -32,6 +32,7 @@ impl TargetFault {
     }
 
     /// The fault found anywhere in an error chain, if any.
+    #[cfg(test)]
     pub fn of(err: &anyhow::Error) -> Option<TargetFault> {
         err.chain()
             .find_map(|c| c.downcast_ref::<io::Error>().and_then(TargetFault::of_io))

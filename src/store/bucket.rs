@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use object_store::ClientOptions;
-use object_store::aws::AmazonS3;
+use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::azure::{AzureAuthorizer, MicrosoftAzure};
 use object_store::client::{HttpClient, HttpConnector, HttpRequest, ReqwestConnector};
 use object_store::gcp::GoogleCloudStorage;
@@ -183,6 +183,89 @@ impl Bucket {
         )
     }
 
+    /// The incomplete multipart uploads under `prefix` (full keys); `None`
+    /// where the store has no such listing (Azure and GCS: Azure drops
+    /// uncommitted blocks after a week by itself). One LIST request per
+    /// 1,000 uploads.
+    pub async fn multipart_uploads(&self, prefix: &str) -> Result<Option<Vec<PendingUpload>>> {
+        let Kind::S3 { store, region } = &self.kind else {
+            return Ok(None);
+        };
+        // The bucket's URL, as object_store addresses it (path or virtual
+        // host style, custom endpoint): a presigned URL of its root.
+        let mut base = store
+            .signed_url(Method::GET, &ObjPath::from(""), Duration::from_secs(60))
+            .await
+            .map_err(|e| self.credential_error("signing the bucket request", &e))?;
+        base.set_query(None);
+        let base = base.as_str().trim_end_matches('/').to_string();
+        let credential = store
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| self.credential_error("getting S3 credentials", &e))?;
+        let mut uploads = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut query = format!("uploads=&prefix={}", url_encode(prefix));
+            if let Some((key, id)) = &marker {
+                query.push_str(&format!(
+                    "&key-marker={}&upload-id-marker={}",
+                    url_encode(key),
+                    url_encode(id)
+                ));
+            }
+            let url = format!("{base}/?{query}");
+            let mut request: HttpRequest = http::Request::builder()
+                .method(Method::GET)
+                .uri(url.as_str())
+                .body(Bytes::new().into())?;
+            AwsAuthorizer::new(&credential, "s3", region)
+                .try_authorize(&mut request, None)
+                .map_err(|e| anyhow!("signing the upload listing: {e}"))?;
+            let endpoint = super::origin_in(&url);
+            let response = self.http.execute(request).await.map_err(|e| {
+                let chain = chain(&e);
+                super::unreachable(endpoint, "", chain.last().cloned().unwrap_or_default())
+            })?;
+            let status = response.status();
+            let body = response.into_body().bytes().await.unwrap_or_default();
+            match status {
+                s if s.is_success() => {}
+                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => bail!(super::AccessDenied),
+                s => bail!(
+                    "listing the incomplete uploads in {} failed: {}",
+                    self.what(),
+                    describe(s, &body)
+                ),
+            }
+            let page = parse_uploads(&String::from_utf8_lossy(&body));
+            uploads.extend(page.uploads);
+            match page.next {
+                Some(next) if marker.as_ref() != Some(&next) => marker = Some(next),
+                _ => break,
+            }
+        }
+        Ok(Some(uploads))
+    }
+
+    /// Aborts an incomplete multipart upload (its parts are deleted).
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        let Kind::S3 { store, .. } = &self.kind else {
+            bail!("only S3 has multipart uploads to abort");
+        };
+        use object_store::multipart::MultipartStore;
+        match store
+            .abort_multipart(&ObjPath::from(upload.key.as_str()), &upload.id)
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => {
+                Err(anyhow!(e)).with_context(|| format!("aborting the upload of {}", upload.key))
+            }
+        }
+    }
+
     fn what(&self) -> String {
         match self.kind {
             Kind::Azure { .. } => format!("container {}", self.name),
@@ -200,14 +283,28 @@ impl Bucket {
 
     async fn send(&self, op: Op) -> Result<(StatusCode, Bytes)> {
         let request = self.request(op).await?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(super::unreachable)?;
+        let endpoint = super::origin_in(&request.uri().to_string());
+        let response = self.http.execute(request).await.map_err(|e| {
+            let chain = chain(&e);
+            super::unreachable(endpoint, "", chain.last().cloned().unwrap_or_default())
+        })?;
         let status = response.status();
         let body = response.into_body().bytes().await.unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// A failure to get credentials or sign with them; one line when there
+    /// were none to find.
+    fn credential_error(&self, what: &str, e: &object_store::Error) -> anyhow::Error {
+        if super::is_metadata_fallback(&chain(e).join(": ")) {
+            let scheme = match self.kind {
+                Kind::S3 { .. } => "s3",
+                Kind::Azure { .. } => "az",
+                Kind::Gcs { .. } => "gs",
+            };
+            return super::no_credentials(scheme);
+        }
+        anyhow!("{what}: {e}")
     }
 
     async fn request(&self, op: Op) -> Result<HttpRequest> {
@@ -219,7 +316,7 @@ impl Bucket {
                 let url = store
                     .signed_url(method.clone(), &ObjPath::from(""), Duration::from_secs(300))
                     .await
-                    .map_err(|e| anyhow!("signing the bucket request: {e}"))?;
+                    .map_err(|e| self.credential_error("signing the bucket request", &e))?;
                 let body = match op {
                     Op::Create if region != "us-east-1" => format!(
                         "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
@@ -246,7 +343,7 @@ impl Bucket {
                     .credentials()
                     .get_credential()
                     .await
-                    .map_err(|e| anyhow!("getting Azure credentials: {e}"))?;
+                    .map_err(|e| self.credential_error("getting Azure credentials", &e))?;
                 AzureAuthorizer::new(&credential, account)
                     .try_authorize(&mut request)
                     .map_err(|e| anyhow!("signing the container request: {e}"))?;
@@ -292,7 +389,7 @@ impl Bucket {
                     .credentials()
                     .get_credential()
                     .await
-                    .map_err(|e| anyhow!("getting Google credentials: {e}"))?;
+                    .map_err(|e| self.credential_error("getting Google credentials", &e))?;
                 let mut request = request;
                 if !credential.bearer.is_empty() {
                     let value = format!("Bearer {}", credential.bearer).parse()?;
@@ -325,6 +422,84 @@ impl Op {
     }
 }
 
+/// An incomplete multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The key it was writing, from the bucket root.
+    pub key: String,
+    /// The upload id.
+    pub id: String,
+    /// When it was started.
+    pub initiated: Option<chrono::DateTime<chrono::Utc>>,
+    /// The pool member it is on; empty for a single store.
+    pub store: String,
+}
+
+/// One page of a ListMultipartUploads answer.
+struct UploadPage {
+    uploads: Vec<PendingUpload>,
+    /// Key and upload id markers of the next page, when truncated.
+    next: Option<(String, String)>,
+}
+
+/// The text of the first `<tag>` element in `xml`, unescaped.
+fn element<'a>(xml: &'a str, tag: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    let raw = &xml[start..end];
+    if !raw.contains('&') {
+        return Some(raw.into());
+    }
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+            .into(),
+    )
+}
+
+/// Parses a ListMultipartUploads answer.
+fn parse_uploads(xml: &str) -> UploadPage {
+    let mut uploads = Vec::new();
+    for block in xml.split("<Upload>").skip(1) {
+        let block = block.split("</Upload>").next().unwrap_or_default();
+        let (Some(key), Some(id)) = (element(block, "Key"), element(block, "UploadId")) else {
+            continue;
+        };
+        let initiated = element(block, "Initiated")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        uploads.push(PendingUpload {
+            key: key.into_owned(),
+            id: id.into_owned(),
+            initiated,
+            store: String::new(),
+        });
+    }
+    // The listing's own header, before the first upload.
+    let head = xml.split("<Upload>").next().unwrap_or_default();
+    let truncated = element(head, "IsTruncated").is_some_and(|t| t == "true");
+    let next = truncated
+        .then(|| {
+            Some((
+                element(head, "NextKeyMarker")?.into_owned(),
+                element(head, "NextUploadIdMarker")?.into_owned(),
+            ))
+        })
+        .flatten();
+    UploadPage { uploads, next }
+}
+
+/// The messages of an error and its sources, outermost first.
+fn chain(e: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect()
+}
+
 /// The error code in an S3/Azure XML or GCS JSON error body, if any.
 fn error_code(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -352,6 +527,31 @@ fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_listings_are_parsed_with_their_markers() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>p/data/ab/cd</NextKeyMarker><NextUploadIdMarker>id-2</NextUploadIdMarker>
+  <MaxUploads>1000</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>p/data/01/x&amp;y</Key><UploadId>id-1</UploadId>
+    <Initiator><ID>i</ID></Initiator><Initiated>2026-12-01T10:00:00.000Z</Initiated></Upload>
+  <Upload><Key>p/data/ab/cd</Key><UploadId>id-2</UploadId><Initiated>bad</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_uploads(xml);
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[0].key, "p/data/01/x&y");
+        assert_eq!(page.uploads[0].id, "id-1");
+        assert_eq!(
+            page.uploads[0].initiated.map(|t| t.to_rfc3339()),
+            Some("2026-12-01T10:00:00+00:00".into())
+        );
+        assert_eq!(page.uploads[1].initiated, None);
+        assert_eq!(page.next, Some(("p/data/ab/cd".into(), "id-2".into())));
+        let last = parse_uploads("<R><IsTruncated>false</IsTruncated></R>");
+        assert!(last.uploads.is_empty() && last.next.is_none());
+    }
 
     #[test]
     fn error_codes_are_read_from_xml_bodies() {

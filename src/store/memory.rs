@@ -5,8 +5,8 @@
 //! the store's own (possibly skewed) clock gave it. Used directly it never
 //! fails, which makes it the simulation's oracle view. [`FaultyStore`] is one
 //! client's door to a `MemStore`: it injects failures decided by a seeded
-//! hash of (seed, store, operation, key, how often this client did that
-//! operation on that key), so a run replays the same way whatever the
+//! hash of (seed, store, operation, folder, how often this client did that
+//! operation in that folder), so a run replays the same faults whatever the
 //! threads' timing, and it can crash the client (every later request fails)
 //! after a given number of writes.
 
@@ -214,8 +214,11 @@ pub struct FaultRates {
     pub stale_list: u32,
 }
 
-/// One client's faults: rates, the seed, and the crash point.
-#[derive(Debug)]
+/// Something to run in the middle of a client's command.
+type Interleaved = Box<dyn FnOnce() + Send>;
+
+/// One client's faults: rates, the seed, the crash point, and another
+/// client's command to run in the middle of this one's.
 pub struct ClientFaults {
     seed: u64,
     rates: FaultRates,
@@ -223,6 +226,19 @@ pub struct ClientFaults {
     writes_left: AtomicI64,
     crashed: AtomicBool,
     counters: Mutex<HashMap<(String, &'static str, String), u32>>,
+    /// Writes attempted so far.
+    writes: AtomicI64,
+    /// Run before the given write (by count).
+    interleaved: Mutex<Option<(i64, Interleaved)>>,
+}
+
+impl std::fmt::Debug for ClientFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFaults")
+            .field("seed", &self.seed)
+            .field("rates", &self.rates)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientFaults {
@@ -234,7 +250,26 @@ impl ClientFaults {
             writes_left: AtomicI64::new(-1),
             crashed: AtomicBool::new(false),
             counters: Mutex::default(),
+            writes: AtomicI64::new(0),
+            interleaved: Mutex::default(),
         })
+    }
+
+    /// Runs `f` just before the client's `n`-th write from now on (another
+    /// client's command, in the middle of this one's). Dropped unrun if the
+    /// client writes less.
+    pub fn interleave_at_write(&self, n: i64, f: Interleaved) {
+        let at = self.writes.load(Ordering::SeqCst) + n.max(1);
+        *self.interleaved.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, f));
+    }
+
+    /// Drops an interleaved command that did not run.
+    pub fn clear_interleaved(&self) -> bool {
+        self.interleaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some()
     }
 
     /// Crashes the client when it attempts its `n`-th write from now on
@@ -249,16 +284,20 @@ impl ClientFaults {
     }
 
     /// Whether a fault of `rate` strikes this request: a hash of the seed,
-    /// the store, the operation, the key and how many times this client did
-    /// the same, so the answer does not depend on thread timing.
+    /// the store, the operation, the folder of the key and how many times
+    /// this client did that operation in that folder. Names are left out
+    /// (object names hold random keys and nonces, and differ from run to
+    /// run); requests in one folder come in a fixed order from one thread,
+    /// so a seed replays the same faults.
     fn strikes(&self, store: &str, op: &'static str, key: &str, rate: u32) -> bool {
         if rate == 0 {
             return false;
         }
+        let folder = key.split('/').next().unwrap_or_default().to_string();
         let n = {
             let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
             let slot = c
-                .entry((store.to_string(), op, key.to_string()))
+                .entry((store.to_string(), op, folder.clone()))
                 .or_default();
             *slot += 1;
             *slot
@@ -267,7 +306,7 @@ impl ClientFaults {
         h.update(&self.seed.to_le_bytes());
         h.update(store.as_bytes());
         h.update(op.as_bytes());
-        h.update(key.as_bytes());
+        h.update(folder.as_bytes());
         h.update(&n.to_le_bytes());
         let v = u32::from_le_bytes(h.finalize().as_bytes()[..4].try_into().expect("4 bytes"));
         v % 1000 < rate
@@ -278,6 +317,17 @@ impl ClientFaults {
             bail!("simulated crash: the client is gone");
         }
         if write {
+            let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+            let due = {
+                let mut slot = self.interleaved.lock().unwrap_or_else(|e| e.into_inner());
+                match slot.as_ref() {
+                    Some((at, _)) if *at == n => slot.take().map(|(_, f)| f),
+                    _ => None,
+                }
+            };
+            if let Some(f) = due {
+                f();
+            }
             let left = self.writes_left.load(Ordering::SeqCst);
             if left > 0 && self.writes_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                 self.crashed.store(true, Ordering::SeqCst);

@@ -16,6 +16,7 @@ use std::ops::Range;
 
 use anyhow::Result;
 
+pub use bucket::PendingUpload;
 pub use immutable::{ObjectLockConfig, open_store};
 pub use object::{ObjectBackend, block_on, open_url};
 pub use tally::{RequestClass, RequestTally, request_tally};
@@ -33,12 +34,101 @@ pub struct NotFound(pub String);
 )]
 pub struct AccessDenied;
 
-/// The error for an endpoint that could not be reached (connection refused,
-/// DNS, timeout); `cause` is the lowest-level reason.
-pub(crate) fn unreachable(cause: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!(
-        "cannot reach the endpoint ({cause}): is the server up and the endpoint URL right?"
-    )
+/// An endpoint could not be reached (connection refused, DNS, timeout).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot reach the endpoint{} ({cause}): is the server up and the endpoint URL right?",
+    endpoint.as_deref().map(|e| format!(" {e}")).unwrap_or_default()
+)]
+pub struct Unreachable {
+    /// The endpoint tried (scheme, host and port), when known.
+    pub endpoint: Option<String>,
+    /// The lowest-level reason.
+    pub cause: String,
+}
+
+/// No credentials were found for a cloud store: none configured, and no
+/// instance metadata service answered.
+#[derive(Debug, thiserror::Error)]
+#[error("no {cloud} credentials found: {hint}")]
+pub struct NoCredentials {
+    /// "S3", "Azure" or "Google Cloud Storage".
+    pub cloud: &'static str,
+    /// Where credentials may come from.
+    pub hint: &'static str,
+}
+
+/// The error for an endpoint that could not be reached; `context` is the
+/// error text, where the URL tried is looked for when `endpoint` is not
+/// given, and `cause` the lowest-level reason.
+pub(crate) fn unreachable(
+    endpoint: Option<String>,
+    context: &str,
+    cause: impl std::fmt::Display,
+) -> anyhow::Error {
+    anyhow::Error::new(Unreachable {
+        endpoint: endpoint.or_else(|| origin_in(context)),
+        cause: cause.to_string(),
+    })
+}
+
+/// The first URL's origin (`scheme://host:port`) in `text`.
+pub(crate) fn origin_in(text: &str) -> Option<String> {
+    let start = ["http://", "https://"]
+        .iter()
+        .filter_map(|s| text.find(s))
+        .min()?;
+    let rest = &text[start..];
+    let after_scheme = rest.find("://")? + 3;
+    let end = rest[after_scheme..]
+        .find(|c: char| c == '/' || c == '?' || c == ')' || c == ',' || c.is_whitespace())
+        .map_or(rest.len(), |i| after_scheme + i);
+    (end > after_scheme).then(|| rest[..end].to_string())
+}
+
+/// Whether an error's text shows that credentials were sought from an
+/// instance metadata service (the last resort when none are configured),
+/// and it did not answer.
+pub(crate) fn is_metadata_fallback(text: &str) -> bool {
+    ["169.254.169.254", "169.254.170.2", "fd00:ec2::254"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// The one-line error for a cloud store without credentials.
+pub(crate) fn no_credentials(scheme: &str) -> anyhow::Error {
+    let (cloud, hint) = match scheme {
+        "s3" => (
+            "S3",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the aws_access_key_id and aws_secret_access_key options), or a web identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN)",
+        ),
+        "az" | "azure" => (
+            "Azure",
+            "set AZURE_STORAGE_ACCOUNT_KEY, a SAS token, a service principal (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID) or the matching azure_* options",
+        ),
+        _ => (
+            "Google Cloud Storage",
+            "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a key file, or the google_service_account_key option",
+        ),
+    };
+    anyhow::Error::new(NoCredentials { cloud, hint })
+}
+
+/// Adds `o` to a union of listings keyed by name. Of several copies of one
+/// object the newest time is kept: a lock refreshed on some members only is
+/// still live, and a marker's age counts from its latest write (both the
+/// safe side for prune).
+pub fn merge_newest(union: &mut std::collections::BTreeMap<String, ObjectInfo>, o: ObjectInfo) {
+    match union.entry(o.key.clone()) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(o);
+        }
+        std::collections::btree_map::Entry::Occupied(mut e) => {
+            if o.modified > e.get().modified {
+                e.get_mut().modified = o.modified;
+            }
+        }
+    }
 }
 
 /// The location itself (local folder, bucket, container) is missing: a
@@ -171,6 +261,22 @@ pub trait Backend: Send + Sync {
         }
     }
 
+    /// This repository's incomplete multipart uploads, keys relative to
+    /// the repository root; empty where the store keeps none (local disk,
+    /// Azure, GCS) or cannot list them (pools, for now).
+    fn incomplete_uploads(&self) -> Result<Vec<PendingUpload>> {
+        Ok(Vec::new())
+    }
+
+    /// Aborts one of [`Backend::incomplete_uploads`].
+    fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        anyhow::bail!(
+            "{}: no multipart upload {} to abort",
+            self.location(),
+            upload.key
+        )
+    }
+
     /// Pack uploads worth running at once: a local disk gains nothing from
     /// more than two, while object stores hide their latency with more.
     fn default_uploads(&self) -> usize {
@@ -228,6 +334,11 @@ pub fn is_unsettled(err: &anyhow::Error) -> bool {
     err.chain().any(|c| c.is::<Unsettled>())
 }
 
+/// True when the error chain holds an [`Unreachable`].
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<Unreachable>())
+}
+
 /// True when the error chain holds a [`NotFound`].
 pub fn is_not_found(err: &anyhow::Error) -> bool {
     err.chain().any(|c| c.is::<NotFound>())
@@ -239,4 +350,48 @@ pub fn is_not_found(err: &anyhow::Error) -> bool {
 pub fn is_access_denied(err: &anyhow::Error) -> bool {
     err.chain()
         .any(|c| c.is::<AccessDenied>() || c.to_string().contains("(code: AccessDenied)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_names_the_endpoint_tried() {
+        let text = "Generic S3 error: Error performing HEAD http://127.0.0.1:1/strata/x/config in 0s - HTTP error: error sending request";
+        assert_eq!(origin_in(text).as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(
+            origin_in("error sending request for url (https://h.example:9000)").as_deref(),
+            Some("https://h.example:9000")
+        );
+        assert_eq!(origin_in("no url here"), None);
+        let e = unreachable(None, text, "Connection refused (os error 111)").to_string();
+        assert_eq!(
+            e,
+            "cannot reach the endpoint http://127.0.0.1:1 (Connection refused (os error 111)): is the server up and the endpoint URL right?"
+        );
+        let e = unreachable(None, "", "dns error").to_string();
+        assert!(
+            e.starts_with("cannot reach the endpoint (dns error)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_are_one_line() {
+        assert!(is_metadata_fallback(
+            "Error performing token request: http://169.254.169.254/latest/api/token: resolve_deny"
+        ));
+        assert!(!is_metadata_fallback(
+            "error sending request for http://127.0.0.1:1"
+        ));
+        for scheme in ["s3", "az", "gs"] {
+            let e = no_credentials(scheme).to_string();
+            assert!(
+                e.starts_with("no ") && e.contains("credentials found"),
+                "{e}"
+            );
+            assert!(!e.contains('\n') && !e.contains("169.254"), "{e}");
+        }
+    }
 }

@@ -278,12 +278,24 @@ fn local_error(key: &str, e: std::io::Error) -> anyhow::Error {
     }
 }
 
-/// Objects at least this large are uploaded in parts.
-const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
-/// Size of one part (S3 requires at least 5 MiB for all but the last).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Objects larger than this go up as a multipart upload; smaller ones in a
+/// single PUT (a multi-piece `PutPayload` is still one request). A multipart
+/// upload costs at least three requests (create, parts, complete), so every
+/// pack at the default 16 MiB and up to 64 MiB goes up in one request; the
+/// bound keeps one request's body small enough to send within the client
+/// timeout on a slow uplink.
+const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
+/// Size of one part (S3 requires at least 5 MiB for all but the last): a
+/// 1 GiB pack (the largest pack size) is 32 parts, 34 requests.
+const PART_SIZE: usize = 32 * 1024 * 1024;
 /// Parts in flight per object.
 const PART_CONCURRENCY: usize = 4;
+
+/// Whether an object of `len` bytes goes up as a multipart upload (never to
+/// a local folder).
+fn uses_multipart(len: usize, local: bool) -> bool {
+    !local && len > MULTIPART_THRESHOLD
+}
 
 async fn put_multipart(
     store: &dyn ObjectStore,
@@ -315,7 +327,10 @@ fn error_chain(e: &object_store::Error) -> Vec<String> {
         .collect()
 }
 
-fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
+/// An object_store error as the rest of the store reports it: missing
+/// object, access denied, no credentials, endpoint unreachable (naming it),
+/// or as it is. `scheme` is the repository URL's (`s3`, `az`, `gs`, `file`).
+fn map_err(scheme: &str, key: &str, e: object_store::Error) -> anyhow::Error {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => anyhow!(NotFound(key.to_string())),
@@ -323,11 +338,13 @@ fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
         other => {
             let chain = error_chain(&other);
             let text = chain.join(": ");
-            if text.contains("tcp connect error")
+            if super::is_metadata_fallback(&text) {
+                super::no_credentials(scheme)
+            } else if text.contains("tcp connect error")
                 || text.contains("dns error")
                 || text.contains("error sending request")
             {
-                super::unreachable(chain.last().cloned().unwrap_or_default())
+                super::unreachable(None, &text, chain.last().cloned().unwrap_or_default())
             } else {
                 anyhow!(other)
             }
@@ -336,6 +353,12 @@ fn map_err(key: &str, e: object_store::Error) -> anyhow::Error {
 }
 
 impl ObjectBackend {
+    /// [`map_err`] for this store.
+    fn map_err(&self, key: &str, e: object_store::Error) -> anyhow::Error {
+        let scheme = self.location.split_once("://").map_or("file", |(s, _)| s);
+        map_err(scheme, key, e)
+    }
+
     fn store(&self) -> Result<&Arc<dyn ObjectStore>> {
         self.store_creating(false)
     }
@@ -362,8 +385,9 @@ impl ObjectBackend {
         Ok(self.store.get_or_init(|| Arc::new(fs)))
     }
 
-    /// Writes a whole object; large ones go up as a multipart upload whose
-    /// parts are sent concurrently (and aborted on failure).
+    /// Writes a whole object in one request; only objects larger than
+    /// [`MULTIPART_THRESHOLD`] go up as a multipart upload whose parts are
+    /// sent concurrently (and aborted on failure).
     async fn put_async_uncounted(&self, key: &str, payload: PutPayload) -> Result<()> {
         if let Some(locked) = &self.locked {
             return locked
@@ -373,8 +397,7 @@ impl ObjectBackend {
         }
         let path = ObjPath::from(key);
         let store = self.store_creating(true)?;
-        let result = if payload.content_length() >= MULTIPART_THRESHOLD && self.local_root.is_none()
-        {
+        let result = if uses_multipart(payload.content_length(), self.local_root.is_some()) {
             put_multipart(store.as_ref(), &path, payload).await
         } else {
             store.put(&path, payload).await.map(|_| ())
@@ -385,7 +408,7 @@ impl ObjectBackend {
                 object_store::Error::NotFound { .. } => anyhow!(
                     "the bucket or container does not exist: `strata init` creates it for a new repository, `strata pool repair` for a pool member that lost it"
                 ),
-                other => map_err(key, other),
+                other => self.map_err(key, other),
             })
             .with_context(|| format!("writing {key} to {}", self.location))
     }
@@ -399,7 +422,7 @@ impl ObjectBackend {
             r.bytes().await
         }
         .await
-        .map_err(|e| map_err(key, e))
+        .map_err(|e| self.map_err(key, e))
         .with_context(|| format!("reading {key} from {}", self.location))
     }
 
@@ -411,7 +434,7 @@ impl ObjectBackend {
             .store()?
             .get_range(&path, range)
             .await
-            .map_err(|e| map_err(key, e))
+            .map_err(|e| self.map_err(key, e))
             .with_context(|| format!("reading {key} from {}", self.location))?;
         if bytes.len() as u64 != want {
             bail!("short read of {key}: got {} of {want} bytes", bytes.len());
@@ -439,7 +462,7 @@ impl ObjectBackend {
                 return Err(anyhow!(super::LocationMissing(self.location.clone())));
             }
             Err(e) => {
-                return Err(map_err(prefix, e))
+                return Err(self.map_err(prefix, e))
                     .with_context(|| format!("listing {prefix} in {}", self.location));
             }
         };
@@ -460,7 +483,7 @@ impl ObjectBackend {
             .head(&path)
             .await
             .map(|m| m.size)
-            .map_err(|e| map_err(key, e))
+            .map_err(|e| self.map_err(key, e))
             .with_context(|| format!("checking {key} in {}", self.location))
     }
 
@@ -469,9 +492,8 @@ impl ObjectBackend {
         let path = ObjPath::from(key);
         match self.store()?.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => {
-                Err(map_err(key, e)).with_context(|| format!("deleting {key} in {}", self.location))
-            }
+            Err(e) => Err(self.map_err(key, e))
+                .with_context(|| format!("deleting {key} in {}", self.location)),
         }
     }
 }
@@ -516,6 +538,19 @@ impl ObjectBackend {
         read()
             .map_err(|e| local_error(key, e))
             .with_context(|| format!("reading {key} from {}", self.location))
+    }
+
+    /// A cloud repository's key prefix in its bucket, with a trailing `/`
+    /// (empty at the bucket root); `None` for a local one.
+    fn key_prefix(&self) -> Option<String> {
+        self.bucket.as_ref()?;
+        let (_, rest) = self.location.split_once("://")?;
+        let prefix = rest.split_once('/').map_or("", |(_, p)| p);
+        Some(if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        })
     }
 
     /// True when the bucket or container exists (one bucket-level request).
@@ -620,6 +655,37 @@ impl Backend for ObjectBackend {
 
     fn put_parts(&self, key: &str, parts: &[Bytes]) -> Result<()> {
         block_on(self.put_async(key, parts.iter().cloned().collect::<PutPayload>()))
+    }
+
+    fn incomplete_uploads(&self) -> Result<Vec<super::PendingUpload>> {
+        let (Some(bucket), Some(prefix)) = (&self.bucket, self.key_prefix()) else {
+            return Ok(Vec::new());
+        };
+        let listed = self
+            .counts
+            .count(block_on(bucket.multipart_uploads(&prefix)))
+            .with_context(|| format!("listing incomplete uploads in {}", self.location))?;
+        Ok(listed
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mut u| {
+                u.key = u.key.strip_prefix(&prefix)?.to_string();
+                Some(u)
+            })
+            .collect())
+    }
+
+    fn abort_upload(&self, upload: &super::PendingUpload) -> Result<()> {
+        let (Some(bucket), Some(prefix)) = (&self.bucket, self.key_prefix()) else {
+            bail!("{} has no multipart uploads", self.location);
+        };
+        let full = super::PendingUpload {
+            key: format!("{prefix}{}", upload.key),
+            ..upload.clone()
+        };
+        self.counts
+            .count(block_on(bucket.abort_upload(&full)))
+            .with_context(|| format!("in {}", self.location))
     }
 
     fn can_spool(&self) -> bool {
@@ -732,5 +798,26 @@ impl Backend for ObjectBackend {
         self.counts
             .count(block_on(bucket.create()))
             .with_context(|| format!("creating {}", self.location))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_go_up_in_one_request_and_large_objects_in_few() {
+        // Packs at the default size, a little over it (the last blob), and
+        // up to 64 MiB: one PUT each.
+        for len in [1 << 20, 16 << 20, (16 << 20) + 300_000, 64 << 20] {
+            assert!(!uses_multipart(len, false), "{len}");
+        }
+        assert!(uses_multipart((64 << 20) + 1, false));
+        // Never for a local folder.
+        assert!(!uses_multipart(1 << 30, true));
+        // The largest pack (1 GiB): create, parts and complete stay within
+        // the 70 write requests per GiB budget.
+        let requests = (1usize << 30).div_ceil(PART_SIZE) + 2;
+        assert!(requests <= 70, "{requests}");
     }
 }

@@ -26,6 +26,16 @@ pub const CHEAP_INIT: [&str; 7] = [
     "1",
 ];
 
+/// The Argon2 flags of [`CHEAP_INIT`], for `key add` and `key passwd`.
+pub const CHEAP_KDF: [&str; 6] = [
+    "--argon2-memory-kib",
+    "1024",
+    "--argon2-iterations",
+    "1",
+    "--argon2-parallelism",
+    "1",
+];
+
 /// A scratch directory with `pw` (the password file) and `repo` (a fresh
 /// repository created with cheap Argon2 parameters).
 pub struct Env {
