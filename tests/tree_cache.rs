@@ -156,7 +156,8 @@ fn tree_walks_cost_one_request_per_tree_pack_cold_and_none_warm() {
     let out = init.output().unwrap();
     common::assert_success(&out, &common::CHEAP_INIT);
 
-    let first = run.summary(Some(&cache("first")), &["backup", src_arg]);
+    let first_cache = cache("first");
+    let first = run.summary(Some(&first_cache), &["backup", src_arg]);
     // 321 and the directories above the source.
     assert!(first["dirs"].as_u64().unwrap() > 321, "{first}");
 
@@ -165,6 +166,26 @@ fn tree_walks_cost_one_request_per_tree_pack_cold_and_none_warm() {
     let repo = strata::repo::Repository::open(backend, common::PASSWORD.as_bytes()).unwrap();
     let tree_packs = repo.load_index().unwrap().tree_packs().count() as u64;
     assert!(tree_packs >= 1);
+
+    // The backup put the tree packs it wrote into its cache: its next
+    // re-run reads no tree from the repository.
+    let written: usize = std::fs::read_dir(first_cache.join("strata"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_dir(e.path().join("treepacks")).ok())
+        .map(|d| d.count())
+        .sum();
+    assert_eq!(
+        written as u64, tree_packs,
+        "tree packs cached by the backup"
+    );
+    let next = run.summary(Some(&first_cache), &["backup", src_arg]);
+    assert_eq!(next["files_unmodified"].as_u64(), Some(300));
+    assert!(
+        gets(&next) <= 20,
+        "re-run after the first: {}",
+        next["requests"]
+    );
 
     // Without the cache: a request per directory (the old way).
     let uncached = run.summary(None, &["backup", src_arg]);

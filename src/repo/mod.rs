@@ -842,6 +842,15 @@ impl Repository {
         }
     }
 
+    /// Puts a tree pack this process just wrote (as the pieces it was
+    /// uploaded in) into the tree pack cache, so the next walk over its
+    /// trees needs no request; nothing without a cache. Best effort.
+    pub fn cache_tree_pack(&self, pack: &Id, parts: &[bytes::Bytes]) {
+        if let Some(packs) = &self.tree_packs {
+            packs.insert(pack, parts);
+        }
+    }
+
     /// Reads a tree blob through the tree pack cache, from the first of its
     /// locations that is a tree pack; `None` when there is no cache or it
     /// cannot serve the blob (then it is read on its own).
