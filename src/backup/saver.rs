@@ -528,6 +528,10 @@ fn run_uploader(shared: &Shared, rx: Receiver<ReadyPack>) {
         };
         match stored {
             Ok(()) => {
+                // The next walk over these trees reads them locally.
+                if pack.entries.iter().all(|e| e.kind == BlobType::Tree) {
+                    shared.repo.cache_tree_pack(&pack.id, &pack.parts);
+                }
                 for part in pack.parts {
                     if let Ok(buffer) = part.try_into_mut() {
                         shared.sealed_buffers.give(buffer.into());

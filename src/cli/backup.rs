@@ -168,6 +168,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<i32> {
         "warnings": report.warnings.len(),
         "excluded": s.excluded,
         "compression": s.compression,
+        "requests": crate::store::request_tally(),
     }));
     ctx.out.line(format!(
         "files: {} new, {} changed, {} unmodified; {} directories",

@@ -204,6 +204,10 @@ pub fn main() -> i32 {
 
 /// The exit code of a command's result; errors are printed as one line.
 fn finish(result: anyhow::Result<i32>, out: Output) -> i32 {
+    // What the command cost in requests, for benchmarks and budgets.
+    if std::env::var_os("STRATA_REQUEST_STATS").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("strata: {}", crate::store::request_tally());
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

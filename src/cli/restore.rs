@@ -120,6 +120,7 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
         "bytes_skipped": r.bytes_skipped,
         "skipped_sockets": r.skipped_sockets.len(),
         "served_by": served.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
+        "requests": crate::store::request_tally(),
     }));
     ctx.out.line(format!(
         "restored {} files, {} directories, {} in {:.2}s ({}/s) to {}",

@@ -151,10 +151,25 @@ pub struct BlobLocation {
 #[derive(Default)]
 pub struct Index {
     pack_ids: Vec<Id>,
+    /// What each pack holds, by position in `pack_ids`.
+    pack_info: Vec<PackInfo>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, BlobLocation>,
     /// Further locations of blobs held by more than one pack.
     more: HashMap<Id, Vec<BlobLocation>>,
+}
+
+/// What the index lists of one pack.
+#[derive(Debug, Clone, Copy, Default)]
+struct PackInfo {
+    /// End of the last blob listed (the pack's blob area, at least).
+    end: u64,
+    /// Blobs listed.
+    blobs: u32,
+    /// Some blob is a tree.
+    trees: bool,
+    /// Some blob is data.
+    data: bool,
 }
 
 impl Index {
@@ -163,8 +178,18 @@ impl Index {
     pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry]) {
         let pos = *self.pack_pos.entry(pack).or_insert_with(|| {
             self.pack_ids.push(pack);
+            self.pack_info.push(PackInfo::default());
             (self.pack_ids.len() - 1) as u32
         });
+        let info = &mut self.pack_info[pos as usize];
+        for e in entries {
+            info.end = info.end.max(e.offset as u64 + e.stored_len as u64);
+            info.blobs = info.blobs.saturating_add(1);
+            match e.kind {
+                BlobType::Tree => info.trees = true,
+                BlobType::Data => info.data = true,
+            }
+        }
         for e in entries {
             let loc = BlobLocation {
                 pack: pos,
@@ -219,6 +244,24 @@ impl Index {
         &self.pack_ids
     }
 
+    /// Packs that hold tree blobs and nothing else (the packer writes trees
+    /// and data into separate packs), each with an estimate of its size in
+    /// bytes from the entries listed (blobs, header and trailer).
+    pub fn tree_packs(&self) -> impl Iterator<Item = (Id, u64)> + '_ {
+        self.pack_ids
+            .iter()
+            .zip(&self.pack_info)
+            .filter(|(_, i)| i.trees && !i.data)
+            .map(|(id, i)| (*id, estimated_pack_len(i)))
+    }
+
+    /// True when `pack` holds tree blobs and nothing else.
+    pub fn is_tree_pack(&self, pack: &Id) -> bool {
+        self.pack_pos
+            .get(pack)
+            .is_some_and(|&p| self.pack_info[p as usize].trees && !self.pack_info[p as usize].data)
+    }
+
     /// All blobs with their preferred pack.
     pub fn iter(&self) -> impl Iterator<Item = (Id, PackEntry)> + '_ {
         self.blobs
@@ -235,6 +278,15 @@ impl Index {
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
+}
+
+/// A pack's size as its listed entries imply: the blob area, the sealed
+/// header (entries, prefix and AEAD overhead) and the trailer.
+fn estimated_pack_len(info: &PackInfo) -> u64 {
+    info.end
+        + info.blobs as u64 * super::pack::ENTRY_LEN as u64
+        + (super::pack::HEADER_PREFIX_LEN + crate::crypto::OVERHEAD + super::pack::TRAILER_LEN)
+            as u64
 }
 
 #[cfg(test)]

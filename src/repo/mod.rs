@@ -10,6 +10,7 @@ pub mod layout;
 pub mod lock;
 pub mod markers;
 pub mod pack;
+mod pack_cache;
 mod seen;
 pub mod snapshot;
 pub mod tree;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 
 pub use config::{FORMAT_VERSION, RepoConfig};
+pub use pack_cache::DEFAULT_LIMIT_MIB as TREE_CACHE_DEFAULT_MIB;
 
 use crate::chunker::Chunker;
 use crate::crypto::keyfile::{KdfParams, KeyFile};
@@ -70,6 +72,8 @@ pub struct Repository {
     tree_cache: Mutex<HashMap<Id, Arc<Tree>>>,
     cache_dir: Option<std::path::PathBuf>,
     use_cache: std::sync::atomic::AtomicBool,
+    /// Whole tree packs kept locally (object stores only).
+    tree_packs: Option<pack_cache::PackCache>,
     /// The key file that unlocked the repository.
     key_file: Id,
     /// Damaged index files and snapshots already warned about by this process.
@@ -134,6 +138,7 @@ impl Repository {
             }));
         }
         Ok(Repository {
+            tree_packs: tree_pack_cache(backend.as_ref(), &config.id),
             backend,
             key,
             cache_dir: cache::dir_for(&config.id),
@@ -179,6 +184,7 @@ impl Repository {
             }));
         }
         Ok(Repository {
+            tree_packs: tree_pack_cache(backend.as_ref(), &config.id),
             backend,
             key,
             cache_dir: cache::dir_for(&config.id),
@@ -779,7 +785,16 @@ impl Repository {
 
     /// Reads one blob, verifying it; when it is in several packs and one
     /// read fails, the next location is tried.
+    ///
+    /// Trees come from the local tree pack cache when the repository is on
+    /// an object store: the first miss fetches every tree pack not cached
+    /// yet, each whole with one read, and the rest are local reads.
     pub fn read_blob(&self, index: &Index, kind: BlobType, id: &Id) -> Result<Vec<u8>> {
+        if kind == BlobType::Tree
+            && let Some(plain) = self.read_cached_tree(index, id)
+        {
+            return Ok(plain);
+        }
         let locations = index.locations(id);
         if locations.is_empty() {
             bail!(
@@ -811,6 +826,46 @@ impl Repository {
         Err(first_error.expect("at least one location was tried"))
     }
 
+    /// Fetches every tree pack the index names that is not in the local
+    /// tree pack cache yet, concurrently, before a walk over trees (each
+    /// command does it anyway at its first tree read; calling it earlier
+    /// only moves the wait). Nothing happens for a local repository or
+    /// without a cache.
+    pub fn prefetch_trees(&self, index: &Index) {
+        if let Some(packs) = &self.tree_packs {
+            packs.prefetch(
+                self.backend.as_ref(),
+                &self.key,
+                index,
+                self.use_cache.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+    }
+
+    /// Puts a tree pack this process just wrote (as the pieces it was
+    /// uploaded in) into the tree pack cache, so the next walk over its
+    /// trees needs no request; nothing without a cache. Best effort.
+    pub fn cache_tree_pack(&self, pack: &Id, parts: &[bytes::Bytes]) {
+        if let Some(packs) = &self.tree_packs {
+            packs.insert(pack, parts);
+        }
+    }
+
+    /// Reads a tree blob through the tree pack cache, from the first of its
+    /// locations that is a tree pack; `None` when there is no cache or it
+    /// cannot serve the blob (then it is read on its own).
+    fn read_cached_tree(&self, index: &Index, id: &Id) -> Option<Vec<u8>> {
+        let packs = self.tree_packs.as_ref()?;
+        let trusted = self.use_cache.load(std::sync::atomic::Ordering::Relaxed);
+        index
+            .locations(id)
+            .into_iter()
+            .filter(|(pack, e)| e.kind == BlobType::Tree && index.is_tree_pack(pack))
+            .find_map(|(pack, e)| {
+                packs.read_blob(self.backend.as_ref(), &self.key, index, &pack, &e, trusted)
+            })
+    }
+
     /// Reads and decodes a tree, bypassing the cache: for walks that visit
     /// each tree once, where the cache would only hold memory.
     pub fn read_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
@@ -831,6 +886,17 @@ impl Repository {
         cache.insert(*id, tree.clone());
         Ok(tree)
     }
+}
+
+/// The tree pack cache for a repository on `backend`: none for a local
+/// repository (whose reads are local already; `can_spool` tells a local
+/// disk) or when caching is off (STRATA_NO_CACHE, STRATA_TREE_CACHE_MIB=0,
+/// no cache directory).
+fn tree_pack_cache(backend: &dyn Backend, repo_id: &str) -> Option<pack_cache::PackCache> {
+    if backend.can_spool() {
+        return None;
+    }
+    pack_cache::PackCache::new(&cache::dir_for(repo_id)?)
 }
 
 /// Checks the bytes of a stored object by what its name says it is, with

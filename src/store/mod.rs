@@ -11,6 +11,7 @@ mod object;
 mod s3lock;
 mod spool;
 pub mod storage_class;
+pub mod tally;
 pub mod throttle;
 
 use std::ops::Range;
@@ -20,6 +21,7 @@ use anyhow::Result;
 pub use bucket::PendingUpload;
 pub use immutable::{ObjectLockConfig, open_store};
 pub use object::{ObjectBackend, block_on, open_url};
+pub use tally::{RequestClass, RequestTally, request_tally};
 
 /// An object was not found (distinct from other failures so callers can tell
 /// "repository missing" from "backend broken").

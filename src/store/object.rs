@@ -605,33 +605,39 @@ impl ObjectBackend {
     /// Writes a whole object; large ones go up as a multipart upload whose
     /// parts are sent concurrently (and aborted on failure).
     pub async fn put_async(&self, key: &str, payload: impl Into<PutPayload>) -> Result<()> {
+        super::tally::tally(super::RequestClass::Put);
         self.counts
             .count(self.put_async_uncounted(key, payload.into()).await)
     }
 
     /// Reads a whole object.
     pub async fn get_async(&self, key: &str) -> Result<Bytes> {
+        super::tally::tally(super::RequestClass::Get);
         self.counts.count(self.get_async_uncounted(key).await)
     }
 
     /// Reads a byte range, refusing short reads.
     pub async fn get_range_async(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        super::tally::tally(super::RequestClass::Get);
         self.counts
             .count(self.get_range_async_uncounted(key, range).await)
     }
 
     /// Lists objects under a prefix.
     pub async fn list_async(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        super::tally::tally(super::RequestClass::List);
         self.counts.count(self.list_async_uncounted(prefix).await)
     }
 
     /// Size of an object.
     pub async fn size_async(&self, key: &str) -> Result<u64> {
+        super::tally::tally(super::RequestClass::Head);
         self.counts.count(self.size_async_uncounted(key).await)
     }
 
     /// Deletes an object; a missing one is fine.
     pub async fn delete_async(&self, key: &str) -> Result<()> {
+        super::tally::tally(super::RequestClass::Delete);
         self.counts.count(self.delete_async_uncounted(key).await)
     }
 
@@ -716,6 +722,7 @@ impl Backend for ObjectBackend {
             // One read buffer per thread, kept: restores read thousands of
             // spans, and fresh buffers cost a page fault per 4 KiB.
             Some(root) => READ_BUFFER.with(|buf| {
+                super::tally::tally(super::RequestClass::Get);
                 let mut buf = buf.borrow_mut();
                 let bytes = self
                     .counts
@@ -747,6 +754,7 @@ impl Backend for ObjectBackend {
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
+            super::tally::tally(super::RequestClass::Get);
             return self.counts.count(self.read_local(root, key));
         }
         block_on(self.get_async(key)).map(|b| b.to_vec())
@@ -755,6 +763,7 @@ impl Backend for ObjectBackend {
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
             let mut buf = Vec::new();
+            super::tally::tally(super::RequestClass::Get);
             return self
                 .counts
                 .count(self.read_local_into(root, key, range, &mut buf))
@@ -778,7 +787,10 @@ impl Backend for ObjectBackend {
     fn exists(&self) -> Result<bool> {
         match &self.local_root {
             Some(root) => Ok(root.is_dir()),
-            None => self.counts.count(block_on(self.bucket_exists())),
+            None => {
+                super::tally::tally(super::RequestClass::Head);
+                self.counts.count(block_on(self.bucket_exists()))
+            }
         }
     }
 
@@ -802,6 +814,7 @@ impl Backend for ObjectBackend {
             .bucket
             .as_ref()
             .expect("cloud stores know their bucket");
+        super::tally::tally(super::RequestClass::Put);
         self.counts
             .count(block_on(bucket.create()))
             .with_context(|| format!("creating {}", self.location))
