@@ -105,7 +105,13 @@ impl Sim {
             write_lost_ack: rng.random_range(0..20),
             write_duplicated: rng.random_range(0..20),
             delete_fails: rng.random_range(0..40),
-            stale_list: 0,
+            // One seed in four lists late: objects written in the last ten
+            // (virtual) seconds may be missing from a listing.
+            stale_list: if rng.random_range(0..4) == 0 {
+                rng.random_range(5..40)
+            } else {
+                0
+            },
         };
         // A fixed place, so snapshot paths are the same in a replay.
         let tmp = tempfile::Builder::new()
@@ -322,7 +328,7 @@ impl Sim {
             };
         }
         if roll < 65 {
-            let grace = [0u64, 600, 3600][self.rng.random_range(0..3)];
+            let grace = self.grace();
             let max_unused = [0.0, 5.0, 50.0][self.rng.random_range(0..3)];
             let repo = self.client_repo(c)?;
             let r = prune(
@@ -395,6 +401,17 @@ impl Sim {
         Ok(format!("check: {} errors", r.errors.len()))
     }
 
+    /// A prune grace period. Where listings can be late, it must be longer
+    /// than the delay (docs/CONSISTENCY.md): no `0s` then.
+    fn grace(&mut self) -> u64 {
+        let choices: &[u64] = if self.rates.stale_list > 0 {
+            &[600, 3600]
+        } else {
+            &[0, 600, 3600]
+        };
+        choices[self.rng.random_range(0..choices.len())]
+    }
+
     /// Sometimes plans another client's prune or forget to run in the
     /// middle of client `c`'s next command, before one of its writes.
     fn plan_interleaved(&mut self, c: usize, live: &[Id]) -> Option<Interleaving> {
@@ -409,7 +426,7 @@ impl Sim {
         let outcome: Arc<std::sync::Mutex<Option<Result<String, String>>>> = Arc::default();
         let victim = (!live.is_empty() && self.rng.random_range(0..3) == 0)
             .then(|| live[self.rng.random_range(0..live.len())]);
-        let grace = [0u64, 600, 3600][self.rng.random_range(0..3)];
+        let grace = self.grace();
         let slot = outcome.clone();
         let run = move || {
             let r = (|| -> Result<String> {
@@ -549,7 +566,14 @@ impl Sim {
         }
         self.wiped = None;
         self.corrupted = false;
-        // Declared whole: each member alone holds every live snapshot.
+        // Declared whole: each member alone holds every live snapshot. Not
+        // promised where listings are late: repair copies what it lists.
+        if self.rates.stale_list > 0 {
+            return Ok(format!(
+                "pool repair (late listings): copied {:?}",
+                r.copied
+            ));
+        }
         for (i, store) in self.stores.iter().enumerate() {
             let repo = Repository::open(store.clone(), PASSWORD)
                 .with_context(|| format!("member m{i} alone, after pool repair"))?;

@@ -276,7 +276,8 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
             }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            super::unreachable(aws_sdk_s3::error::DisplayErrorContext(e)).to_string()
+            let text = aws_sdk_s3::error::DisplayErrorContext(e).to_string();
+            super::unreachable(None, &text, &text).to_string()
         }
         _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
     }
