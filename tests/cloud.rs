@@ -12,18 +12,11 @@ use std::process::{Child, Command as StdCommand, Output, Stdio};
 
 use assert_cmd::Command;
 
-const PASSWORD: &str = "cloud test password";
+mod common;
 
-/// `init` with cheap Argon2 parameters.
-const CHEAP_INIT: [&str; 7] = [
-    "init",
-    "--argon2-memory-kib",
-    "1024",
-    "--argon2-iterations",
-    "1",
-    "--argon2-parallelism",
-    "1",
-];
+use common::{CHEAP_INIT, S3, s3_server};
+
+const PASSWORD: &str = "cloud test password";
 
 /// A `strata` command with no ambient repository, password, cloud
 /// credentials or options.
@@ -82,27 +75,6 @@ fn outside_ci_only(what: &str) {
         "CI must run these tests against real servers: run them through ./scripts/test"
     );
     eprintln!("skipped: no {what} (run ./scripts/test, which starts the test servers)");
-}
-
-struct S3 {
-    endpoint: String,
-    bucket: String,
-    key: String,
-    secret: String,
-}
-
-fn s3_server() -> Option<S3> {
-    let get = |k: &str| std::env::var(k).ok();
-    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
-        outside_ci_only("S3 test server");
-        return None;
-    };
-    Some(S3 {
-        endpoint,
-        bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
-        key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
-        secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
-    })
 }
 
 /// A scratch directory with a password file.

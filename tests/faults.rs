@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{S3, s3_server};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -389,31 +391,6 @@ fn pipe(client: TcpStream, upstream: SocketAddr, cut: Option<u64>) {
     }
     let _ = c_write.shutdown(Shutdown::Both);
     let _ = up.join();
-}
-
-struct S3 {
-    endpoint: String,
-    bucket: String,
-    key: String,
-    secret: String,
-}
-
-fn s3_server() -> Option<S3> {
-    let get = |k: &str| std::env::var(k).ok();
-    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run these tests against real servers: run them through ./scripts/test"
-        );
-        eprintln!("skipped: no S3 test server (run ./scripts/test, which starts SeaweedFS)");
-        return None;
-    };
-    Some(S3 {
-        endpoint,
-        bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
-        key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
-        secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
-    })
 }
 
 /// A config for the S3 repository at `prefix` through `endpoint`. Through the

@@ -10,35 +10,12 @@
 
 mod common;
 
+use common::{S3, s3_server};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-
-struct S3 {
-    endpoint: String,
-    bucket: String,
-    key: String,
-    secret: String,
-}
-
-fn s3_server() -> Option<S3> {
-    let get = |k: &str| std::env::var(k).ok();
-    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run these tests against real servers: run them through ./scripts/test"
-        );
-        eprintln!("skipped: no S3 test server (run ./scripts/test, which starts SeaweedFS)");
-        return None;
-    };
-    Some(S3 {
-        endpoint,
-        bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
-        key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
-        secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
-    })
-}
 
 fn options(s3: &S3) -> BTreeMap<String, String> {
     [

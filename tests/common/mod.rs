@@ -372,3 +372,32 @@ fn compare_entry(
         }
     }
 }
+
+/// The S3 test server `scripts/test` starts (SeaweedFS on 127.0.0.1), from
+/// the STRATA_TEST_S3_* variables.
+pub struct S3 {
+    pub endpoint: String,
+    pub bucket: String,
+    pub key: String,
+    pub secret: String,
+}
+
+/// The S3 test server, or `None` (with a note) outside CI when it is not
+/// running; under CI its absence fails the test.
+pub fn s3_server() -> Option<S3> {
+    let get = |k: &str| std::env::var(k).ok();
+    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run these tests against real servers: run them through ./scripts/test"
+        );
+        eprintln!("skipped: no S3 test server (run ./scripts/test, which starts SeaweedFS)");
+        return None;
+    };
+    Some(S3 {
+        endpoint,
+        bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
+        key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
+        secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
+    })
+}
