@@ -12,11 +12,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::{Event, Shared, TriggerReply};
+use super::{AgentState, Event, TriggerReply};
 
 /// Starts serving on `listener` and forwarding SIGTERM, SIGINT and SIGHUP
 /// to the scheduler. The handlers are installed when this returns.
-pub fn start(listener: TcpListener, shared: Arc<Shared>) -> Result<()> {
+pub fn start(listener: TcpListener, shared: Arc<AgentState>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("strata-http")
@@ -63,7 +63,7 @@ async fn forward_signals(
     mut term: tokio::signal::unix::Signal,
     mut int: tokio::signal::unix::Signal,
     mut hup: tokio::signal::unix::Signal,
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
 ) {
     loop {
         let event = tokio::select! {
@@ -83,7 +83,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `None` when the request may proceed, else the refusal.
-fn refuse(headers: &HeaderMap, shared: &Shared) -> Option<Response> {
+fn refuse(headers: &HeaderMap, shared: &AgentState) -> Option<Response> {
     let token = shared.token.read().expect("token").clone();
     let token = token?;
     let given = headers
@@ -108,7 +108,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn readyz(State(shared): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&headers, &shared) {
         return r;
     }
@@ -127,7 +127,7 @@ async fn readyz(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn metrics(State(shared): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&headers, &shared) {
         return r;
     }
@@ -143,7 +143,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 }
 
 async fn trigger(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AgentState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {

@@ -70,7 +70,7 @@ pub enum TriggerReply {
 }
 
 /// State shared with the HTTP handlers and job threads.
-pub struct Shared {
+pub struct AgentState {
     /// Figures for `/metrics`.
     pub metrics: Mutex<Metrics>,
     /// Bearer token required by every endpoint but `/healthz`.
@@ -82,7 +82,7 @@ pub struct Shared {
     stopping: AtomicBool,
 }
 
-impl Shared {
+impl AgentState {
     /// True once a shutdown began.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
@@ -348,7 +348,7 @@ struct Agent {
     config_path: PathBuf,
     globals: Globals,
     settings: Settings,
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     slots: Vec<Slot>,
     running: HashMap<String, Running>,
     unlocked: bool,
@@ -700,7 +700,7 @@ fn run_job(
     ctx: &Ctx,
     host: &str,
     cancel: &Arc<AtomicBool>,
-    shared: &Shared,
+    shared: &AgentState,
     why: &str,
 ) {
     {
@@ -767,7 +767,7 @@ pub fn run(config_path: PathBuf, globals: Globals, settings: Settings) -> Result
     let (tx, rx) = crossbeam_channel::unbounded();
     let listener = std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(AgentState {
         metrics: Mutex::new(Metrics {
             started: unix_now(),
             ..Default::default()

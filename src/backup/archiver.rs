@@ -106,7 +106,7 @@ struct Counters {
     excluded: AtomicU64,
 }
 
-struct Shared {
+struct BackupRun {
     repo: Arc<Repository>,
     index: Arc<Index>,
     saver: Saver,
@@ -120,7 +120,7 @@ struct Shared {
     cancel: Option<Arc<AtomicBool>>,
 }
 
-impl Shared {
+impl BackupRun {
     fn warn(&self, msg: String) {
         self.warnings.lock().expect("warnings").push(msg);
     }
@@ -199,7 +199,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         opts.uploads.max(1),
         level,
     );
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(BackupRun {
         repo: repo.clone(),
         index,
         saver,
@@ -480,7 +480,7 @@ struct VirtualEntry {
 }
 
 fn walk_sources(
-    shared: &Arc<Shared>,
+    shared: &Arc<BackupRun>,
     paths: &[PathBuf],
     parent_root: Option<Arc<Tree>>,
     excludes: &Excludes,
@@ -545,7 +545,7 @@ fn walk_sources(
 }
 
 struct Walker {
-    shared: Arc<Shared>,
+    shared: Arc<BackupRun>,
     file_tx: Sender<FileJob>,
     dir_tx: Sender<DirJob>,
     excludes: Excludes,
@@ -783,7 +783,7 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
         && a.ctime_nsec() == b.ctime_nsec()
 }
 
-fn read_file(shared: &Shared, path: &Path, follow: bool, walked: Node) -> FileOutcome {
+fn read_file(shared: &BackupRun, path: &Path, follow: bool, walked: Node) -> FileOutcome {
     let fail = |msg: String| {
         shared.warn(msg);
         FileOutcome::Failed
@@ -853,14 +853,14 @@ fn read_file(shared: &Shared, path: &Path, follow: bool, walked: Node) -> FileOu
 enum ReadFailure {
     /// The source could not be read; the file is skipped with a warning.
     Io(std::io::Error),
-    /// Saving failed; the whole backup stops (the error is in `Shared`).
+    /// Saving failed; the whole backup stops (the error is in `BackupRun`).
     Fatal,
 }
 
 /// Chunks `reader` and queues its new chunks; appends their ids to `content`
 /// and adds the bytes read to `read`.
 fn chunk_into<R: Read>(
-    shared: &Shared,
+    shared: &BackupRun,
     reader: R,
     size_hint: u64,
     content: &mut Vec<Id>,
@@ -890,7 +890,7 @@ fn chunk_into<R: Read>(
 /// Stands for a hole of `len` bytes with zero chunks, without reading it.
 /// The chunks have the size the chunker gives a long run of zeros, so holes
 /// and zeros written out in full dedup to the same chunk.
-fn zero_chunks(shared: &Shared, len: u64, content: &mut Vec<Id>) -> Result<(), ReadFailure> {
+fn zero_chunks(shared: &BackupRun, len: u64, content: &mut Vec<Id>) -> Result<(), ReadFailure> {
     shared.progress.bytes.fetch_add(len, Ordering::Relaxed);
     let (size, id) = *shared.zero_chunk.get_or_init(|| {
         let zeros = vec![0u8; shared.chunker.params().max_size as usize];
@@ -913,7 +913,7 @@ fn zero_chunks(shared: &Shared, len: u64, content: &mut Vec<Id>) -> Result<(), R
 }
 
 fn queue_if_new(
-    shared: &Shared,
+    shared: &BackupRun,
     id: Id,
     data: impl FnOnce() -> Vec<u8>,
 ) -> Result<(), ReadFailure> {
@@ -926,7 +926,7 @@ fn queue_if_new(
     Ok(())
 }
 
-fn finalize_dirs(shared: &Shared, rx: Receiver<DirJob>) {
+fn finalize_dirs(shared: &BackupRun, rx: Receiver<DirJob>) {
     for job in rx {
         let mut tree = Tree {
             nodes: Vec::with_capacity(job.nodes.len()),
@@ -954,7 +954,7 @@ fn finalize_dirs(shared: &Shared, rx: Receiver<DirJob>) {
     }
 }
 
-fn save_tree(shared: &Shared, tree: &Tree) -> Option<Id> {
+fn save_tree(shared: &BackupRun, tree: &Tree) -> Option<Id> {
     match shared.saver.save_if_new(BlobType::Tree, &tree.encode()) {
         Ok((id, _)) => Some(id),
         Err(e) => {
@@ -964,7 +964,7 @@ fn save_tree(shared: &Shared, tree: &Tree) -> Option<Id> {
     }
 }
 
-fn backup_stdin(shared: &Shared, name: &str, reader: Box<dyn Read + Send>) -> Result<Id> {
+fn backup_stdin(shared: &BackupRun, name: &str, reader: Box<dyn Read + Send>) -> Result<Id> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         bail!("--stdin-name must be a plain file name, got {name:?}");
     }

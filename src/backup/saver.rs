@@ -73,7 +73,7 @@ pub struct SaveStats {
 /// allocations without holding much memory idle.
 const SPARE_SEALED: usize = 8;
 
-struct Shared {
+struct SaverState {
     repo: Arc<Repository>,
     known: Arc<Index>,
     in_flight: Mutex<HashSet<Id>>,
@@ -90,7 +90,7 @@ struct Shared {
     sealed_buffers: BufferPool,
 }
 
-impl Shared {
+impl SaverState {
     fn fail(&self, e: anyhow::Error) {
         let mut slot = self.error.lock().expect("error slot");
         if slot.is_none() {
@@ -127,7 +127,7 @@ impl Shared {
 
 /// Receives blobs and makes them durable in the repository.
 pub struct Saver {
-    shared: Arc<Shared>,
+    shared: Arc<SaverState>,
     blob_tx: Option<Sender<(BlobType, Id, Vec<u8>)>>,
     workers: Vec<JoinHandle<()>>,
     /// Packs in memory: the packer thread. Spooled packs: the placer, and
@@ -158,7 +158,7 @@ impl Saver {
         uploads: usize,
         level: i32,
     ) -> Saver {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SaverState {
             repo: repo.clone(),
             known,
             in_flight: Mutex::default(),
@@ -364,7 +364,12 @@ struct ReadyPack {
 
 /// Packs built in memory by the packer thread (stores that take whole
 /// objects), handed to the uploaders when full.
-fn run_packer(repo: &Repository, shared: &Shared, rx: Receiver<SealedBlob>, tx: Sender<ReadyPack>) {
+fn run_packer(
+    repo: &Repository,
+    shared: &SaverState,
+    rx: Receiver<SealedBlob>,
+    tx: Sender<ReadyPack>,
+) {
     let target = repo.config().pack_size as usize;
     let mut data = PackBuilder::new();
     let mut trees = PackBuilder::new();
@@ -431,7 +436,7 @@ impl Placer {
     fn put(
         &self,
         repo: &Repository,
-        shared: &Shared,
+        shared: &SaverState,
         blob: SealedBlob,
         tx: &Sender<ReadyPack>,
     ) -> Result<()> {
@@ -516,7 +521,7 @@ impl Placer {
     }
 }
 
-fn run_uploader(shared: &Shared, rx: Receiver<ReadyPack>) {
+fn run_uploader(shared: &SaverState, rx: Receiver<ReadyPack>) {
     for ReadyPack { pack, size, spool } in rx {
         if shared.failed() {
             continue;
