@@ -341,8 +341,12 @@ impl Sim {
                 },
             )?;
             return Ok(format!(
-                "prune grace {grace}s max-unused {max_unused}%: deleted {} marked {} repacked {} rescued {}",
-                r.packs_deleted, r.packs_marked, r.packs_repacked, r.packs_rescued
+                "prune grace {grace}s max-unused {max_unused}%: deleted {} marked {} repacked {} rescued {} records merged {}",
+                r.packs_deleted,
+                r.packs_marked,
+                r.packs_repacked,
+                r.packs_rescued,
+                r.deletion_records_merged
             ));
         }
         if roll < 75 {

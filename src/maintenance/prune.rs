@@ -68,6 +68,8 @@ pub struct PruneReport {
     pub waiting_reasons: Vec<String>,
     /// Index files replaced by one compacted index.
     pub index_files_compacted: u64,
+    /// Deletion records merged into one.
+    pub deletion_records_merged: u64,
 }
 
 struct PackUse {
@@ -324,6 +326,17 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
     } else if opts.dry_run {
         report.packs_deleted = to_delete.len() as u64;
         report.bytes_freed = to_delete.iter().filter_map(|p| stored.get(p)).sum();
+    }
+    if !opts.dry_run {
+        // One deletion record per forget and sweep adds up: merge them,
+        // forgetting packs no member holds any more.
+        let deleted = repo.deleted()?;
+        let merged = crate::repo::deleted::compact(repo.backend().as_ref(), &deleted, |k| {
+            layout::pack_id_of(k).is_some_and(|p| stored.contains_key(&p))
+        })?;
+        if merged {
+            report.deletion_records_merged = deleted.records.len() as u64;
+        }
     }
 
     // --- Mark phase ---

@@ -122,6 +122,47 @@ pub fn load(backend: &dyn Backend, listing: Vec<ObjectInfo>) -> Result<Deleted> 
     Ok(out)
 }
 
+/// Records are merged into one once there are more than this many.
+pub const MERGE_AT: usize = 8;
+
+/// Merges every record into one when there are more than [`MERGE_AT`]: the
+/// new record keeps every snapshot and key-file name, and the pack names
+/// `still_held` says some member still holds (a delete that failed there);
+/// the others are done for good. The merged record is written first, and
+/// the old ones deleted only once every pool member holds it. Returns
+/// whether it merged. Call it with complete views (prune does).
+pub fn compact(
+    backend: &dyn Backend,
+    deleted: &Deleted,
+    still_held: impl Fn(&str) -> bool,
+) -> Result<bool> {
+    if deleted.records.len() <= MERGE_AT {
+        return Ok(false);
+    }
+    let keys = deleted
+        .keys
+        .iter()
+        .filter(|k| layout::Folder::of(k) != layout::Folder::Data || still_held(k))
+        .cloned();
+    let merged = DeletionRecord {
+        time: Some(Utc::now()),
+        keys: keys.collect(),
+    };
+    let (bytes, name) = merged.encode();
+    backend
+        .put(&name, bytes)
+        .context("writing the merged deletion record")?;
+    if !backend.replicated().is_none_or(|r| r.heal_lagging()) {
+        bail!(
+            "a pool member missed the merged deletion record; the old records stay. Run `strata pool repair` when it is reachable"
+        );
+    }
+    for old in deleted.records.iter().filter(|r| **r != name) {
+        backend.delete(old)?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +183,28 @@ mod tests {
         bytes[3] ^= 1;
         store.plant(name, bytes.into());
         assert!(load(store.as_ref(), list()).is_err());
+    }
+
+    #[test]
+    fn many_records_merge_into_one_keeping_what_matters() {
+        let store = MemStore::new("m", SimClock::new(), 0);
+        for i in 0..10 {
+            record(
+                store.as_ref(),
+                [format!("snapshots/s{i}"), format!("data/aa/p{i}")],
+            )
+            .unwrap();
+        }
+        let list = || store.list(layout::DELETED).unwrap();
+        let before = load(store.as_ref(), list()).unwrap();
+        assert_eq!(before.records.len(), 10);
+        // Pack p3 is still held by some member; the others are gone.
+        assert!(compact(store.as_ref(), &before, |k| k == "data/aa/p3").unwrap());
+        let after = load(store.as_ref(), list()).unwrap();
+        assert_eq!(after.records.len(), 1);
+        assert!((0..10).all(|i| after.contains(&format!("snapshots/s{i}"))));
+        assert!(after.contains("data/aa/p3"));
+        assert!(!after.contains("data/aa/p4"));
+        assert!(!compact(store.as_ref(), &after, |_| true).unwrap());
     }
 }
