@@ -180,15 +180,28 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
 
     // Snapshots before index files: see `used_blobs`.
     let roots: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
-    // Listed before loading: whatever is listed now but not loaded below was
-    // superseded (left by a prune that was interrupted) and can go.
+    // Listed before loading: what is listed now but not loaded below was
+    // superseded (left by a prune that was interrupted) and can go, but only
+    // when a loaded file says so. A file listed once and missing from the
+    // next listing (a store that lists late) is not known to be superseded:
+    // treating it as such would delete a running backup's index file.
     let listed_index = repo.list_ids(ObjectKind::Index)?;
     let index_files = repo.load_index_files()?;
     let loaded: HashSet<Id> = index_files.iter().map(|(id, _)| *id).collect();
-    let stale_index: Vec<Id> = listed_index
+    let superseded: HashSet<Id> = index_files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let (stale_index, unexplained): (Vec<Id>, Vec<Id>) = listed_index
         .into_iter()
         .filter(|id| !loaded.contains(id))
-        .collect();
+        .partition(|id| superseded.contains(id));
+    if let Some(id) = unexplained.first() {
+        bail!(
+            "index file {} was listed and then not found by the next listing (the store lists late, or it was deleted meanwhile); nothing was deleted: run prune again",
+            id.short()
+        );
+    }
     let mut full_index = crate::repo::index::Index::default();
     for (_, f) in &index_files {
         full_index.add_file(f);
