@@ -727,4 +727,17 @@ impl Replicated for Pool {
     fn set_verifier(&self, verifier: Verifier) {
         *self.verifier.write().expect("verifier") = Some(verifier);
     }
+
+    fn durable_keys(&self, prefix: &str) -> std::collections::HashSet<String> {
+        let mut held: std::collections::HashMap<String, usize> = Default::default();
+        for list in self.list_members(prefix).into_iter().flatten() {
+            for o in list {
+                *held.entry(o.key).or_default() += 1;
+            }
+        }
+        held.into_iter()
+            .filter(|(_, n)| *n >= self.write_quorum)
+            .map(|(k, _)| k)
+            .collect()
+    }
 }

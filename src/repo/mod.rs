@@ -633,7 +633,26 @@ impl Repository {
     /// against packs that prune has marked for deletion).
     pub fn load_index_without(&self, packs: &std::collections::HashSet<Id>) -> Result<Index> {
         let mut index = Index::default();
-        for (_, file) in self.usable_index_files()? {
+        // On a pool, deduplicate only against index files that a write
+        // acknowledged by the pool would have left: one on fewer members
+        // (a backup that failed while writing it) can vanish with the one
+        // member holding it, and a snapshot relying on it would name blobs
+        // in no index.
+        let durable = self
+            .backend
+            .replicated()
+            .map(|p| p.durable_keys(layout::prefix(ObjectKind::Index)));
+        for (id, file) in self.usable_index_files()? {
+            if durable
+                .as_ref()
+                .is_some_and(|d| !d.contains(&layout::object(ObjectKind::Index, &id)))
+            {
+                tracing::debug!(
+                    "index file {} is not on enough members yet; not used for deduplication",
+                    id.short()
+                );
+                continue;
+            }
             for (pack, entries) in &file.packs {
                 if !packs.contains(pack) {
                     index.add_pack(*pack, entries);

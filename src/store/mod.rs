@@ -177,6 +177,10 @@ pub trait Replicated: Send + Sync {
     fn take_bad_copies(&self) -> Vec<String>;
     /// Sets how objects are verified before they are copied between members.
     fn set_verifier(&self, verifier: Verifier);
+    /// Keys under `prefix` that at least `write_quorum` members hold (a
+    /// member that cannot list counts as holding nothing): what a write
+    /// acknowledged by the pool would leave behind.
+    fn durable_keys(&self, prefix: &str) -> std::collections::HashSet<String>;
 }
 
 /// One stored object as listed.
