@@ -407,3 +407,55 @@ fn pool_repair_read_data_replaces_damaged_copies() {
     let out = alone(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Found by tests/simulation.rs (seed 600011): a pack that a crashed backup
+/// left on one member only, in no index. `repair index` used to index it;
+/// later backups then deduplicated against a pack whose only copy went with
+/// that member. Now it waits until `pool repair` has copied the pack.
+#[test]
+fn repair_index_leaves_packs_on_too_few_members() {
+    let pool = LocalPool::new(2, 2);
+    let src = pool.env.path("src");
+    let data = common::random_bytes(7, 300 << 10);
+    write(&src.join("f"), &data);
+    pool.ok(&["backup", src.to_str().unwrap()]);
+    // Every index file lost, and the data pack on m0 only.
+    let mut dropped = 0;
+    for m in &pool.members {
+        for e in std::fs::read_dir(m.join("index")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+    }
+    for f in common::files_under(&pool.members[1].join("data")) {
+        std::fs::remove_file(f).unwrap();
+        dropped += 1;
+    }
+    assert!(dropped > 0, "the backup stored no pack");
+
+    let out = pool.ok(&["repair", "index"]);
+    assert!(
+        stderr(&out).contains("fewer pool members than write_quorum"),
+        "{}",
+        stderr(&out)
+    );
+    let index_files = |m: &Path| std::fs::read_dir(m.join("index")).unwrap().count();
+    assert_eq!(
+        index_files(&pool.members[0]),
+        0,
+        "an unsafe pack was indexed"
+    );
+
+    // Once repair has copied the packs, they are indexed and restore.
+    pool.ok(&["pool", "repair"]);
+    let out = pool.ok(&["repair", "index"]);
+    assert!(
+        !stderr(&out).contains("fewer pool members"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(index_files(&pool.members[0]) > 0);
+    let target = pool.env.path("r");
+    pool.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let restored = common::restored(&target, &src);
+    assert_eq!(std::fs::read(restored.join("f")).unwrap(), data);
+}

@@ -74,6 +74,7 @@ fn index(ctx: &Ctx, dry_run: bool) -> Result<i32> {
         "blobs": r.blobs, "index_files_written": r.index_files_written,
         "damaged_index_files_removed": r.damaged_removed,
         "unreadable_packs": r.unreadable_packs,
+        "packs_on_too_few_members": r.too_few_copies,
     }));
     ctx.out.line(format!(
         "{} of {} packs were in no usable index; {} {}indexed again ({} blobs, {} new index files)",
@@ -81,6 +82,12 @@ fn index(ctx: &Ctx, dry_run: bool) -> Result<i32> {
     ));
     for name in &r.damaged_removed {
         ctx.out.line(format!("damaged {name} {would}removed"));
+    }
+    if r.too_few_copies > 0 {
+        ctx.out.warn(format!(
+            "{} unindexed packs are on fewer pool members than write_quorum and were not indexed: run `strata pool repair` to copy them, then `strata repair index` again",
+            r.too_few_copies
+        ));
     }
     if r.unreadable_packs.is_empty() {
         Ok(exit::OK)

@@ -43,6 +43,10 @@ pub struct RepairIndexReport {
     pub damaged_removed: Vec<String>,
     /// Packs whose header could not be read: `object: reason`.
     pub unreadable_packs: Vec<String>,
+    /// Unindexed packs on fewer pool members than the write quorum (left
+    /// by a backup that failed while writing them): not indexed until
+    /// `pool repair` has copied them.
+    pub too_few_copies: usize,
 }
 
 /// Runs `repair index`.
@@ -101,11 +105,19 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     // and `pool repair` then finishes its deletion under the index.
     let deleted = repo.deleted()?;
 
-    let unindexed: Vec<(Id, u64)> = stored
+    let mut unindexed: Vec<(Id, u64)> = stored
         .into_iter()
         .filter(|(p, _)| !indexed.contains(p) && !deleted.contains(&layout::pack(p)))
         .collect();
     report.unindexed = unindexed.len();
+    // On a pool, a pack on fewer members than a write needs is not durable:
+    // indexed, later backups would deduplicate against it, and their
+    // snapshots would hang on the few members holding it.
+    if let Some(pool) = repo.backend().replicated() {
+        let durable = pool.durable_keys(layout::DATA);
+        unindexed.retain(|(p, _)| durable.contains(&layout::pack(p)));
+        report.too_few_copies = report.unindexed - unindexed.len();
+    }
     let mut recovered: Vec<(Id, Vec<PackEntry>)> = Vec::new();
     for (pack, header) in read_headers(repo, &unindexed) {
         match header {
