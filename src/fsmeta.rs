@@ -34,7 +34,7 @@ pub fn kind_of(meta: &Metadata) -> NodeKind {
 /// are filled in by the caller).
 pub fn node_from(name: &OsStr, meta: &Metadata) -> Node {
     let kind = kind_of(meta);
-    Node {
+    let mut node = Node {
         name: RawName(name.as_bytes().to_vec()),
         kind,
         mode: meta.mode() & 0o7777,
@@ -57,7 +57,15 @@ pub fn node_from(name: &OsStr, meta: &Metadata) -> Node {
         target: None,
         rdev: matches!(kind, NodeKind::Blockdev | NodeKind::Chardev).then(|| meta.rdev()),
         xattrs: Vec::new(),
+    };
+    if crate::entropy::in_simulation() {
+        // What a replayed run cannot reproduce (see `crate::entropy`).
+        (node.ctime, node.ctime_ns, node.inode, node.device) = (0, 0, 0, 0);
+        if kind == NodeKind::Dir {
+            (node.mtime, node.mtime_ns, node.links) = (0, 0, 0);
+        }
     }
+    node
 }
 
 /// Whether backups read extended attributes (`backup --no-xattrs` clears it).

@@ -31,7 +31,7 @@ impl Id {
 
     /// A fresh random id.
     pub fn random() -> Id {
-        Id(rand::random())
+        Id(crate::entropy::bytes(&[b"id"]))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
+pub mod entropy;
 pub mod error;
 pub mod fsmeta;
 pub mod id;

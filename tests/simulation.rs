@@ -80,6 +80,8 @@ struct Sim {
     history: BTreeMap<String, Bytes>,
     log: Vec<String>,
     step: usize,
+    /// Files written so far (each gets its own mtime).
+    file_writes: u32,
     _tmp: tempfile::TempDir,
 }
 
@@ -87,6 +89,7 @@ impl Sim {
     fn new(seed: u64) -> Result<Sim> {
         let mut rng = StdRng::seed_from_u64(seed);
         let clock = SimClock::new();
+        strata::entropy::set_simulated_now(clock.now());
         let n = rng.random_range(1..=4usize);
         let quorum = rng.random_range(1..=n);
         let stores: Vec<Arc<MemStore>> = (0..n)
@@ -143,6 +146,7 @@ impl Sim {
             history: BTreeMap::new(),
             log: Vec::new(),
             step: 0,
+            file_writes: 0,
             _tmp: tmp,
         };
         let clients = sim.rng.random_range(1..=3usize);
@@ -253,6 +257,17 @@ impl Sim {
                     self.rng.fill(&mut bytes[..]);
                     std::fs::write(&f, bytes)?;
                 }
+            }
+            if f.exists() {
+                // An mtime from the simulation's clock, unique per write, so
+                // a replay records the same one and a change is always seen.
+                self.file_writes += 1;
+                let mtime = std::time::UNIX_EPOCH
+                    + Duration::new(self.clock.now() as u64, self.file_writes % 1_000_000_000);
+                std::fs::File::options()
+                    .write(true)
+                    .open(&f)?
+                    .set_modified(mtime)?;
             }
         }
         Ok(())
@@ -601,6 +616,59 @@ impl Sim {
         ))
     }
 
+    /// Where a pack is, and which index files on each member name it: what
+    /// a failing run prints to help find the cause.
+    fn explain(&self, key: &str) -> String {
+        let Some(pack) = key.rsplit('/').next().and_then(|h| h.parse::<Id>().ok()) else {
+            return String::new();
+        };
+        let mut out = format!("where {key} is:\n");
+        for (i, store) in self.stores.iter().enumerate() {
+            let present = store.peek(key).is_some();
+            let repo = match Repository::open(store.clone(), PASSWORD) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push_str(&format!("  m{i}: present {present}; cannot open: {e:#}\n"));
+                    continue;
+                }
+            };
+            let recorded = repo.deleted().map(|d| d.contains(key));
+            out.push_str(&format!(
+                "  m{i}: present {present}; deletion recorded {recorded:?}\n"
+            ));
+            let mut files = Vec::new();
+            for k in store.keys().into_iter().filter(|k| k.starts_with("index/")) {
+                let Ok(id) = k["index/".len()..].parse::<Id>() else {
+                    continue;
+                };
+                let Ok(file) = repo
+                    .load_object(strata::repo::ObjectKind::Index, &id)
+                    .and_then(|b| strata::repo::index::IndexFile::decode(&b))
+                else {
+                    out.push_str(&format!("    {k}: unreadable\n"));
+                    continue;
+                };
+                files.push((id, file));
+            }
+            for (id, file) in &files {
+                let superseded_by: Vec<String> = files
+                    .iter()
+                    .filter(|(_, f)| f.supersedes.contains(id))
+                    .map(|(o, _)| o.short())
+                    .collect();
+                if file.packs.iter().any(|(p, _)| *p == pack) {
+                    out.push_str(&format!(
+                        "    index/{} names it; supersedes {:?}; superseded by {superseded_by:?}; in history {}\n",
+                        id.short(),
+                        file.supersedes.iter().map(|s| s.short()).collect::<Vec<_>>(),
+                        self.history.contains_key(&format!("index/{id}")),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     fn live_snapshots(&self) -> Vec<Id> {
         self.acked
             .keys()
@@ -672,6 +740,7 @@ impl Sim {
             self.step = step;
             self.clock
                 .advance(self.rng.random_range(0..1200) * self.rng.random_range(0..2));
+            strata::entropy::set_simulated_now(self.clock.now());
             let c = self.rng.random_range(0..self.clients.len());
             if self.rng.random_range(0..10) == 0 {
                 let at = self.rng.random_range(1..40);
@@ -774,6 +843,8 @@ fn read_tree(
 }
 
 fn run_seed(seed: u64, steps: usize) -> Result<(), String> {
+    // Names (nonces, salts, ids) from the seed: the run replays exactly.
+    strata::entropy::predictable_for_simulation(Some(seed));
     let mut sim = Sim::new(seed).map_err(|e| format!("seed {seed}: setup: {e:#}"))?;
     match sim.run(steps) {
         Ok(()) => {
@@ -785,13 +856,25 @@ fn run_seed(seed: u64, steps: usize) -> Result<(), String> {
             Ok(())
         }
         Err(e) => {
-            let tail: Vec<&String> = sim.log.iter().rev().take(25).collect();
+            let verbose = std::env::var_os("STRATA_SIM_VERBOSE").is_some();
+            let tail: Vec<&String> = sim
+                .log
+                .iter()
+                .rev()
+                .take(if verbose { usize::MAX } else { 25 })
+                .collect();
             let mut msg = format!(
                 "seed {seed} failed at step {}: {e:#}\nreplay: STRATA_SIM_SEED={seed} STRATA_SIM_STEPS={steps} cargo test --test simulation -- --nocapture\nsetup: {}\nlast steps (newest first):\n",
                 sim.step, sim.log[0]
             );
             for l in tail {
                 msg.push_str(&format!("  {l}\n"));
+            }
+            if let Some(key) = format!("{e:#}")
+                .split_whitespace()
+                .find(|w| w.starts_with("data/"))
+            {
+                msg.push_str(&sim.explain(key.trim_end_matches(':')));
             }
             Err(msg)
         }

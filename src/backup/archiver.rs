@@ -282,7 +282,10 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         total_bytes: c.total_bytes.load(Ordering::Relaxed),
         excluded: c.excluded.load(Ordering::Relaxed),
         data_added: totals.stored_added,
-        duration_s: started.elapsed().as_secs_f64(),
+        duration_s: match crate::entropy::in_simulation() {
+            false => started.elapsed().as_secs_f64(),
+            true => 0.0,
+        },
         compression: Some(SnapshotCompression {
             setting: opts.compression.to_string(),
             level,
@@ -984,7 +987,7 @@ fn backup_stdin(shared: &BackupRun, name: &str, reader: Box<dyn Read + Send>) ->
                 .unwrap_or_else(|| anyhow::anyhow!("saving standard input failed")));
         }
     }
-    let now = chrono::Utc::now();
+    let now = crate::entropy::now();
     // SAFETY: getuid/getgid/umask-free calls with no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let node = Node {

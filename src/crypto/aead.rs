@@ -26,7 +26,7 @@ pub fn seal(key: &[u8; 32], ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 pub fn seal_into(key: &[u8; 32], ad: &[u8], plaintext: &[u8], mut out: Vec<u8>) -> Vec<u8> {
     use chacha20poly1305::aead::AeadInPlace;
     let cipher = XChaCha20Poly1305::new(key.into());
-    let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+    let nonce_bytes: [u8; NONCE_LEN] = crate::entropy::bytes(&[b"nonce", ad, plaintext]);
     // One buffer, encrypted in place: nonce, then ciphertext, then tag.
     out.clear();
     out.reserve_exact(OVERHEAD + plaintext.len());

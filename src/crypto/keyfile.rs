@@ -186,7 +186,7 @@ impl KeyFile {
         params: KdfParams,
     ) -> Result<KeyFile> {
         params.validate(&OPEN_BOUNDS)?;
-        let salt: [u8; SALT_LEN] = rand::random();
+        let salt: [u8; SALT_LEN] = crate::entropy::bytes(&[b"key file salt"]);
         let kek = params.derive(password, &salt, &OPEN_BOUNDS)?;
         let payload = SealedPayload {
             master: B64.encode(master.secret()),
@@ -196,7 +196,7 @@ impl KeyFile {
         let sealed = aead::seal(&kek, KEYFILE_AD, &plain);
         let kf = KeyFile {
             version: 1,
-            created: chrono::Utc::now().to_rfc3339(),
+            created: crate::entropy::now().to_rfc3339(),
             hostname: truncated(crate::sysinfo::hostname()),
             username: truncated(crate::sysinfo::username()),
             kdf: "argon2id".into(),

@@ -34,7 +34,7 @@ impl MasterKey {
 
     /// A fresh random master key.
     pub fn generate() -> MasterKey {
-        MasterKey::from_secret(rand::random())
+        MasterKey::from_secret(crate::entropy::bytes(&[b"master secret"]))
     }
 
     /// The master secret, for sealing into a key file.

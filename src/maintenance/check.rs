@@ -146,7 +146,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         ReadData::All => {}
         ReadData::Subset(pct) => {
             let n = ((to_read.len() as f64 * pct / 100.0).ceil() as usize).min(to_read.len());
-            to_read.shuffle(&mut rand::rng());
+            {
+                use rand::SeedableRng;
+                let seed = crate::entropy::bytes(&[b"check subset"]);
+                to_read.shuffle(&mut rand::rngs::StdRng::from_seed(seed));
+            }
             to_read.truncate(n);
         }
     }

@@ -13,12 +13,11 @@
 //!    the marker. Each step is idempotent, so a prune killed at any point is
 //!    finished by the next one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
 use serde::Serialize;
 
 use crate::id::Id;
@@ -146,7 +145,7 @@ pub(crate) fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
         .iter()
         .find(|l| l.id == lock.id())
         .and_then(|l| l.modified)
-        .unwrap_or_else(Utc::now);
+        .unwrap_or_else(crate::entropy::now);
     // Any other live prune wins: a running one never re-checks, so the
     // newcomer must back off (two starting at once both do; try again).
     let rival = locks.iter().find(|l| {
@@ -171,7 +170,7 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         .iter()
         .filter_map(|l| l.modified)
         .max()
-        .unwrap_or_else(Utc::now);
+        .unwrap_or_else(crate::entropy::now);
     let live_backups: Vec<_> = locks
         .iter()
         .filter(|l| is_live(l, server_now))
@@ -251,7 +250,7 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
 
     // --- Sweep phase ---
     let mut sweep_markers = Vec::new();
-    let mut to_delete: HashSet<Id> = HashSet::new();
+    let mut to_delete: BTreeSet<Id> = BTreeSet::new();
     for m in &markers {
         let age = m
             .modified
@@ -417,7 +416,7 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
     }
     mark.extend(repack);
     let marker = DeletionMarker {
-        created: Utc::now(),
+        created: crate::entropy::now(),
         packs: mark,
     };
     repo.save_object(ObjectKind::Deletion, &serde_json::to_vec(&marker)?)?;
@@ -450,7 +449,7 @@ fn sweep(
     repo: &Repository,
     index_files: &[(Id, IndexFile)],
     stale_index: &[Id],
-    to_delete: &HashSet<Id>,
+    to_delete: &BTreeSet<Id>,
     stored: &HashMap<Id, u64>,
     markers: &[Id],
     report: &mut PruneReport,

@@ -73,7 +73,7 @@ impl Deleted {
 /// written for an empty list.
 pub fn record(backend: &dyn Backend, keys: impl IntoIterator<Item = String>) -> Result<()> {
     let record = DeletionRecord {
-        time: Some(Utc::now()),
+        time: Some(crate::entropy::now()),
         keys: keys.into_iter().collect(),
     };
     if record.keys.is_empty() {
@@ -145,7 +145,7 @@ pub fn compact(
         .filter(|k| layout::Folder::of(k) != layout::Folder::Data || still_held(k))
         .cloned();
     let merged = DeletionRecord {
-        time: Some(Utc::now()),
+        time: Some(crate::entropy::now()),
         keys: keys.collect(),
     };
     let (bytes, name) = merged.encode();

@@ -168,7 +168,7 @@ impl Lock {
             kind: kind.into(),
             hostname: crate::sysinfo::hostname(),
             pid: std::process::id(),
-            started: Utc::now(),
+            started: crate::entropy::now(),
             seen_markers: Vec::new(),
             pid_namespace: pid_namespace(),
         };

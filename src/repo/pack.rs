@@ -194,7 +194,9 @@ impl PackBuilder {
 
     /// Seals the header and returns the finished pack.
     pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
-        let header = encode_header(&rand::random(), &self.entries);
+        let first = self.entries.first().map(|e| e.id.0).unwrap_or_default();
+        let salt = crate::entropy::bytes(&[b"pack header", &first]);
+        let header = encode_header(&salt, &self.entries);
         let id = key.id_of(&header);
         let mut tail = crypto::seal(key.encryption_key(), &header_ad(&id), &header);
         let header_len = tail.len() as u32;

@@ -219,17 +219,34 @@ type Interleaved = Box<dyn FnOnce() + Send>;
 
 /// One client's faults: rates, the seed, the crash point, and another
 /// client's command to run in the middle of this one's.
+///
+/// Everything is decided from the seed and object names, never from the
+/// timing of threads: a fault strikes by a hash of the seed, the member, the
+/// operation, the name and how many times this client did that operation on
+/// that name there; writes (puts and deletes) are counted by name, so the
+/// same object written to several pool members at once is one write, its
+/// number given by whichever member sees it first. With the simulation's
+/// predictable names (`crate::entropy`), a seed replays exactly.
 pub struct ClientFaults {
     seed: u64,
     rates: FaultRates,
-    /// Writes (puts and deletes) left before the client crashes; negative: never.
-    writes_left: AtomicI64,
+    /// The write (by number) at which the client crashes; negative: never.
+    crash_at: AtomicI64,
     crashed: AtomicBool,
     counters: Mutex<HashMap<(String, &'static str, String), u32>>,
-    /// Writes attempted so far.
-    writes: AtomicI64,
-    /// Run before the given write (by count).
+    /// Writes so far, and the number of each written name.
+    writes: Mutex<Writes>,
+    /// Run before the given write (by number).
     interleaved: Mutex<Option<(i64, Interleaved)>>,
+}
+
+#[derive(Default)]
+struct Writes {
+    count: i64,
+    /// The number of each (name, k-th write of it on a member).
+    numbers: HashMap<(String, u32), i64>,
+    /// How many times each member wrote each name.
+    per_member: HashMap<(String, String), u32>,
 }
 
 impl std::fmt::Debug for ClientFaults {
@@ -247,19 +264,23 @@ impl ClientFaults {
         Arc::new(ClientFaults {
             seed,
             rates,
-            writes_left: AtomicI64::new(-1),
+            crash_at: AtomicI64::new(-1),
             crashed: AtomicBool::new(false),
             counters: Mutex::default(),
-            writes: AtomicI64::new(0),
+            writes: Mutex::default(),
             interleaved: Mutex::default(),
         })
+    }
+
+    fn writes_so_far(&self) -> i64 {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner()).count
     }
 
     /// Runs `f` just before the client's `n`-th write from now on (another
     /// client's command, in the middle of this one's). Dropped unrun if the
     /// client writes less.
     pub fn interleave_at_write(&self, n: i64, f: Interleaved) {
-        let at = self.writes.load(Ordering::SeqCst) + n.max(1);
+        let at = self.writes_so_far() + n.max(1);
         *self.interleaved.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, f));
     }
 
@@ -272,10 +293,12 @@ impl ClientFaults {
             .is_some()
     }
 
-    /// Crashes the client when it attempts its `n`-th write from now on
-    /// (that write and everything after it fail).
+    /// Crashes the client at its `n`-th write from now on: that write lands
+    /// on some members (chosen by the seed) and not on others, and every
+    /// later request fails.
     pub fn crash_at_write(&self, n: i64) {
-        self.writes_left.store(n.max(1), Ordering::SeqCst);
+        self.crash_at
+            .store(self.writes_so_far() + n.max(1), Ordering::SeqCst);
     }
 
     /// True once the planned crash happened.
@@ -283,56 +306,92 @@ impl ClientFaults {
         self.crashed.load(Ordering::SeqCst)
     }
 
-    /// Whether a fault of `rate` strikes this request: a hash of the seed,
-    /// the store, the operation, the folder of the key and how many times
-    /// this client did that operation in that folder. Names are left out
-    /// (object names hold random keys and nonces, and differ from run to
-    /// run); requests in one folder come in a fixed order from one thread,
-    /// so a seed replays the same faults.
-    fn strikes(&self, store: &str, op: &'static str, key: &str, rate: u32) -> bool {
-        if rate == 0 {
-            return false;
-        }
-        let folder = key.split('/').next().unwrap_or_default().to_string();
-        let n = {
-            let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = c
-                .entry((store.to_string(), op, folder.clone()))
-                .or_default();
-            *slot += 1;
-            *slot
-        };
+    fn hash_below(&self, parts: &[&[u8]], rate: u32) -> bool {
         let mut h = blake3::Hasher::new();
         h.update(&self.seed.to_le_bytes());
-        h.update(store.as_bytes());
-        h.update(op.as_bytes());
-        h.update(folder.as_bytes());
-        h.update(&n.to_le_bytes());
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
         let v = u32::from_le_bytes(h.finalize().as_bytes()[..4].try_into().expect("4 bytes"));
         v % 1000 < rate
     }
 
-    fn check_crash(&self, write: bool) -> Result<()> {
-        if self.crashed() {
-            bail!("simulated crash: the client is gone");
+    /// Whether a fault of `rate` strikes this request (see the type's
+    /// documentation).
+    fn strikes(&self, store: &str, op: &'static str, key: &str, rate: u32) -> bool {
+        if rate == 0 {
+            return false;
         }
-        if write {
-            let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-            let due = {
-                let mut slot = self.interleaved.lock().unwrap_or_else(|e| e.into_inner());
-                match slot.as_ref() {
-                    Some((at, _)) if *at == n => slot.take().map(|(_, f)| f),
-                    _ => None,
-                }
-            };
-            if let Some(f) = due {
-                f();
-            }
-            let left = self.writes_left.load(Ordering::SeqCst);
-            if left > 0 && self.writes_left.fetch_sub(1, Ordering::SeqCst) == 1 {
-                self.crashed.store(true, Ordering::SeqCst);
+        let n = {
+            let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = c
+                .entry((store.to_string(), op, key.to_string()))
+                .or_default();
+            *slot += 1;
+            *slot
+        };
+        self.hash_below(
+            &[
+                store.as_bytes(),
+                op.as_bytes(),
+                key.as_bytes(),
+                &n.to_le_bytes(),
+            ],
+            rate,
+        )
+    }
+
+    /// Fails every request after the crash; for a write (`Some(name)`),
+    /// numbers it, runs the interleaved command due before it, and crashes
+    /// at the planned one.
+    fn check_crash(&self, store: &str, write: Option<&str>) -> Result<()> {
+        let Some(name) = write else {
+            if self.crashed() {
                 bail!("simulated crash: the client is gone");
             }
+            return Ok(());
+        };
+        // Held while the interleaved command runs: the other members' writes
+        // of the same name wait for it, as they would behind one request.
+        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let k = {
+            let slot = writes
+                .per_member
+                .entry((store.to_string(), name.to_string()))
+                .or_default();
+            *slot += 1;
+            *slot
+        };
+        let number = match writes.numbers.get(&(name.to_string(), k)) {
+            Some(&n) => n,
+            None => {
+                writes.count += 1;
+                let n = writes.count;
+                writes.numbers.insert((name.to_string(), k), n);
+                let due = {
+                    let mut slot = self.interleaved.lock().unwrap_or_else(|e| e.into_inner());
+                    match slot.as_ref() {
+                        Some((at, _)) if *at == n && !self.crashed() => slot.take().map(|(_, f)| f),
+                        _ => None,
+                    }
+                };
+                if let Some(f) = due {
+                    f();
+                }
+                n
+            }
+        };
+        let crash_at = self.crash_at.load(Ordering::SeqCst);
+        if crash_at > 0 && number >= crash_at {
+            self.crashed.store(true, Ordering::SeqCst);
+            let lands = number == crash_at
+                && self.hash_below(&[store.as_bytes(), b"crash", name.as_bytes()], 500);
+            if !lands {
+                bail!("simulated crash: the client is gone");
+            }
+        } else if self.crashed() {
+            bail!("simulated crash: the client is gone");
         }
         Ok(())
     }
@@ -356,8 +415,8 @@ impl FaultyStore {
         })
     }
 
-    fn gate(&self, write: bool) -> Result<()> {
-        self.faults.check_crash(write)?;
+    fn gate(&self, write: Option<&str>) -> Result<()> {
+        self.faults.check_crash(&self.store.name, write)?;
         if self.down.load(Ordering::SeqCst) {
             bail!(
                 "cannot reach the endpoint (simulated outage of {})",
@@ -378,7 +437,7 @@ impl Backend for FaultyStore {
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.gate(true)?;
+        self.gate(Some(key))?;
         let r = &self.faults.rates;
         if self.fault("put", key, r.write_fails) {
             bail!("simulated write failure of {key}");
@@ -394,7 +453,7 @@ impl Backend for FaultyStore {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        self.gate(false)?;
+        self.gate(None)?;
         if self.fault("get", key, self.faults.rates.read_fails) {
             bail!("simulated read failure of {key}");
         }
@@ -402,7 +461,7 @@ impl Backend for FaultyStore {
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
-        self.gate(false)?;
+        self.gate(None)?;
         if self.fault("get", key, self.faults.rates.read_fails) {
             bail!("simulated read failure of {key}");
         }
@@ -410,7 +469,7 @@ impl Backend for FaultyStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.gate(false)?;
+        self.gate(None)?;
         let r = &self.faults.rates;
         if self.fault("list", prefix, r.list_fails) {
             bail!("simulated listing failure of {prefix}");
@@ -424,7 +483,7 @@ impl Backend for FaultyStore {
     }
 
     fn size(&self, key: &str) -> Result<u64> {
-        self.gate(false)?;
+        self.gate(None)?;
         if self.fault("get", key, self.faults.rates.read_fails) {
             bail!("simulated read failure of {key}");
         }
@@ -432,7 +491,7 @@ impl Backend for FaultyStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        self.gate(true)?;
+        self.gate(Some(&format!("delete {key}")))?;
         if self.fault("delete", key, self.faults.rates.delete_fails) {
             bail!("simulated delete failure of {key}");
         }
@@ -440,12 +499,12 @@ impl Backend for FaultyStore {
     }
 
     fn exists(&self) -> Result<bool> {
-        self.gate(false)?;
+        self.gate(None)?;
         self.store.exists()
     }
 
     fn create(&self) -> Result<()> {
-        self.gate(true)?;
+        self.gate(Some("create"))?;
         self.store.create()
     }
 
@@ -487,10 +546,33 @@ mod tests {
         let door = FaultyStore::new(store.clone(), faults.clone());
         faults.crash_at_write(2);
         door.put("a", vec![1]).unwrap();
-        assert!(door.put("b", vec![2]).is_err());
-        assert!(door.get("a").is_err());
+        // The crashing write lands or not, as the seed says; nothing after.
+        let _ = door.put("b", vec![2]);
         assert!(faults.crashed());
-        assert_eq!(store.keys(), vec!["a".to_string()]);
+        assert!(door.put("c", vec![3]).is_err());
+        assert!(door.get("a").is_err());
+        let keys = store.keys();
+        assert!(keys.contains(&"a".to_string()) && !keys.contains(&"c".to_string()));
+
+        // One write to several members is one write: it crashes on all of
+        // them at once, landing on the ones the seed picks.
+        let stores: Vec<_> = (0..8)
+            .map(|i| MemStore::new(&format!("m{i}"), SimClock::new(), 0))
+            .collect();
+        let faults = ClientFaults::new(3, FaultRates::default());
+        let doors: Vec<_> = stores
+            .iter()
+            .map(|s| FaultyStore::new(s.clone(), faults.clone()))
+            .collect();
+        faults.crash_at_write(1);
+        let landed: Vec<bool> = doors.iter().map(|d| d.put("x", vec![1]).is_ok()).collect();
+        assert!(
+            landed.iter().any(|l| *l) && landed.iter().any(|l| !*l),
+            "{landed:?}"
+        );
+        for (s, l) in stores.iter().zip(&landed) {
+            assert_eq!(s.peek("x").is_some(), *l);
+        }
     }
 
     #[test]
