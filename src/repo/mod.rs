@@ -11,6 +11,7 @@ pub mod lock;
 pub mod markers;
 pub mod pack;
 mod pack_cache;
+pub mod pack_read;
 mod seen;
 pub mod snapshot;
 pub mod tree;
