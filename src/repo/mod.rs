@@ -12,6 +12,7 @@ pub mod markers;
 pub mod pack;
 mod pack_cache;
 pub mod pack_read;
+pub mod pack_write;
 mod seen;
 pub mod snapshot;
 pub mod tree;
@@ -826,18 +827,11 @@ impl Repository {
             if e.kind != kind {
                 bail!("blob {id} has the wrong type");
             }
-            let name = layout::pack(&pack);
-            let range = e.offset as u64..e.offset as u64 + e.stored_len as u64;
-            let mut plain = Vec::new();
-            let read = self
-                .backend
-                .read_range(&name, range, &mut |sealed| {
-                    plain = open_blob(&self.key, e.kind, id, e.compression, e.raw_len, sealed)?;
-                    Ok(())
-                })
-                .with_context(|| format!("blob {} in pack {name}", id.short()));
+            let read = pack_read::PackReader::new(self.backend.as_ref(), &self.key)
+                .read_blob(&pack, &e)
+                .with_context(|| format!("blob {} in pack {}", id.short(), layout::pack(&pack)));
             match read {
-                Ok(()) => return Ok(plain),
+                Ok(plain) => return Ok(plain),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
