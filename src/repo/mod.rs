@@ -193,12 +193,9 @@ impl Repository {
         let (key, repo_id, key_file) =
             Self::unlock(backend.as_ref(), password, keys?, &prefetched)?;
         let ad = ObjectKind::Config.ad(&Id::default());
-        let mut plain = match sealed_config
+        let mut plain = sealed_config
             .and_then(|sealed| crypto::open(key.encryption_key(), &ad, &sealed).ok())
-        {
-            Some(plain) => plain,
-            None => Vec::new(),
-        };
+            .unwrap_or_default();
         if plain.is_empty() {
             backend
                 .read(layout::CONFIG, &mut |sealed| {

@@ -14,6 +14,10 @@ use crate::crypto::MasterKey;
 use crate::id::Id;
 use crate::store::Backend;
 
+/// What [`PackReader::read_whole`] hands a pack to: its bytes, its header,
+/// the blobs that failed (position in the header, why); its verdict.
+pub type Inspect<'a> = dyn FnMut(&[u8], &[PackEntry], &[(usize, anyhow::Error)]) -> Result<()> + 'a;
+
 /// Reads blobs out of packs, verified.
 #[derive(Clone, Copy)]
 pub struct PackReader<'a> {
@@ -152,7 +156,7 @@ impl<'a> PackReader<'a> {
         &self,
         pack: &Id,
         open: &dyn Fn(&PackEntry) -> bool,
-        inspect: &mut dyn FnMut(&[u8], &[PackEntry], &[(usize, anyhow::Error)]) -> Result<()>,
+        inspect: &mut Inspect<'_>,
     ) -> Result<()> {
         let name = layout::pack(pack);
         let mut scratch = Vec::new();

@@ -195,7 +195,7 @@ pub(super) fn create(
                             if (now.dev(), now.ino()) != (st.st_dev, st.st_ino) {
                                 return Err(io::Error::other("changed while being restored"));
                             }
-                            apply::metadata_of_fd(file.as_fd(), node, &owners)?;
+                            apply::metadata_of_fd(file.as_fd(), node, owners)?;
                         }
                         return Ok(None);
                     }
@@ -215,7 +215,7 @@ pub(super) fn create(
                     }
                     if count == 0 && whole {
                         // Empty: complete now.
-                        apply::metadata_of_fd(f.as_fd(), node, &owners)?;
+                        apply::metadata_of_fd(f.as_fd(), node, owners)?;
                         if let Some(fails) = xattrs {
                             apply::set_xattrs(f.as_fd(), node, fails);
                         }
