@@ -20,6 +20,7 @@ use crate::repo::blob::{BlobType, SealedBlob, seal_blob_into};
 use crate::repo::index::{Index, IndexFile};
 use crate::repo::layout;
 use crate::repo::pack::{FinishedPack, PackBuilder};
+use crate::repo::pack_write::{PackWriter, store_pack};
 use crate::store::Spool;
 
 /// When an index file is written while a backup runs: once this many packs
@@ -370,11 +371,8 @@ fn run_packer(
     rx: Receiver<SealedBlob>,
     tx: Sender<ReadyPack>,
 ) {
-    let target = repo.config().pack_size as usize;
-    let mut data = PackBuilder::new();
-    let mut trees = PackBuilder::new();
-    let ready = |builder: PackBuilder| {
-        let pack = builder.finish(repo.key());
+    let mut writer = PackWriter::new(repo.config().pack_size as usize);
+    let ready = |pack: FinishedPack| {
         let size = pack.len() as u64;
         ReadyPack {
             pack,
@@ -386,18 +384,14 @@ fn run_packer(
         if shared.failed() {
             continue; // drain so the workers never block
         }
-        let builder = if blob.kind == BlobType::Tree {
-            &mut trees
-        } else {
-            &mut data
-        };
-        builder.add(blob);
-        if builder.len() >= target && tx.send(ready(std::mem::take(builder))).is_err() {
+        if let Some(pack) = writer.add(repo, blob)
+            && tx.send(ready(pack)).is_err()
+        {
             return;
         }
     }
-    for builder in [data, trees] {
-        if !builder.is_empty() && !shared.failed() && tx.send(ready(builder)).is_err() {
+    for pack in writer.finish(repo) {
+        if shared.failed() || tx.send(ready(pack)).is_err() {
             return;
         }
     }
@@ -529,14 +523,10 @@ fn run_uploader(shared: &SaverState, rx: Receiver<ReadyPack>) {
         let key = layout::pack(&pack.id);
         let stored = match spool {
             Some(spool) => spool.commit(&key),
-            None => shared.repo.backend().put_parts(&key, &pack.parts),
+            None => store_pack(&shared.repo, &pack),
         };
         match stored {
             Ok(()) => {
-                // The next walk over these trees reads them locally.
-                if pack.entries.iter().all(|e| e.kind == BlobType::Tree) {
-                    shared.repo.cache_tree_pack(&pack.id, &pack.parts);
-                }
                 for part in pack.parts {
                     if let Ok(buffer) = part.try_into_mut() {
                         shared.sealed_buffers.give(buffer.into());

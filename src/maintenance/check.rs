@@ -6,9 +6,10 @@ use anyhow::Result;
 use rand::seq::SliceRandom;
 
 use crate::id::Id;
-use crate::repo::blob::{BlobType, open_blob};
+use crate::repo::blob::BlobType;
 use crate::repo::index::{Index, IndexFile};
-use crate::repo::pack::{PackEntry, TRAILER_LEN, read_pack_header};
+use crate::repo::pack::{PackEntry, TRAILER_LEN};
+use crate::repo::pack_read::PackReader;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{NodeKind, Tree};
 use crate::repo::{ObjectKind, Repository, layout};
@@ -233,9 +234,9 @@ fn read_pack(repo: &Repository, pack: &Id, indexed: Option<&Vec<PackEntry>>, r: 
     let mut blobs = 0;
     // Every blob must verify; otherwise the copy is rejected (and a pool
     // tries its next member).
-    let result = repo.backend().read(&name, &mut |bytes| {
+    let reader = PackReader::new(repo.backend().as_ref(), repo.key());
+    let result = reader.read_whole(pack, &|_| true, &mut |_, header, bad| {
         problems.clear();
-        let header = read_pack_header(repo.key(), pack, bytes)?;
         if let Some(entries) = indexed {
             let in_header: HashSet<_> = header
                 .iter()
@@ -249,17 +250,14 @@ fn read_pack(repo: &Repository, pack: &Id, indexed: Option<&Vec<PackEntry>>, r: 
             }
         }
         blobs = header.len();
-        for e in &header {
-            let sealed = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-            if let Err(err) = open_blob(repo.key(), e.kind, &e.id, e.compression, e.raw_len, sealed)
-            {
-                problems.push(format!(
-                    "{name}: blob {} at offset {}: {}",
-                    e.id.short(),
-                    e.offset,
-                    crate::error::one_line(&err)
-                ));
-            }
+        for (k, err) in bad {
+            let e = &header[*k];
+            problems.push(format!(
+                "{name}: blob {} at offset {}: {}",
+                e.id.short(),
+                e.offset,
+                crate::error::one_line(err)
+            ));
         }
         match problems.first() {
             Some(p) => anyhow::bail!("{p}"),

@@ -21,11 +21,13 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::id::Id;
-use crate::repo::blob::{BlobType, SealedBlob};
+use crate::repo::blob::SealedBlob;
 use crate::repo::index::IndexFile;
 use crate::repo::lock::{Lock, is_live, list_locks};
 use crate::repo::markers::{DeletionMarker, load_markers};
-use crate::repo::pack::{PackBuilder, PackEntry};
+use crate::repo::pack::{FinishedPack, PackEntry};
+use crate::repo::pack_read::PackReader;
+use crate::repo::pack_write::{PackWriter, store_pack};
 use crate::repo::tree::NodeKind;
 use crate::repo::{ObjectKind, Repository, layout};
 
@@ -520,61 +522,64 @@ fn repack_packs(
 ) -> Result<u64> {
     let target = repo.config().pack_size as usize;
     let mut index = IndexFile::default();
-    let mut builders = [PackBuilder::new(), PackBuilder::new()];
+    let mut writer = PackWriter::new(target);
     let mut copied = 0u64;
     let mut done: HashSet<Id> = HashSet::new();
-    let flush = |b: PackBuilder, index: &mut IndexFile| -> Result<()> {
-        let pack = b.finish(repo.key());
-        repo.backend()
-            .put_parts(&layout::pack(&pack.id), &pack.parts)?;
+    let flush = |pack: FinishedPack, index: &mut IndexFile| -> Result<()> {
+        store_pack(repo, &pack)?;
         index.packs.push((pack.id, pack.entries));
         Ok(())
     };
+    let reader = PackReader::new(repo.backend().as_ref(), repo.key());
     for victim in victims {
         let name = layout::pack(victim);
-        let bytes = repo.backend().get(&name)?;
-        let entries = crate::repo::pack::read_pack_header(repo.key(), victim, &bytes)
+        let wanted = |e: &PackEntry| {
+            used.contains(&e.id)
+                && !kept_elsewhere.contains(&e.id)
+                && packs[victim].entries.iter().any(|x| x.id == e.id)
+        };
+        // The blobs to copy, sealed as stored, each verified first (a pool
+        // takes another member's copy of a pack with a damaged one).
+        let mut sealed: Vec<(PackEntry, Vec<u8>)> = Vec::new();
+        reader
+            .read_whole(victim, &wanted, &mut |bytes, header, bad| {
+                if let Some((k, err)) = bad.first() {
+                    bail!(
+                        "blob {} is damaged ({}); not repacking it",
+                        header[*k].id.short(),
+                        crate::error::one_line(err)
+                    );
+                }
+                sealed = header
+                    .iter()
+                    .filter(|e| wanted(e))
+                    .map(|e| {
+                        let at = e.offset as usize..(e.offset + e.stored_len) as usize;
+                        (*e, bytes[at].to_vec())
+                    })
+                    .collect();
+                Ok(())
+            })
             .with_context(|| format!("repacking {name}"))?;
-        for e in entries
-            .iter()
-            .filter(|e| used.contains(&e.id) && !kept_elsewhere.contains(&e.id))
-        {
-            if !packs[victim].entries.iter().any(|x| x.id == e.id) || !done.insert(e.id) {
+        for (e, bytes) in sealed {
+            if !done.insert(e.id) {
                 continue;
             }
-            let sealed = bytes[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
-            crate::repo::blob::open_blob(
-                repo.key(),
-                e.kind,
-                &e.id,
-                e.compression,
-                e.raw_len,
-                &sealed,
-            )
-            .with_context(|| {
-                format!(
-                    "blob {} in {name} is damaged; not repacking it",
-                    e.id.short()
-                )
-            })?;
             copied += e.stored_len as u64;
-            let slot = usize::from(e.kind == BlobType::Tree);
-            builders[slot].add(SealedBlob {
+            let blob = SealedBlob {
                 kind: e.kind,
                 id: e.id,
                 compression: e.compression,
                 raw_len: e.raw_len,
-                bytes: sealed,
-            });
-            if builders[slot].len() >= target {
-                flush(std::mem::take(&mut builders[slot]), &mut index)?;
+                bytes,
+            };
+            if let Some(pack) = writer.add(repo, blob) {
+                flush(pack, &mut index)?;
             }
         }
     }
-    for b in builders {
-        if !b.is_empty() {
-            flush(b, &mut index)?;
-        }
+    for pack in writer.finish(repo) {
+        flush(pack, &mut index)?;
     }
     if !index.packs.is_empty() {
         repo.save_index(&index)?;

@@ -18,7 +18,8 @@ use anyhow::{Context, Result};
 
 use crate::id::Id;
 use crate::repo::index::IndexFile;
-use crate::repo::pack::{PackEntry, TRAILER_LEN, header_range, open_pack_header};
+use crate::repo::pack::PackEntry;
+use crate::repo::pack_read::PackReader;
 use crate::repo::{ObjectKind, Repository, layout};
 
 /// Packs per new index file (as a backup writes them, a few thousand blobs).
@@ -187,21 +188,5 @@ fn read_headers(repo: &Repository, packs: &[(Id, u64)]) -> Vec<(Id, Result<Vec<P
 
 /// Reads and opens one pack's header: its trailer, then the sealed header.
 fn read_header(repo: &Repository, pack: &Id, size: u64) -> Result<Vec<PackEntry>> {
-    let name = layout::pack(pack);
-    let trailer_at = size
-        .checked_sub(TRAILER_LEN as u64)
-        .context("too short to be a pack")?;
-    let mut range = 0..0;
-    repo.backend()
-        .read_range(&name, trailer_at..size, &mut |t| {
-            range = header_range(size, t)?;
-            Ok(())
-        })?;
-    let mut entries = Vec::new();
-    let data_len = range.start;
-    repo.backend().read_range(&name, range, &mut |sealed| {
-        entries = open_pack_header(repo.key(), pack, sealed, data_len)?;
-        Ok(())
-    })?;
-    Ok(entries)
+    PackReader::new(repo.backend().as_ref(), repo.key()).read_header(pack, size)
 }

@@ -11,6 +11,8 @@ pub mod lock;
 pub mod markers;
 pub mod pack;
 mod pack_cache;
+pub mod pack_read;
+pub mod pack_write;
 mod seen;
 pub mod snapshot;
 pub mod tree;
@@ -153,23 +155,57 @@ impl Repository {
 
     /// Opens an existing repository with a password.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        match backend.size(layout::CONFIG) {
-            Ok(_) => {}
+        // The config, the key listing and the key file that opened last are
+        // fetched at once (one round trip instead of four on an object
+        // store); the config is authenticated once the key is known.
+        let hints = cache::key_hints();
+        let store = backend.as_ref();
+        let (config, keys, prefetched) = std::thread::scope(|s| {
+            let config = s.spawn(|| store.get(layout::CONFIG));
+            let keys = s.spawn(|| store.list(layout::KEYS));
+            // More hints than this: other repositories' keys, not worth a
+            // request each.
+            let prefetched: HashMap<String, Vec<u8>> = match hints.len() {
+                1..=2 => std::thread::scope(|s| {
+                    let gets: Vec<_> = hints
+                        .iter()
+                        .map(|h| {
+                            let name = format!("{}{}", layout::KEYS, h.to_hex());
+                            s.spawn(move || store.get(&name).ok().map(|b| (name, b)))
+                        })
+                        .collect();
+                    gets.into_iter()
+                        .filter_map(|g| g.join().ok().flatten())
+                        .collect()
+                }),
+                _ => HashMap::new(),
+            };
+            (joined(config), joined(keys), prefetched)
+        });
+        let sealed_config = match config {
+            Ok(bytes) => Some(bytes),
             Err(e) if is_not_found(&e) => {
                 return Err(Fatal::NoRepository(backend.location()).into());
             }
-            Err(e) => return Err(e),
+            // Read again below, with the pool's failover.
+            Err(_) => None,
+        };
+        let (key, repo_id, key_file) =
+            Self::unlock(backend.as_ref(), password, keys?, &prefetched)?;
+        let ad = ObjectKind::Config.ad(&Id::default());
+        let mut plain = sealed_config
+            .and_then(|sealed| crypto::open(key.encryption_key(), &ad, &sealed).ok())
+            .unwrap_or_default();
+        if plain.is_empty() {
+            backend
+                .read(layout::CONFIG, &mut |sealed| {
+                    plain = crypto::open(key.encryption_key(), &ad, sealed)?;
+                    Ok(())
+                })
+                .context(
+                    "the repository config does not authenticate (corrupted, or not this repository's key)",
+                )?;
         }
-        let (key, repo_id, key_file) = Self::unlock(backend.as_ref(), password)?;
-        let mut plain = Vec::new();
-        backend
-            .read(layout::CONFIG, &mut |sealed| {
-                plain = crypto::open(key.encryption_key(), &ObjectKind::Config.ad(&Id::default()), sealed)?;
-                Ok(())
-            })
-            .context(
-                "the repository config does not authenticate (corrupted, or not this repository's key)",
-            )?;
         let config = RepoConfig::decode(&plain)?;
         if config.id != repo_id {
             bail!(
@@ -209,9 +245,13 @@ impl Repository {
     /// bytes hash to its name, so it is the file that opened before); then
     /// the others, oldest first (planted files are newer than the one `init`
     /// wrote). Skipped and broken files are named in one warning.
-    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String, Id)> {
+    fn unlock(
+        backend: &dyn Backend,
+        password: &[u8],
+        mut keys: Vec<crate::store::ObjectInfo>,
+        prefetched: &HashMap<String, Vec<u8>>,
+    ) -> Result<(MasterKey, String, Id)> {
         use crate::crypto::keyfile::{FORMAT_BOUNDS, MAX_KEYFILE_BYTES, OPEN_BOUNDS};
-        let mut keys = backend.list(layout::KEYS)?;
         if keys.is_empty() {
             bail!("the repository has no key files (keys/ is empty or missing)");
         }
@@ -259,22 +299,31 @@ impl Repository {
             // Read with the checks as the verdict, so a pool serves the key
             // file from another member when one copy is damaged.
             let mut bytes = Vec::new();
-            let attempt = backend
-                .read(&info.key, &mut |b| {
-                    // The listed size may be stale (or a pool member's); check again.
-                    if b.len() as u64 > MAX_KEYFILE_BYTES {
-                        bail!("{} bytes, larger than a key file can be", b.len());
-                    }
-                    // A key file is named by the BLAKE3 hash of its bytes, so a
-                    // damaged one is told apart from a wrong password.
-                    let named = info.key.rsplit('/').next().unwrap_or_default();
-                    if blake3::hash(b).to_hex().as_str() != named {
-                        bail!("damaged (its content does not match its name)");
-                    }
+            let check = |b: &[u8]| -> Result<()> {
+                // The listed size may be stale (or a pool member's); check again.
+                if b.len() as u64 > MAX_KEYFILE_BYTES {
+                    bail!("{} bytes, larger than a key file can be", b.len());
+                }
+                // A key file is named by the BLAKE3 hash of its bytes, so a
+                // damaged one is told apart from a wrong password.
+                let named = info.key.rsplit('/').next().unwrap_or_default();
+                if blake3::hash(b).to_hex().as_str() != named {
+                    bail!("damaged (its content does not match its name)");
+                }
+                Ok(())
+            };
+            let attempt = match prefetched.get(&info.key).filter(|b| check(b).is_ok()) {
+                Some(b) => {
+                    bytes = b.clone();
+                    Ok(())
+                }
+                None => backend.read(&info.key, &mut |b| {
+                    check(b)?;
                     bytes = b.to_vec();
                     Ok(())
-                })
-                .and_then(|()| KeyFile::decode(&bytes)?.open_within(password, &bounds));
+                }),
+            }
+            .and_then(|()| KeyFile::decode(&bytes)?.open_within(password, &bounds));
             match attempt {
                 Ok(Some((key, repo_id))) => {
                     let id = layout::key_id_of(&info.key).unwrap_or_default();
@@ -538,10 +587,20 @@ impl Repository {
     pub fn list_ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
         let prefix = layout::prefix(kind);
         let mut ids = Vec::new();
-        let listed = self.list(prefix)?;
-        let deleted = match kind {
-            ObjectKind::Snapshot if !listed.is_empty() => self.deleted()?,
-            _ => deleted::Deleted::default(),
+        // Snapshots are checked against the deletion records: both
+        // listings at once.
+        let (listed, deleted) = match kind {
+            ObjectKind::Snapshot => std::thread::scope(|s| {
+                let deleted = s.spawn(|| self.list(layout::DELETED));
+                let listed = self.list(prefix);
+                (listed, joined(deleted))
+            }),
+            _ => (self.list(prefix), Ok(Vec::new())),
+        };
+        let listed = listed?;
+        let deleted = match listed.is_empty() {
+            true => deleted::Deleted::default(),
+            false => deleted::load(self.backend.as_ref(), deleted?)?,
         };
         let mut revived = Vec::new();
         for info in listed {
@@ -598,8 +657,11 @@ impl Repository {
     fn try_load_index_files(&self) -> Result<LoadedIndexFiles> {
         let ids = self.list_ids(ObjectKind::Index)?;
         let mut loaded = LoadedIndexFiles::default();
-        for id in ids {
-            match self.load_decoded(ObjectKind::Index, &id, IndexFile::decode)? {
+        let decoded = each_at_once(&ids, |id| {
+            self.load_decoded(ObjectKind::Index, id, IndexFile::decode)
+        });
+        for (id, file) in ids.into_iter().zip(decoded) {
+            match file? {
                 Ok(file) => loaded.files.push((id, file)),
                 Err(why) => loaded.damaged.push((id, why)),
             }
@@ -706,8 +768,11 @@ impl Repository {
         let mut damaged = Vec::new();
         let ids = self.list_ids(ObjectKind::Snapshot)?;
         self.notice_rollback(&ids)?;
-        for id in ids {
-            match self.load_decoded(ObjectKind::Snapshot, &id, Snapshot::decode) {
+        let decoded = each_at_once(&ids, |id| {
+            self.load_decoded(ObjectKind::Snapshot, id, Snapshot::decode)
+        });
+        for (id, snap) in ids.into_iter().zip(decoded) {
+            match snap {
                 Ok(Ok(snap)) => out.push((id, snap)),
                 Ok(Err(why)) => damaged.push((id, why)),
                 // Forgotten between listing and reading.
@@ -825,18 +890,11 @@ impl Repository {
             if e.kind != kind {
                 bail!("blob {id} has the wrong type");
             }
-            let name = layout::pack(&pack);
-            let range = e.offset as u64..e.offset as u64 + e.stored_len as u64;
-            let mut plain = Vec::new();
-            let read = self
-                .backend
-                .read_range(&name, range, &mut |sealed| {
-                    plain = open_blob(&self.key, e.kind, id, e.compression, e.raw_len, sealed)?;
-                    Ok(())
-                })
-                .with_context(|| format!("blob {} in pack {name}", id.short()));
+            let read = pack_read::PackReader::new(self.backend.as_ref(), &self.key)
+                .read_blob(&pack, &e)
+                .with_context(|| format!("blob {} in pack {}", id.short(), layout::pack(&pack)));
             match read {
-                Ok(()) => return Ok(plain),
+                Ok(plain) => return Ok(plain),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -920,6 +978,45 @@ fn tree_pack_cache(backend: &dyn Backend, repo_id: &str) -> Option<pack_cache::P
 
 /// Checks the bytes of a stored object by what its name says it is, with
 /// the master key: the pool runs this before it copies an object to
+/// Requests in flight at once when loading many small objects.
+const LOAD_CONCURRENCY: usize = 8;
+
+/// `load` applied to every id, up to [`LOAD_CONCURRENCY`] at once (small
+/// objects on an object store: the round trips overlap); results in order.
+fn each_at_once<T: Send>(ids: &[Id], load: impl Fn(&Id) -> T + Sync) -> Vec<T> {
+    if ids.len() <= 1 {
+        return ids.iter().map(&load).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<T>>> = ids.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..LOAD_CONCURRENCY.min(ids.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
+                    let out = load(id);
+                    *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .expect("every id loaded")
+        })
+        .collect()
+}
+
+/// The result of a request run on a scoped thread.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a request thread panicked")))
+}
+
 /// another member, so a damaged copy never spreads.
 pub fn verify_stored(key: &MasterKey, name: &str, bytes: &[u8]) -> Result<()> {
     use layout::Folder;

@@ -6,6 +6,9 @@
 //! temporary name and gets its own name only when complete.
 
 mod apply;
+mod entries;
+mod fill;
+mod packs;
 mod plan;
 mod preview;
 mod target;
@@ -16,14 +19,13 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use crossbeam_channel::unbounded;
 
 pub use apply::PARTIAL_SUFFIX;
 pub use plan::{Entry, walk_snapshot};
@@ -32,14 +34,12 @@ pub use preview::{Change, Preview, preview};
 use crate::error::Fatal;
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::repo::blob::{open_blob, open_blob_append};
 use crate::repo::index::Index;
-use crate::repo::layout;
-use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
 use apply::{Dirs, ROOT};
-use target::TargetFault;
+use fill::Fill;
+use packs::ReadPolicy;
 
 /// What a restore does with a file already at a destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -113,13 +113,6 @@ pub struct RestoreReport {
     pub xattr_warning: Option<String>,
 }
 
-/// Where one blob's plaintext goes.
-#[derive(Clone, Copy)]
-struct Target {
-    file: u32,
-    offset: u64,
-}
-
 /// Whether an existing entry (its `lstat`) is kept instead of the node.
 fn keep_existing(how: Overwrite, st: &libc::stat, node: &Node) -> bool {
     let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
@@ -182,228 +175,33 @@ pub fn restore(
         .with_context(|| format!("cannot open the restore target {}", opts.target.display()))?;
     let shown = |pos: usize| opts.target.join(&entries[pos].path);
 
-    // Phase 1: create directories and special files, decide what each file
-    // needs; collect where each blob goes.
-    let mut files: Vec<usize> = Vec::new(); // entry positions of regular files
-    // Per file: created by the worker that writes its only blob, instead of
-    // here (one open, one write, metadata through the open file).
-    let mut deferred: Vec<bool> = Vec::new();
-    // Per file: kept as it was in the target, or complete already (empty).
-    let mut done: Vec<bool> = Vec::new();
-    let mut kept: Vec<bool> = Vec::new();
-    let mut open: Vec<Mutex<Option<Arc<File>>>> = Vec::new();
-    let mut placements: Vec<AtomicU32> = Vec::new(); // per file, blob placements
-    let mut links: Vec<(usize, u32)> = Vec::new(); // (entry position, file linked to)
-    let mut by_pack: HashMap<Id, Vec<(PackEntry, Vec<Target>)>> = HashMap::new();
-    let mut blob_slot: HashMap<Id, (Id, usize)> = HashMap::new();
-    let mut first_link: HashMap<(u64, u64), u32> = HashMap::new();
-    let mut missing: Vec<(usize, Id)> = Vec::new();
-    let mut created = vec![false; entries.len()];
-    let mut fault: Option<(TargetFault, PathBuf)> = None;
+    // Create directories and special files, decide what each file needs,
+    // and plan where each blob goes.
     let xattr_fails = apply::XattrFailures::default();
     let xattrs = opts.xattrs.then_some(&xattr_fails);
-    let mut listings: HashMap<usize, Option<HashSet<Vec<u8>>>> = HashMap::new();
-    let mut new_dirs: Vec<usize> = Vec::new();
-    // Files being filled: held open up to a budget of descriptors; past it,
-    // the (device, inode) each was created with, checked when reopened.
-    let mut inodes: Vec<(u64, u64)> = Vec::new();
-    let file_budget = dirs.file_budget();
-    let mut files_held = 0usize;
-    let umask = apply::Umask::set(0);
-    for (pos, e) in entries.iter().enumerate() {
-        if opts.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let node = &e.node;
-        let name = &match name_of(e) {
-            Ok(n) => n,
-            Err(err) => {
-                report
-                    .errors
-                    .push(format!("{}: {err}", shown(pos).display()));
-                continue;
-            }
-        };
-        if node.kind == NodeKind::Socket {
-            report.skipped_sockets.push(shown_rel(&e.path));
-            continue;
-        }
-        let linked_to = (node.kind == NodeKind::File && node.links > 1)
-            .then(|| first_link.get(&(node.device, node.inode)).copied())
-            .flatten();
-        if let Some(file_no) = linked_to {
-            links.push((pos, file_no)); // linked once the first is complete
-            continue;
-        }
-        let made: io::Result<Option<std::os::fd::OwnedFd>> = (|| {
-            let dir = parent_of(&dirs, &entries, e)?;
-            let dir = dir.as_fd();
-            // In a target that was not empty: what is in this directory,
-            // listed once (None when it cannot be listed: look at each).
-            let listing = if owners.fresh {
-                None
-            } else {
-                Some(listings.entry(e.parent).or_insert_with(|| {
-                    apply::list_dir(dir)
-                        .ok()
-                        .map(|names| names.into_iter().map(CString::into_bytes).collect())
-                }))
-            };
-            let present = |n: &[u8]| match &listing {
-                None => false,
-                Some(None) => true,
-                Some(Some(names)) => names.contains(n),
-            };
-            let existing = if present(&node.name.0) {
-                apply::lstat_at(dir, name)?
-            } else {
-                None
-            };
-            match node.kind {
-                NodeKind::Dir => {
-                    let (fd, existed) = apply::create_dir(dir, name)?;
-                    if !existed {
-                        new_dirs.push(pos); // nothing to list in it
-                    }
-                    created[pos] = true;
-                    report.dirs_restored += 1;
-                    return Ok(Some(fd));
-                }
-                NodeKind::File => {
-                    let file_no = files.len() as u32;
-                    files.push(pos);
-                    if node.links > 1 {
-                        first_link.insert((node.device, node.inode), file_no);
-                    }
-                    // A file with more links than the snapshot's is not
-                    // kept: its metadata must not be changed through a link
-                    // someone made to a file elsewhere.
-                    let keep = existing.is_some_and(|st| {
-                        keep_existing(opts.overwrite, &st, node)
-                            && apply::nlink(&st) <= node.links.max(1)
-                    });
-                    // Every per-file list gets its entry before anything
-                    // that can fail.
-                    let defer = !keep
-                        && node.links <= 1
-                        && node.content.len() == 1
-                        && index.get(&node.content[0]).is_some();
-                    kept.push(keep);
-                    placements.push(AtomicU32::new(0));
-                    open.push(Mutex::new(None));
-                    inodes.push((0, 0));
-                    deferred.push(defer);
-                    done.push(keep);
-                    if keep {
-                        report.files_skipped += 1;
-                        report.bytes_skipped += node.size;
-                        // A leftover of an interrupted run goes.
-                        let partial = partial_of(e)?;
-                        if present(partial.to_bytes()) {
-                            let _ = apply::unlink(dir, &partial);
-                        }
-                        let st = existing.expect("kept entry exists");
-                        if st.st_mode & 0o7777 != node.mode & 0o7777
-                            || owners.owner_differs(&st, node)
-                        {
-                            let fd = apply::openat(
-                                dir,
-                                name,
-                                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-                                0,
-                            )?;
-                            // The same file as the one looked at, or nothing.
-                            let file = File::from(fd);
-                            let now = file.metadata()?;
-                            if (now.dev(), now.ino()) != (st.st_dev, st.st_ino) {
-                                return Err(io::Error::other("changed while being restored"));
-                            }
-                            apply::metadata_of_fd(file.as_fd(), node, &owners)?;
-                        }
-                        return Ok(None);
-                    }
-                    let mut offset = 0u64;
-                    let mut count = 0u32;
-                    let mut whole = true;
-                    for id in &node.content {
-                        let Some((pack, entry)) = index.get(id) else {
-                            // Its length is unknown, so nothing after it has a
-                            // known offset: the file stops here, reported damaged.
-                            missing.push((pos, *id));
-                            whole = false;
-                            break;
-                        };
-                        let target = Target {
-                            file: file_no,
-                            offset,
-                        };
-                        offset += entry.raw_len as u64;
-                        count += 1;
-                        match blob_slot.get(id) {
-                            Some((p, i)) => {
-                                by_pack.get_mut(p).expect("pack listed")[*i].1.push(target)
-                            }
-                            None => {
-                                let list = by_pack.entry(pack).or_default();
-                                blob_slot.insert(*id, (pack, list.len()));
-                                list.push((entry, vec![target]));
-                            }
-                        }
-                    }
-                    placements[file_no as usize] = AtomicU32::new(count);
-                    if defer {
-                        return Ok(None);
-                    }
-                    let partial = &partial_of(e)?;
-                    let f = apply::create_file(dir, partial)?;
-                    if node.size > 0 {
-                        f.set_len(node.size)?;
-                    }
-                    if count == 0 && whole {
-                        // Empty: complete now.
-                        apply::metadata_of_fd(f.as_fd(), node, &owners)?;
-                        if let Some(fails) = xattrs {
-                            apply::set_xattrs(f.as_fd(), node, fails);
-                        }
-                        apply::publish(dir, partial, name)?;
-                        done[file_no as usize] = true;
-                    } else if files_held < file_budget {
-                        files_held += 1;
-                        *lock(&open[file_no as usize]) = Some(Arc::new(f));
-                    } else {
-                        let m = f.metadata()?;
-                        inodes[file_no as usize] = (m.dev(), m.ino());
-                    }
-                }
-                _ => {
-                    if existing.is_some() && opts.overwrite == Overwrite::Never {
-                        return Ok(None);
-                    }
-                    apply::create_special(dir, name, node)?;
-                    created[pos] = true;
-                    report.others_restored += 1;
-                }
-            }
-            Ok(None)
-        })();
-        for d in new_dirs.drain(..) {
-            listings.insert(d, Some(HashSet::new()));
-        }
-        match made {
-            Ok(Some(fd)) => dirs.hold(pos, fd),
-            Ok(None) => {}
-            Err(err) => {
-                if let Some(f) = TargetFault::of_io(&err) {
-                    fault = Some((f, shown(pos)));
-                    break;
-                }
-                report
-                    .errors
-                    .push(format!("{}: {err}", shown(pos).display()));
-            }
-        }
-    }
-    drop(umask);
+    let created = entries::create(
+        &entries,
+        &index,
+        &mut dirs,
+        &owners,
+        opts,
+        xattrs,
+        &mut report,
+    );
+    let entries::Created {
+        files,
+        deferred,
+        done,
+        kept,
+        open,
+        placements,
+        inodes,
+        links,
+        plan,
+        missing,
+        created,
+        fault,
+    } = created;
 
     let mut damaged: BTreeSet<usize> = BTreeSet::new();
     for (pos, id) in missing {
@@ -440,28 +238,14 @@ pub fn restore(
         stopped: AtomicBool::new(fault.is_some() || interrupted),
         stop: &opts.stop,
         fault: Mutex::new(fault),
+        index: &index,
     };
     if !fill.stopped.load(Ordering::Relaxed) {
-        let (tx, rx) = unbounded();
-        for job in by_pack {
-            tx.send(job).expect("queue");
-        }
-        drop(tx);
-        std::thread::scope(|s| {
-            for _ in 0..opts.threads.max(1) {
-                let rx = rx.clone();
-                let fill = &fill;
-                s.spawn(move || {
-                    let mut plain = SpanPlain::default();
-                    for (pack, blobs) in rx {
-                        if fill.halted() {
-                            break;
-                        }
-                        restore_pack(repo, &pack, blobs, fill, &mut plain);
-                    }
-                });
-            }
-        });
+        let policy = match repo.backend().can_spool() {
+            true => ReadPolicy::local(opts.threads),
+            false => ReadPolicy::remote(opts.threads),
+        };
+        fill::run(repo, plan.into_jobs(), policy, &fill);
     }
     for (msg, file_nos) in lock(&fill.failures).drain(..) {
         report.errors.push(msg);
@@ -721,324 +505,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// State shared by the workers that fill file contents.
-struct Fill<'a> {
-    /// Every entry.
-    entries: &'a [Entry],
-    /// Entry position of each file.
-    files: &'a [usize],
-    /// Directory descriptors.
-    dirs: &'a Dirs,
-    /// The target, for messages.
-    target: &'a Path,
-    /// Per file: not created yet; the worker writing its only blob creates it.
-    deferred: Vec<bool>,
-    /// Per file created in phase 1: its open descriptor until it is complete.
-    open: Vec<Mutex<Option<Arc<File>>>>,
-    /// Per file created in phase 1 but not held open: its (device, inode).
-    inodes: Vec<(u64, u64)>,
-    /// How to apply ownership.
-    owners: &'a apply::Owners,
-    /// Where extended attributes that fail are counted (None: not restored).
-    xattrs: Option<&'a apply::XattrFailures>,
-    /// Per file: complete, with its metadata and its own name.
-    finished: Vec<AtomicBool>,
-    /// Metadata that could not be applied, one line each.
-    metadata_errors: Mutex<Vec<String>>,
-    /// Per file: blob placements not yet written; 0 means complete.
-    remaining: Vec<AtomicU32>,
-    /// Plaintext bytes written.
-    written: &'a AtomicU64,
-    /// Problems, with the files they damaged.
-    failures: Mutex<Vec<(String, Vec<u32>)>>,
-    /// The first fault of the target file system and the file it hit.
-    fault: Mutex<Option<(TargetFault, PathBuf)>>,
-    /// Set with `fault`: workers stop taking work.
-    stopped: AtomicBool,
-    /// Set by a signal handler: workers stop too.
-    stop: &'a AtomicBool,
-}
-
-/// Largest gap between needed blobs that is read through rather than split
-/// into two requests.
-const MAX_GAP: u64 = 1 << 20;
-/// A read is not extended past this size, read or decompressed: each worker
-/// holds one span and its decompressed blobs in memory at a time.
-const MAX_SPAN: u64 = 4 << 20;
-
-/// The plaintexts of one span, back to back in one buffer that a worker
-/// keeps from span to span (fresh buffers cost a page fault per 4 KiB).
-#[derive(Default)]
-struct SpanPlain {
-    bytes: Vec<u8>,
-    /// Where each blob's plaintext is in `bytes`.
-    ends: Vec<usize>,
-}
-
-impl SpanPlain {
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-
-    /// The plaintext of blob `k` of the span.
-    fn blob(&self, k: usize) -> &[u8] {
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        &self.bytes[start..self.ends[k]]
-    }
-}
-
-fn restore_pack(
-    repo: &Repository,
-    pack: &Id,
-    mut blobs: Vec<(PackEntry, Vec<Target>)>,
-    fill: &Fill,
-    plain: &mut SpanPlain,
-) {
-    let name = layout::pack(pack);
-    blobs.sort_by_key(|(e, _)| e.offset);
-    let mut i = 0;
-    while i < blobs.len() && !fill.halted() {
-        let start = blobs[i].0.offset as u64;
-        let mut end = start + blobs[i].0.stored_len as u64;
-        let mut raw = blobs[i].0.raw_len as u64;
-        let mut j = i + 1;
-        while j < blobs.len()
-            && (blobs[j].0.offset as u64) <= end + MAX_GAP
-            && end - start < MAX_SPAN
-            && raw + blobs[j].0.raw_len as u64 <= MAX_SPAN
-        {
-            end = end.max(blobs[j].0.offset as u64 + blobs[j].0.stored_len as u64);
-            raw += blobs[j].0.raw_len as u64;
-            j += 1;
-        }
-        // Decrypt the whole span before writing anything, so a bad copy on
-        // one pool member is rejected and the span is read from the next.
-        let group = &blobs[i..j];
-        let read = repo.backend().read_range(&name, start..end, &mut |bytes| {
-            plain.clear();
-            for (entry, _) in group {
-                let off = (entry.offset as u64 - start) as usize;
-                let sealed = &bytes[off..off + entry.stored_len as usize];
-                open_blob_append(
-                    repo.key(),
-                    entry.kind,
-                    &entry.id,
-                    entry.compression,
-                    entry.raw_len,
-                    sealed,
-                    &mut plain.bytes,
-                )
-                .with_context(|| format!("blob {}", entry.id.short()))?;
-                plain.ends.push(plain.bytes.len());
-            }
-            Ok(())
-        });
-        match read {
-            Ok(()) => {
-                for (k, (_, targets)) in group.iter().enumerate() {
-                    fill.write(plain.blob(k), targets);
-                }
-            }
-            Err(_) => {
-                // Find out blob by blob which ones are bad, keeping the good
-                // ones. Writing happens outside `accept`: a local write error
-                // must not make a pool reject a good copy.
-                for (entry, targets) in group {
-                    let range = entry.offset as u64..entry.offset as u64 + entry.stored_len as u64;
-                    let mut plain = Vec::new();
-                    let result = repo.backend().read_range(&name, range, &mut |sealed| {
-                        plain = open_blob(
-                            repo.key(),
-                            entry.kind,
-                            &entry.id,
-                            entry.compression,
-                            entry.raw_len,
-                            sealed,
-                        )?;
-                        Ok(())
-                    });
-                    match result {
-                        Ok(()) => fill.write(&plain, targets),
-                        Err(e) => lock(&fill.failures).push((
-                            format!(
-                                "pack {name}: blob {}: {}",
-                                entry.id.short(),
-                                crate::error::one_line(&e)
-                            ),
-                            targets.iter().map(|t| t.file).collect(),
-                        )),
-                    }
-                }
-            }
-        }
-        i = j;
-    }
-}
-
-/// Granularity at which zero runs are left unwritten (a file system block).
-const HOLE_BLOCK: u64 = 4096;
-
-/// The parts of `plain`, placed at file offset `at`, that are not all-zero
-/// blocks: files are created at full length, so skipped blocks stay holes.
-fn data_runs(plain: &[u8], at: u64) -> Vec<std::ops::Range<usize>> {
-    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut pos = 0usize;
-    while pos < plain.len() {
-        // Blocks are aligned to the file, not to the blob.
-        let block_end = ((at + pos as u64) / HOLE_BLOCK + 1) * HOLE_BLOCK - at;
-        let end = (block_end as usize).min(plain.len());
-        if plain[pos..end].iter().any(|&b| b != 0) {
-            match runs.last_mut() {
-                Some(r) if r.end == pos => r.end = end,
-                _ => runs.push(pos..end),
-            }
-        }
-        pos = end;
-    }
-    runs
-}
-impl Fill<'_> {
-    /// Whether workers should stop: a fault of the target, or a signal.
-    fn halted(&self) -> bool {
-        self.stopped.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
-    }
-
-    /// The destination of file `f`, for messages.
-    fn shown(&self, f: usize) -> PathBuf {
-        self.target.join(&self.entries[self.files[f]].path)
-    }
-
-    /// Writes one blob's plaintext to its targets, counting each target
-    /// written; a failure is recorded, and a fault of the target file system
-    /// also stops every worker.
-    fn write(&self, plain: &[u8], targets: &[Target]) {
-        // Files are created at full length: an all-zero chunk (a hole of a
-        // VM image, often thousands of times over) needs no write at all.
-        let zero = plain.iter().all(|&b| b == 0);
-        for (k, t) in targets.iter().enumerate() {
-            if self.halted() {
-                return; // left incomplete, removed at the end
-            }
-            let f = t.file as usize;
-            let result = if self.deferred[f] {
-                self.write_new(f, plain).map(Some)
-            } else if zero {
-                Ok(None)
-            } else {
-                self.write_at(f, plain, t.offset).map(|()| None)
-            };
-            match result {
-                Ok(file) => {
-                    self.written
-                        .fetch_add(plain.len() as u64, Ordering::Relaxed);
-                    if self.remaining[f].fetch_sub(1, Ordering::AcqRel) == 1 {
-                        self.finish(f, file);
-                    }
-                }
-                Err(e) => {
-                    if let Some(fault) = TargetFault::of_io(&e) {
-                        lock(&self.fault).get_or_insert_with(|| (fault, self.shown(f)));
-                        self.stopped.store(true, Ordering::Relaxed);
-                    }
-                    let msg = format!("writing {}: {e}", self.shown(f).display());
-                    let files = targets[k..].iter().map(|t| t.file).collect();
-                    lock(&self.failures).push((msg, files));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The temporary name of file `f`.
-    fn partial(&self, f: usize) -> io::Result<CString> {
-        partial_of(&self.entries[self.files[f]])
-    }
-
-    /// Opens file `f` (created in phase 1, not held) again by its temporary
-    /// name, and checks that it is still the file created then.
-    fn reopen(&self, f: usize) -> io::Result<File> {
-        let file = apply::reopen_file(self.dir(f)?.as_fd(), &self.partial(f)?)?;
-        let m = file.metadata()?;
-        if (m.dev(), m.ino()) != self.inodes[f] {
-            return Err(io::Error::other("changed while being restored"));
-        }
-        Ok(file)
-    }
-
-    /// The directory file `f` goes in.
-    fn dir(&self, f: usize) -> io::Result<apply::DirRef<'_>> {
-        parent_of(self.dirs, self.entries, &self.entries[self.files[f]])
-    }
-
-    /// Creates file `f` holding `plain` (its only blob), with all-zero
-    /// blocks left as holes; returns it open.
-    fn write_new(&self, f: usize, plain: &[u8]) -> io::Result<File> {
-        let dir = self.dir(f)?;
-        let file = apply::create_file(dir.as_fd(), &self.partial(f)?)?;
-        let size = self.entries[self.files[f]].node.size;
-        let mut end = 0u64;
-        for r in data_runs(plain, 0) {
-            file.write_all_at(&plain[r.clone()], r.start as u64)?;
-            end = r.end as u64;
-        }
-        if end != size {
-            file.set_len(size)?;
-        }
-        Ok(file)
-    }
-
-    /// Writes `plain` at offset `at` of file `f`, skipping all-zero blocks:
-    /// files are created at full length, so those stay holes.
-    fn write_at(&self, f: usize, plain: &[u8], at: u64) -> io::Result<()> {
-        let runs = data_runs(plain, at);
-        if runs.is_empty() {
-            return Ok(());
-        }
-        let held = lock(&self.open[f]).clone();
-        let file = match held {
-            Some(file) => file,
-            None => Arc::new(self.reopen(f)?),
-        };
-        for r in runs {
-            file.write_all_at(&plain[r.clone()], at + r.start as u64)?;
-        }
-        Ok(())
-    }
-
-    /// File `f` is complete: applies its metadata through its descriptor and
-    /// gives it its own name.
-    fn finish(&self, f: usize, file: Option<File>) {
-        let node = &self.entries[self.files[f]].node;
-        let result = (|| {
-            let dir = self.dir(f)?;
-            let file = match file {
-                Some(file) => Arc::new(file),
-                None => match lock(&self.open[f]).take() {
-                    Some(file) => file,
-                    None => Arc::new(self.reopen(f)?),
-                },
-            };
-            if let Err(e) = apply::metadata_of_fd(file.as_fd(), node, self.owners) {
-                lock(&self.metadata_errors).push(format!("{}: {e}", self.shown(f).display()));
-            }
-            if let Some(fails) = self.xattrs {
-                apply::set_xattrs(file.as_fd(), node, fails);
-            }
-            drop(file);
-            let entry = &self.entries[self.files[f]];
-            apply::publish(dir.as_fd(), &self.partial(f)?, &name_of(entry)?)
-        })();
-        match result {
-            Ok(()) => self.finished[f].store(true, Ordering::Relaxed),
-            Err(e) => lock(&self.failures).push((
-                format!("{}: cannot complete: {e}", self.shown(f).display()),
-                vec![f as u32],
-            )),
-        }
-    }
-}
-
 fn verify_file(
     repo: &Repository,
     index: &Index,
@@ -1067,20 +533,4 @@ fn verify_file(
         anyhow::bail!("size differs");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::data_runs;
-
-    #[test]
-    fn zero_blocks_are_skipped_at_file_alignment() {
-        let mut p = vec![0u8; 3 * 4096];
-        p[5000] = 1;
-        assert_eq!(data_runs(&p, 0), vec![4096..8192]);
-        // Shifted by 100 bytes, block boundaries move with the file.
-        assert_eq!(data_runs(&p, 100), vec![3996..8092]);
-        assert!(data_runs(&[0u8; 10000], 7).is_empty());
-        assert_eq!(data_runs(&[1u8; 10], 0), vec![0..10]);
-    }
 }
