@@ -21,6 +21,7 @@ pub fn snapshot_path(s: &str) -> Result<PathBuf, String> {
     if s.len() > 4096
         || s.contains('\0')
         || !p.is_absolute()
+        || s.split('/').any(|seg| seg == "." || seg == "..")
         || p.components()
             .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
     {
