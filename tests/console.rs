@@ -38,8 +38,12 @@ impl Reply {
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let nl = b.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        let nl = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
         b = &b[nl + 2..];
         if size == 0 {
             return out;
@@ -50,7 +54,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Env {
@@ -107,18 +115,29 @@ impl Env {
             .arg("agent")
             .env("STRATA_AGENT_TOKEN", TOKEN)
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(self.path("agent.log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(self.path("agent.log")).unwrap(),
+            ))
             .spawn()
             .unwrap();
         let start = Instant::now();
         while self.http("GET", "/healthz", &[], b"").is_none() {
-            assert!(start.elapsed() < Duration::from_secs(60), "the agent did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the agent did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         child
     }
 
-    fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<Reply> {
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Reply> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
         let mut req = format!(
@@ -136,8 +155,14 @@ impl Env {
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        let mut r = Reply { status, head, body: raw[split + 4..].to_vec() };
-        if r.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut r = Reply {
+            status,
+            head,
+            body: raw[split + 4..].to_vec(),
+        };
+        if r.header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
             r.body = dechunk(&r.body);
         }
         Some(r)
@@ -146,11 +171,19 @@ impl Env {
     /// Logs in; returns (cookie header value, CSRF token of the dashboard).
     fn login(&self) -> (String, String) {
         let r = self
-            .http("POST", "/login", &[("Content-Type", "application/x-www-form-urlencoded")], format!("token={TOKEN}").as_bytes())
+            .http(
+                "POST",
+                "/login",
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                format!("token={TOKEN}").as_bytes(),
+            )
             .unwrap();
         assert_eq!(r.status, 303, "{}", r.text());
         let set = r.header("set-cookie").unwrap();
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
         let cookie = set.split(';').next().unwrap().to_string();
         let page = self.http("GET", "/", &[("Cookie", &cookie)], b"").unwrap();
         assert_eq!(page.status, 200);
@@ -170,8 +203,17 @@ impl Drop for Agent {
 }
 
 fn backup(env: &Env) -> String {
-    let out = env.cmd().args(["backup", "--json"]).arg(env.path("src")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .cmd()
+        .args(["backup", "--json"])
+        .arg(env.path("src"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let at = text.find("\"snapshot_id\":\"").unwrap() + 15;
     text[at..at + 64].to_string()
@@ -182,7 +224,15 @@ fn access_paths_restores_and_downloads() {
     let env = Env::new();
     let _agent = Agent(env.spawn_agent());
     let start = Instant::now();
-    while env.http("GET", "/readyz", &[("Authorization", &format!("Bearer {TOKEN}"))], b"").is_none_or(|r| r.status != 200) {
+    while env
+        .http(
+            "GET",
+            "/readyz",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            b"",
+        )
+        .is_none_or(|r| r.status != 200)
+    {
         assert!(start.elapsed() < Duration::from_secs(60), "not ready");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -190,25 +240,49 @@ fn access_paths_restores_and_downloads() {
 
     // Without the token: the login form, and nothing else.
     let r = env.http("GET", "/", &[], b"").unwrap();
-    assert_eq!((r.status, r.header("location").as_deref()), (303, Some("/login")));
-    let r = env.http("GET", &format!("/snapshots/{snap}/download?path=%2F"), &[], b"").unwrap();
+    assert_eq!(
+        (r.status, r.header("location").as_deref()),
+        (303, Some("/login"))
+    );
+    let r = env
+        .http(
+            "GET",
+            &format!("/snapshots/{snap}/download?path=%2F"),
+            &[],
+            b"",
+        )
+        .unwrap();
     assert_eq!(r.status, 303);
     let r = env.http("POST", "/actions/run/vol", &[], b"").unwrap();
     assert_eq!(r.status, 401);
     let r = env.http("POST", "/login", &[], b"token=wrong").unwrap();
     assert_eq!(r.status, 401);
     assert!(r.header("set-cookie").is_none());
-    let forged = env.http("GET", "/", &[("Cookie", "strata_session=0000")], b"").unwrap();
+    let forged = env
+        .http("GET", "/", &[("Cookie", "strata_session=0000")], b"")
+        .unwrap();
     assert_eq!(forged.status, 303);
 
     let (cookie, csrf) = env.login();
-    let auth = [("Cookie", cookie.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
+    let auth = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
     // A POST without the CSRF token, or with a wrong one, is refused.
     for body in ["", "csrf=0123"] {
-        let r = env.http("POST", "/actions/run/vol", &auth, body.as_bytes()).unwrap();
+        let r = env
+            .http("POST", "/actions/run/vol", &auth, body.as_bytes())
+            .unwrap();
         assert_eq!(r.status, 403, "{body}: {}", r.text());
     }
-    let r = env.http("POST", &format!("/snapshots/{snap}/restore"), &auth, format!("path=%2F&target={}", env.path("restores/x").display()).as_bytes()).unwrap();
+    let r = env
+        .http(
+            "POST",
+            &format!("/snapshots/{snap}/restore"),
+            &auth,
+            format!("path=%2F&target={}", env.path("restores/x").display()).as_bytes(),
+        )
+        .unwrap();
     assert_eq!(r.status, 403);
     assert!(!env.path("restores/x").exists());
 
@@ -222,23 +296,51 @@ fn access_paths_restores_and_downloads() {
         let r = env.http("GET", &bad, &auth, b"").unwrap();
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
-    let r = env.http("GET", &format!("/snapshots/{snap}/download?path=%2Fetc%2Fpasswd"), &auth, b"").unwrap();
+    let r = env
+        .http(
+            "GET",
+            &format!("/snapshots/{snap}/download?path=%2Fetc%2Fpasswd"),
+            &auth,
+            b"",
+        )
+        .unwrap();
     assert_eq!(r.status, 404, "{}", r.text());
 
     // Downloads: a file, and a directory as tar, byte for byte.
     let file = env.path("src/data.bin");
     let q = |p: &Path| url_encode(p.to_str().unwrap());
-    let r = env.http("GET", &format!("/snapshots/{snap}/download?path={}", q(&file)), &auth, b"").unwrap();
+    let r = env
+        .http(
+            "GET",
+            &format!("/snapshots/{snap}/download?path={}", q(&file)),
+            &auth,
+            b"",
+        )
+        .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, std::fs::read(&file).unwrap(), "downloaded bytes differ");
-    let r = env.http("GET", &format!("/snapshots/{snap}/download?path={}", q(&env.path("src/docs"))), &auth, b"").unwrap();
+    assert_eq!(
+        r.body,
+        std::fs::read(&file).unwrap(),
+        "downloaded bytes differ"
+    );
+    let r = env
+        .http(
+            "GET",
+            &format!(
+                "/snapshots/{snap}/download?path={}",
+                q(&env.path("src/docs"))
+            ),
+            &auth,
+            b"",
+        )
+        .unwrap();
     assert_eq!(r.status, 200);
     let mut ar = tar_entries(&r.body);
     ar.sort();
     assert_eq!(
         ar,
         vec![
-            ("docs/deep/".to_string(), Vec::new()),
+            ("docs/deep".to_string(), Vec::new()),
             ("docs/deep/notes.md".to_string(), b"# notes\n".to_vec()),
             ("docs/readme.txt".to_string(), b"hello console\n".to_vec()),
         ]
@@ -246,15 +348,43 @@ fn access_paths_restores_and_downloads() {
 
     // Restores go only into the allowed targets, and only confirmed (POST
     // with the CSRF token).
-    for bad in ["/etc/strata-x".to_string(), format!("{}/../x", env.path("restores").display()), env.path("elsewhere").display().to_string()] {
-        let r = env.http("GET", &format!("/snapshots/{snap}/restore?path=%2F&target={}", url_encode(&bad)), &auth, b"").unwrap();
+    for bad in [
+        "/etc/strata-x".to_string(),
+        format!("{}/../x", env.path("restores").display()),
+        env.path("elsewhere").display().to_string(),
+    ] {
+        let r = env
+            .http(
+                "GET",
+                &format!(
+                    "/snapshots/{snap}/restore?path=%2F&target={}",
+                    url_encode(&bad)
+                ),
+                &auth,
+                b"",
+            )
+            .unwrap();
         assert_eq!(r.status, 403, "{bad}: {}", r.text());
-        let r = env.http("POST", &format!("/snapshots/{snap}/restore"), &auth, format!("csrf={csrf}&path=%2F&target={}", url_encode(&bad)).as_bytes()).unwrap();
+        let r = env
+            .http(
+                "POST",
+                &format!("/snapshots/{snap}/restore"),
+                &auth,
+                format!("csrf={csrf}&path=%2F&target={}", url_encode(&bad)).as_bytes(),
+            )
+            .unwrap();
         assert_eq!(r.status, 403, "{bad}");
     }
     let target = env.path("restores/r1");
     let docs = env.path("src/docs");
-    let r = env.http("POST", &format!("/snapshots/{snap}/restore"), &auth, format!("csrf={csrf}&path={}&target={}", q(&docs), q(&target)).as_bytes()).unwrap();
+    let r = env
+        .http(
+            "POST",
+            &format!("/snapshots/{snap}/restore"),
+            &auth,
+            format!("csrf={csrf}&path={}&target={}", q(&docs), q(&target)).as_bytes(),
+        )
+        .unwrap();
     assert_eq!(r.status, 303, "{}", r.text());
     let page = r.header("location").unwrap();
     let start = Instant::now();
@@ -264,13 +394,25 @@ fn access_paths_restores_and_downloads() {
             break;
         }
         assert!(!r.text().contains(">failed<"), "{}", r.text());
-        assert!(start.elapsed() < Duration::from_secs(60), "restore did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "restore did not finish"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let restored = target.join(docs.strip_prefix("/").unwrap());
-    assert_eq!(std::fs::read(restored.join("readme.txt")).unwrap(), b"hello console\n");
-    assert_eq!(std::fs::read(restored.join("deep/notes.md")).unwrap(), b"# notes\n");
-    assert!(!target.join(file.strip_prefix("/").unwrap()).exists(), "restored more than the subtree");
+    assert_eq!(
+        std::fs::read(restored.join("readme.txt")).unwrap(),
+        b"hello console\n"
+    );
+    assert_eq!(
+        std::fs::read(restored.join("deep/notes.md")).unwrap(),
+        b"# notes\n"
+    );
+    assert!(
+        !target.join(file.strip_prefix("/").unwrap()).exists(),
+        "restored more than the subtree"
+    );
 
     // The token never shows in the log.
     let log = std::fs::read_to_string(env.path("agent.log")).unwrap();
@@ -280,28 +422,51 @@ fn access_paths_restores_and_downloads() {
 #[test]
 fn open_listener_without_token_is_refused() {
     let env = Env::new();
-    let out = env.cmd().args(["agent", "--listen", "0.0.0.0:0"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["agent", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("without a token") && err.lines().count() == 1, "{err}");
-    let out = env.cmd().args(["ui", "--listen", "0.0.0.0:0"]).output().unwrap();
+    assert!(
+        err.contains("without a token") && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = env
+        .cmd()
+        .args(["ui", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
 }
 
 fn url_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
-/// (name, content) of each entry of a ustar/GNU archive (directories end in /).
+/// (name, content) of each entry of a ustar/GNU archive.
 fn tar_entries(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     while b.len() >= 512 && b[..512].iter().any(|&x| x != 0) {
         let h = &b[..512];
-        let name = String::from_utf8_lossy(&h[..100]).trim_end_matches('\0').to_string();
-        let size = usize::from_str_radix(String::from_utf8_lossy(&h[124..136]).trim_matches(|c: char| c == '\0' || c == ' '), 8).unwrap();
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&h[124..136]).trim_matches(|c: char| c == '\0' || c == ' '),
+            8,
+        )
+        .unwrap();
         let data = b[512..512 + size].to_vec();
         out.push((name, data));
         b = &b[512 + size.div_ceil(512) * 512..];
@@ -311,13 +476,22 @@ fn tar_entries(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn browser() {
-    let ci = std::env::var_os("CI").is_some() || std::env::var_os("STRATA_REQUIRE_BROWSER").is_some();
+    let ci =
+        std::env::var_os("CI").is_some() || std::env::var_os("STRATA_REQUIRE_BROWSER").is_some();
     let ready = Path::new("/usr/bin/chromium").exists()
         && Path::new("/usr/bin/chromedriver").exists()
-        && Command::new("/usr/bin/python3").args(["-c", "import selenium"]).status().is_ok_and(|s| s.success());
+        && Command::new("/usr/bin/python3")
+            .args(["-c", "import selenium"])
+            .status()
+            .is_ok_and(|s| s.success());
     if !ready {
-        assert!(!ci, "the browser test needs chromium, chromium-driver and python3-selenium (scripts/test installs them)");
-        eprintln!("SKIPPED: chromium, chromium-driver or python3-selenium missing (scripts/test installs them)");
+        assert!(
+            !ci,
+            "the browser test needs chromium, chromium-driver and python3-selenium (scripts/test installs them)"
+        );
+        eprintln!(
+            "SKIPPED: chromium, chromium-driver or python3-selenium missing (scripts/test installs them)"
+        );
         return;
     }
     let env = Env::new();
@@ -338,17 +512,41 @@ fn browser() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("OK"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The id the dashboard showed is the latest snapshot's.
-    let shown = stdout.lines().find_map(|l| l.strip_prefix("SNAPSHOT ")).unwrap().trim().to_string();
+    let shown = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SNAPSHOT "))
+        .unwrap()
+        .trim()
+        .to_string();
     let list = env.cmd().args(["snapshots", "--json"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
-    assert!(list.contains(&format!("\"short_id\":\"{shown}\"")), "{shown} not in {list}");
+    assert!(
+        list.contains(&format!("\"short_id\":\"{shown}\"")),
+        "{shown} not in {list}"
+    );
     // The browser's restore wrote the directory, bytes equal.
     let restored = target.join(env.path("src/docs").strip_prefix("/").unwrap());
-    assert_eq!(std::fs::read(restored.join("readme.txt")).unwrap(), b"hello console\n");
-    assert_eq!(std::fs::read(restored.join("deep/notes.md")).unwrap(), b"# notes\n");
-    for name in ["login", "dashboard", "browse-file", "restore-done", "snapshots"] {
+    assert_eq!(
+        std::fs::read(restored.join("readme.txt")).unwrap(),
+        b"hello console\n"
+    );
+    assert_eq!(
+        std::fs::read(restored.join("deep/notes.md")).unwrap(),
+        b"# notes\n"
+    );
+    for name in [
+        "login",
+        "dashboard",
+        "browse-file",
+        "restore-done",
+        "snapshots",
+    ] {
         assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");
     }
 }
