@@ -5,6 +5,7 @@ pub mod agent;
 pub mod backup;
 pub mod chunker;
 pub mod cli;
+pub mod console;
 pub mod crypto;
 pub mod entropy;
 pub mod error;

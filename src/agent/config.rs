@@ -65,6 +65,8 @@ pub struct AgentConfig {
     /// [`notify`](super::notify)).
     #[serde(default)]
     pub notify: Vec<super::notify::NotifyConfig>,
+    /// The web console (`[agent.console]`).
+    pub console: Option<crate::console::ConsoleConfig>,
 }
 
 /// A socket address, checked when the config is read.

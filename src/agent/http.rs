@@ -14,9 +14,14 @@ use axum::routing::{get, post};
 
 use super::{AgentState, Event, TriggerReply};
 
-/// Starts serving on `listener` and forwarding SIGTERM, SIGINT and SIGHUP
-/// to the scheduler. The handlers are installed when this returns.
-pub fn start(listener: TcpListener, shared: Arc<AgentState>) -> Result<()> {
+/// Starts serving on `listener` (with the web console's routes when given)
+/// and forwarding SIGTERM, SIGINT and SIGHUP to the scheduler. The handlers
+/// are installed when this returns.
+pub fn start(
+    listener: TcpListener,
+    shared: Arc<AgentState>,
+    console: Option<axum::Router>,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("strata-http")
@@ -39,12 +44,15 @@ pub fn start(listener: TcpListener, shared: Arc<AgentState>) -> Result<()> {
         let _guard = rt.enter();
         tokio::net::TcpListener::from_std(listener).context("configuring the listener")?
     };
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/jobs/{name}/run", post(trigger))
         .with_state(shared.clone());
+    if let Some(console) = console {
+        app = app.merge(console);
+    }
     std::thread::Builder::new()
         .name("strata-http".into())
         .spawn(move || {

@@ -189,11 +189,13 @@ pub fn missed_json(spec: &JobSpec, host: &str, why: &str) -> serde_json::Value {
 
 /// Runs a job once with its hooks, then sends its notifications. Returns
 /// its outcome and the requests it sent per store (also when it failed).
+/// A backup updates `progress` as it goes.
 pub fn run(
     spec: &JobSpec,
     ctx: &Ctx,
     host: &str,
     cancel: &Arc<AtomicBool>,
+    progress: &Arc<crate::progress::Counters>,
 ) -> (Result<Outcome>, Vec<RequestCounts>) {
     let started = Utc::now();
     let clock = std::time::Instant::now();
@@ -220,7 +222,7 @@ pub fn run(
     };
     let ran = before.is_ok();
     let (mut result, counts) = match before {
-        Ok(()) => run_task(spec, ctx, host, cancel),
+        Ok(()) => run_task(spec, ctx, host, cancel, progress),
         Err(e) => (Err(e), Vec::new()),
     };
     if let Some((h, timeout)) = &hooks {
@@ -275,6 +277,7 @@ fn run_task(
     ctx: &Ctx,
     host: &str,
     cancel: &Arc<AtomicBool>,
+    progress: &Arc<crate::progress::Counters>,
 ) -> (Result<Outcome>, Vec<RequestCounts>) {
     let backend = match ctx.backend() {
         Ok(b) => b,
@@ -283,7 +286,7 @@ fn run_task(
     let result = ctx
         .open_on(backend.clone())
         .and_then(|repo| match &spec.task {
-            Task::Backup(job) => backup(&repo, job, host, cancel, ctx.compression),
+            Task::Backup(job) => backup(&repo, job, host, cancel, ctx.compression, progress),
             Task::Prune(p) => run_prune(&repo, p),
             Task::Check(c) => run_check(&repo, c),
         });
@@ -303,6 +306,7 @@ fn backup(
     host: &str,
     cancel: &Arc<AtomicBool>,
     compression: Option<crate::backup::CompressionSetting>,
+    progress: &Arc<crate::progress::Counters>,
 ) -> Result<Outcome> {
     let source = match &job.command {
         Some(cmd) => Source::Stdin {
@@ -324,7 +328,7 @@ fn backup(
         uploads: job
             .uploads
             .unwrap_or_else(|| repo.backend().default_uploads()),
-        progress: Arc::new(crate::progress::Counters::default()),
+        progress: progress.clone(),
         scan_totals: false,
         cancel: Some(cancel.clone()),
     };

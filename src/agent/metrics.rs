@@ -37,6 +37,16 @@ pub struct JobMetrics {
     pub bytes_read_total: u64,
     /// Bytes added to the repository, all runs.
     pub bytes_added_total: u64,
+    /// For the console: unix time of the next scheduled run (0: none).
+    pub next_run: f64,
+    /// For the console: the paths a backup job records.
+    pub paths: Vec<String>,
+    /// For the console: the snapshot the last successful backup made.
+    pub last_snapshot: Option<String>,
+    /// For the console: the running backup's progress.
+    pub progress: Option<std::sync::Arc<crate::progress::Counters>>,
+    /// For the console: when the running job started.
+    pub started: Option<std::time::Instant>,
 }
 
 /// Health and traffic of one store (a pool member, or `repository`).

@@ -10,6 +10,7 @@
 //! scheduler through [`Event`]s.
 
 pub mod config;
+pub mod console_link;
 pub mod hooks;
 pub mod http;
 pub mod jobs;
@@ -79,6 +80,10 @@ pub struct AgentState {
     pub events: Sender<Event>,
     /// Ready, or why not.
     pub readiness: Mutex<(bool, String)>,
+    /// Finished runs, for the console's charts.
+    pub history: Arc<crate::console::history::History>,
+    /// Host name recorded in snapshots.
+    pub host: RwLock<String>,
     stopping: AtomicBool,
 }
 
@@ -127,6 +132,8 @@ pub struct Settings {
     pub token: Option<String>,
     /// `[agent] log_format`.
     pub log_format: config::LogFormat,
+    /// `[agent.console]`.
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// Reads and checks a config file. With `secrets`, the password (and the
@@ -163,6 +170,16 @@ pub fn load(path: &Path, g: &Globals, secrets: bool) -> Result<Settings> {
         .listen
         .or(agent.listen.map(|l| l.0))
         .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("default address"));
+    crate::console::check_exposure(
+        listen,
+        agent.token.is_some() || agent.token_file.is_some(),
+        "set [agent] token_file (or STRATA_AGENT_TOKEN)",
+    )
+    .with_context(|| format!("config file {shown}"))?;
+    let console = agent.console.clone().unwrap_or_default();
+    console
+        .validate()
+        .map_err(|e| anyhow!("config file {shown}: {e}"))?;
     let token = if secrets {
         config::read_token(&agent, &text).with_context(|| format!("config file {shown}"))?
     } else {
@@ -184,6 +201,7 @@ pub fn load(path: &Path, g: &Globals, secrets: bool) -> Result<Settings> {
         listen,
         token,
         log_format: agent.log_format.unwrap_or_default(),
+        console,
     })
 }
 
@@ -401,6 +419,11 @@ impl Agent {
                     ..Default::default()
                 });
             e.kind = s.spec.kind();
+            e.next_run = s.next.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
+            e.paths = match &s.spec.task {
+                jobs::Task::Backup(c) => c.snapshot_paths(),
+                _ => Vec::new(),
+            };
         }
     }
 
@@ -470,6 +493,7 @@ impl Agent {
             if self.slots[i].next.is_some_and(|t| t <= now) {
                 self.slots[i].next = next_run(&self.slots[i].spec, now);
                 self.start(i, "scheduled");
+                self.sync_metrics();
             }
         }
         if !self.probing && self.probes.due(Instant::now()) {
@@ -604,6 +628,7 @@ impl Agent {
                     );
                 }
                 *self.shared.token.write().expect("token") = s.token.clone();
+                *self.shared.host.write().expect("host") = s.host.clone();
                 self.slots = Self::slots_for(&s.jobs);
                 self.settings = s;
                 self.unlocked = false;
@@ -703,16 +728,19 @@ fn run_job(
     shared: &AgentState,
     why: &str,
 ) {
+    let progress = Arc::new(crate::progress::Counters::default());
     {
         let mut m = shared.metrics.lock().expect("metrics");
         let j = m.jobs.entry(spec.name.clone()).or_default();
         j.kind = spec.kind();
         j.running = true;
         j.runs += 1;
+        j.progress = Some(progress.clone());
+        j.started = Some(Instant::now());
     }
     tracing::info!(job = %spec.name, kind = spec.kind(), "{why} run started");
     let started = Instant::now();
-    let (result, counts) = jobs::run(spec, ctx, host, cancel);
+    let (result, counts) = jobs::run(spec, ctx, host, cancel, &progress);
     let took = started.elapsed().as_secs_f64();
     let signal = match &result {
         Ok(_) => Some(readiness::JobSignal::Reachable),
@@ -726,6 +754,8 @@ fn run_job(
         add_counts(&mut m, &counts);
         let j = m.jobs.entry(spec.name.clone()).or_default();
         j.running = false;
+        j.progress = None;
+        j.started = None;
         j.last_run = unix_now();
         j.last_duration = took;
         match &result {
@@ -743,7 +773,24 @@ fn run_job(
             }
             Err(_) => j.errors += 1,
         }
+        if let Ok(o) = &result
+            && o.snapshot_id.is_some()
+        {
+            j.last_snapshot = o.snapshot_id.clone();
+        }
     }
+    let figures = result.as_ref().ok().and_then(|o| o.backup.clone());
+    shared.history.record_run(crate::console::history::Run {
+        job: spec.name.clone(),
+        kind: spec.kind().into(),
+        end: unix_now(),
+        duration_s: took,
+        ok: result.is_ok(),
+        bytes_read: figures.as_ref().map_or(0, |b| b.bytes_read),
+        bytes_added: figures.as_ref().map_or(0, |b| b.bytes_added),
+        rate: figures.as_ref().map_or(0.0, |b| b.rate),
+        snapshot: result.as_ref().ok().and_then(|o| o.snapshot_id.clone()),
+    });
     match result {
         Ok(outcome) => {
             tracing::info!(job = %spec.name, kind = spec.kind(), duration_s = took, "{}", outcome.message)
@@ -775,9 +822,17 @@ pub fn run(config_path: PathBuf, globals: Globals, settings: Settings) -> Result
         token: RwLock::new(settings.token.clone()),
         events: tx,
         readiness: Mutex::new((false, "starting".into())),
+        history: Arc::new(crate::console::history::History::load(
+            settings.console.history_path(),
+        )),
+        host: RwLock::new(settings.host.clone()),
         stopping: AtomicBool::new(false),
     });
-    http::start(listener, shared.clone())?;
+    let console = settings
+        .console
+        .enabled
+        .then(|| console_link::console(&shared, &settings));
+    http::start(listener, shared.clone(), console)?;
     tracing::info!(
         listen = %settings.listen,
         version = env!("CARGO_PKG_VERSION"),

@@ -14,6 +14,7 @@ mod logging;
 mod pool;
 mod repair;
 mod restore;
+mod ui;
 
 use std::path::PathBuf;
 
@@ -110,6 +111,8 @@ enum Command {
     /// Run scheduled backups, prune and check as a long-running process,
     /// with /healthz, /readyz and /metrics (config from --config / STRATA_CONFIG).
     Agent(agent::AgentArgs),
+    /// Serve the web console for a repository, read-only (no agent needed).
+    Ui(ui::UiArgs),
     /// GET the agent's /healthz and exit 0 when it answers (for container
     /// HEALTHCHECKs in images without curl).
     Healthcheck(agent::HealthcheckArgs),
@@ -197,6 +200,7 @@ pub fn main() -> i32 {
             Command::Key(a) => key::run(&ctx, a),
             Command::Forget(a) => forget::forget(&ctx, a),
             Command::Prune(a) => forget::run_prune(&ctx, a),
+            Command::Ui(a) => ui::run(ctx, a),
             Command::Agent(_) | Command::Healthcheck(_) => unreachable!("dispatched above"),
         });
     finish(result, out)
