@@ -15,11 +15,12 @@ use super::hooks::{self, HookEnv, SummaryFile};
 use super::notify::{self, NotifyConfig, NotifyEvent};
 use super::schedule::Schedule;
 use crate::backup::{BackupOptions, Source, run_backup};
-use crate::cli::context::{ConfigFile, Ctx, default_threads};
+use crate::config::ConfigFile;
 use crate::maintenance::check::{ReadData, check};
 use crate::maintenance::prune::{PruneOptions, prune};
 use crate::maintenance::retention::{Grouping, apply};
 use crate::repo::{ObjectKind, Repository, layout};
+use crate::session::{Ctx, default_threads};
 use crate::store::RequestCounts;
 
 /// What a job does.

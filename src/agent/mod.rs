@@ -9,7 +9,9 @@
 //! the signal handlers run on a small tokio runtime and talk to the
 //! scheduler through [`Event`]s.
 
-pub mod config;
+/// The agent's settings (`[agent]`, `[[jobs]]`), defined with the rest of
+/// the config file.
+pub use crate::config::agent as config;
 pub mod hooks;
 pub mod http;
 pub mod jobs;
@@ -30,9 +32,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Local, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::cli::context::{Ctx, load_config_text};
+use crate::config::load_config_text;
 use crate::error::{Fatal, one_line};
 use crate::report::Output;
+use crate::session::Ctx;
 use jobs::JobSpec;
 use metrics::{JobMetrics, Metrics};
 
@@ -197,7 +200,7 @@ fn check_password(ctx: &Ctx, text: &str) -> Result<()> {
         );
     }
     ctx.password(false).map(drop).map_err(|e| {
-        let line = config::key_line(text, "repository", "password_file")
+        let line = crate::config::text::key_line(text, "repository", "password_file")
             .filter(|_| std::env::var_os("STRATA_PASSWORD_FILE").is_none())
             .filter(|_| ctx.password_file.is_some())
             .map(|l| format!("line {l}, [repository] field `password_file`: "))

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::context::{Ctx, PasswordSource, default_threads};
 use crate::maintenance::copy::{CopyOptions, copy_snapshots};
 use crate::repo::Repository;
 use crate::report::bytes;
+use crate::session::{Ctx, PasswordSource, default_threads};
 
 /// Arguments of `copy`.
 #[derive(Args, Debug)]

@@ -3,10 +3,10 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::context::Ctx;
 use crate::maintenance::prune::{PruneOptions, PruneReport, prune};
 use crate::maintenance::retention::{Grouping, Policy, apply};
 use crate::report::bytes;
+use crate::session::Ctx;
 
 /// How prune runs (shared by `forget --prune` and `prune`).
 #[derive(Args, Debug, Clone)]

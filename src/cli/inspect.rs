@@ -5,10 +5,10 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
-use super::context::Ctx;
 use crate::inspect::{diff as diff_trees, stats as repo_stats, tree_at, walk};
 use crate::repo::tree::NodeKind;
 use crate::report::bytes;
+use crate::session::Ctx;
 
 /// Arguments of `snapshots`.
 #[derive(Args, Debug)]

@@ -6,9 +6,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use super::context::{Ctx, PasswordSource};
 use crate::crypto::keyfile::KdfParams;
 use crate::id::Id;
+use crate::session::{Ctx, PasswordSource};
 
 /// Arguments of `key`.
 #[derive(Args, Debug)]
