@@ -19,7 +19,7 @@ use crate::config::ConfigFile;
 use crate::maintenance::check::{ReadData, check};
 use crate::maintenance::prune::{PruneOptions, prune};
 use crate::maintenance::retention::{Grouping, apply};
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::{ObjectKind, OnDamage, Repository, layout};
 use crate::session::{Ctx, default_threads};
 use crate::store::RequestCounts;
 
@@ -392,7 +392,8 @@ fn forget(
     let mut paths = paths.to_vec();
     paths.sort();
     let mine: Vec<_> = repo
-        .snapshots()?
+        .snapshots(OnDamage::Refuse)?
+        .objects
         .into_iter()
         .filter(|(_, s)| {
             let mut p = s.paths.clone();
@@ -491,7 +492,7 @@ pub fn last_backups(
     jobs: &[JobSpec],
     host: &str,
 ) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
-    let snaps = repo.readable_snapshots()?;
+    let snaps = repo.snapshots(OnDamage::Skip)?.objects;
     Ok(jobs
         .iter()
         .filter_map(|j| match &j.task {

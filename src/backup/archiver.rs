@@ -30,7 +30,7 @@ use crate::repo::lock::Lock;
 use crate::repo::markers::load_markers;
 use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotCompression, SnapshotSummary};
 use crate::repo::tree::{Node, NodeKind, RawName, Tree};
-use crate::repo::{ObjectKind, Repository};
+use crate::repo::{IndexUse, ObjectKind, OnDamage, Repository};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
@@ -189,7 +189,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         .iter()
         .flat_map(|m| m.marker.packs.iter().copied())
         .collect();
-    let index = Arc::new(repo.load_index_without(&doomed)?);
+    let index = Arc::new(repo.load_index_for(IndexUse::Dedup { without: &doomed })?);
     let threads = opts.threads.max(1);
     let level = opts.compression.level(repo.config().compression_level);
     let saver = Saver::start_with_level(
@@ -339,7 +339,8 @@ fn choose_parent(
         s.hostname == host && p == sorted
     };
     let mut candidates = repo
-        .readable_snapshots()?
+        .snapshots(OnDamage::Skip)?
+        .objects
         .into_iter()
         .filter(|(_, s)| same(s));
     let parent = match mode {

@@ -28,7 +28,7 @@ use crate::repo::lock::{Lock, is_live, list_locks};
 use crate::repo::markers::{DeletionMarker, load_markers};
 use crate::repo::pack::{PackBuilder, PackEntry};
 use crate::repo::tree::NodeKind;
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::{ObjectKind, OnDamage, Repository, layout};
 
 /// Options of a prune run.
 #[derive(Debug, Clone)]
@@ -179,14 +179,19 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         .collect();
 
     // Snapshots before index files: see `used_blobs`.
-    let roots: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
+    let roots: Vec<Id> = repo
+        .snapshots(OnDamage::Refuse)?
+        .objects
+        .into_iter()
+        .map(|(_, s)| s.tree)
+        .collect();
     // Listed before loading: what is listed now but not loaded below was
     // superseded (left by a prune that was interrupted) and can go, but only
     // when a loaded file says so. A file listed once and missing from the
     // next listing (a store that lists late) is not known to be superseded:
     // treating it as such would delete a running backup's index file.
     let listed_index = repo.list_ids(ObjectKind::Index)?;
-    let index_files = repo.load_index_files()?;
+    let index_files = repo.index_files(OnDamage::Refuse)?.objects;
     let loaded: HashSet<Id> = index_files.iter().map(|(id, _)| *id).collect();
     let superseded: HashSet<Id> = index_files
         .iter()

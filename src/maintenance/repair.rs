@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use crate::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{PackEntry, TRAILER_LEN, header_range, open_pack_header};
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::{ObjectKind, OnDamage, Repository, layout};
 
 /// Packs per new index file (as a backup writes them, a few thousand blobs).
 const PACKS_PER_INDEX: usize = 256;
@@ -55,7 +55,7 @@ pub fn repair_index(repo: &Arc<Repository>, dry_run: bool) -> Result<RepairIndex
 /// their object names.
 pub fn repair_snapshots(repo: &Arc<Repository>, dry_run: bool) -> Result<Vec<String>> {
     under_prune_lock(repo, dry_run, || {
-        let (_, damaged) = repo.load_snapshots()?;
+        let damaged = repo.snapshots(OnDamage::Collect)?.damaged;
         let names: Vec<String> = damaged
             .iter()
             .map(|(id, _)| layout::object(ObjectKind::Snapshot, id))
@@ -88,9 +88,9 @@ fn under_prune_lock<T>(
 
 fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
-    let loaded = repo.load_index_files_lenient()?;
+    let loaded = repo.index_files(OnDamage::Collect)?;
     let indexed: HashSet<Id> = loaded
-        .files
+        .objects
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|(p, _)| *p))
         .collect();

@@ -1,4 +1,8 @@
-//! Loading index files and snapshots, and what to do with damaged ones.
+//! Loading index files and snapshots: one loader for each, told what to do
+//! with damaged ones ([`OnDamage`]), and the in-memory index built for a
+//! purpose ([`IndexUse`]).
+
+use std::collections::HashSet;
 
 use anyhow::{Context, Result, bail};
 
@@ -8,81 +12,113 @@ use super::{ObjectKind, Repository, layout, seen};
 use crate::id::Id;
 use crate::store::is_not_found;
 
-/// Index files as loaded, damaged ones set aside.
-#[derive(Default)]
-pub struct LoadedIndexFiles {
-    /// Usable index files that no other index file supersedes.
-    pub files: Vec<(Id, IndexFile)>,
-    /// Index files that failed verification or decoding, with the reason.
+/// What a loader does with an index file or snapshot that fails
+/// verification (docs/ARCHITECTURE.md, "Damaged metadata").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDamage {
+    /// Fail, naming it: commands that delete must weigh everything.
+    Refuse,
+    /// Warn once per object and go on without it: commands that only read
+    /// or add (a backup stores again what it cannot see, a restore names
+    /// the files it cannot complete).
+    Skip,
+    /// Set it aside in [`Loaded::damaged`]: the repairs, which remove it.
+    Collect,
+}
+
+/// Index files or snapshots as loaded.
+pub struct Loaded<T> {
+    /// The usable objects (index files: those no other one supersedes;
+    /// snapshots: oldest first).
+    pub objects: Vec<(Id, T)>,
+    /// Objects that failed verification or decoding, with the reason (only
+    /// with [`OnDamage::Collect`]).
     pub damaged: Vec<(Id, String)>,
 }
 
+/// What the in-memory index is for.
+#[derive(Debug, Clone, Copy)]
+pub enum IndexUse<'a> {
+    /// Reading blobs: every usable index file.
+    Read,
+    /// Deduplication by a backup or copy: without the packs prune has
+    /// marked for deletion and, on a pool, only index files that a write
+    /// acknowledged by the pool would have left.
+    Dedup {
+        /// The packs named by deletion markers.
+        without: &'a HashSet<Id>,
+    },
+}
+
 impl Repository {
-    /// Every index file that no other index file supersedes; fails when one
-    /// is damaged (for prune, which must see every pack that is in use).
-    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let loaded = self.load_index_files_lenient()?;
-        if let Some((id, why)) = loaded.damaged.first() {
-            bail!(
-                "{} is damaged ({why}){}: run `strata repair index` first",
-                layout::object(ObjectKind::Index, id),
-                match loaded.damaged.len() {
-                    1 => String::new(),
-                    n => format!(" and {} more index files", n - 1),
-                }
-            );
-        }
-        Ok(loaded.files)
-    }
-
-    /// Every usable index file that no other index file supersedes, with the
-    /// damaged ones set aside instead of failing.
-    pub fn load_index_files_lenient(&self) -> Result<LoadedIndexFiles> {
-        match self.try_load_index_files() {
+    /// Every index file that no other index file supersedes, damaged ones
+    /// handled as `on_damage` says.
+    pub fn index_files(&self, on_damage: OnDamage) -> Result<Loaded<IndexFile>> {
+        let mut loaded = match self.try_index_files() {
             // A prune compacted the index between our listing and reading.
-            Err(e) if is_not_found(&e) => self.try_load_index_files(),
+            Err(e) if is_not_found(&e) => self.try_index_files(),
             other => other,
-        }
-    }
-
-    fn try_load_index_files(&self) -> Result<LoadedIndexFiles> {
-        let ids = self.list_ids(ObjectKind::Index)?;
-        let mut loaded = LoadedIndexFiles::default();
-        for id in ids {
-            match self.load_decoded(ObjectKind::Index, &id, IndexFile::decode)? {
-                Ok(file) => loaded.files.push((id, file)),
-                Err(why) => loaded.damaged.push((id, why)),
+        }?;
+        match on_damage {
+            OnDamage::Refuse => {
+                if let Some((id, why)) = loaded.damaged.first() {
+                    bail!(
+                        "{} is damaged ({why}){}: run `strata repair index` first",
+                        layout::object(ObjectKind::Index, id),
+                        match loaded.damaged.len() {
+                            1 => String::new(),
+                            n => format!(" and {} more index files", n - 1),
+                        }
+                    );
+                }
             }
+            OnDamage::Skip => {
+                for (id, why) in std::mem::take(&mut loaded.damaged) {
+                    self.warn_damaged(
+                        ObjectKind::Index,
+                        &id,
+                        &why,
+                        "the packs it lists are not used until `strata repair index` indexes them again",
+                    );
+                }
+            }
+            OnDamage::Collect => {}
         }
-        let superseded: std::collections::HashSet<Id> = loaded
-            .files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
-        loaded.files.retain(|(id, _)| !superseded.contains(id));
         Ok(loaded)
     }
 
-    /// The usable index files, warning once per damaged one: backup and
-    /// restore go on without it (a backup stores its blobs again, a restore
-    /// names the files it cannot complete).
-    fn usable_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let loaded = self.load_index_files_lenient()?;
-        for (id, why) in &loaded.damaged {
-            self.warn_damaged(
-                ObjectKind::Index,
-                id,
-                why,
-                "the packs it lists are not used until `strata repair index` indexes them again",
-            );
+    fn try_index_files(&self) -> Result<Loaded<IndexFile>> {
+        let ids = self.list_ids(ObjectKind::Index)?;
+        let mut loaded = Loaded {
+            objects: Vec::new(),
+            damaged: Vec::new(),
+        };
+        for id in ids {
+            match self.load_decoded(ObjectKind::Index, &id, IndexFile::decode)? {
+                Ok(file) => loaded.objects.push((id, file)),
+                Err(why) => loaded.damaged.push((id, why)),
+            }
         }
-        Ok(loaded.files)
+        let superseded: HashSet<Id> = loaded
+            .objects
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        loaded.objects.retain(|(id, _)| !superseded.contains(id));
+        Ok(loaded)
     }
 
-    /// The index without the given packs (a backup must not deduplicate
-    /// against packs that prune has marked for deletion).
-    pub fn load_index_without(&self, packs: &std::collections::HashSet<Id>) -> Result<Index> {
+    /// The in-memory index for `purpose`, from the usable index files
+    /// (damaged ones are warned about and skipped).
+    pub fn load_index_for(&self, purpose: IndexUse) -> Result<Index> {
         let mut index = Index::default();
+        let files = self.index_files(OnDamage::Skip)?.objects;
+        let IndexUse::Dedup { without } = purpose else {
+            for (_, file) in files {
+                index.add_file(&file);
+            }
+            return Ok(index);
+        };
         // On a pool, deduplicate only against index files that a write
         // acknowledged by the pool would have left: one on fewer members
         // (a backup that failed while writing it) can vanish with the one
@@ -92,7 +128,7 @@ impl Repository {
             .backend
             .replicated()
             .map(|p| p.durable_keys(layout::prefix(ObjectKind::Index)));
-        for (id, file) in self.usable_index_files()? {
+        for (id, file) in files {
             if durable
                 .as_ref()
                 .is_some_and(|d| !d.contains(&layout::object(ObjectKind::Index, &id)))
@@ -104,7 +140,7 @@ impl Repository {
                 continue;
             }
             for (pack, entries) in &file.packs {
-                if !packs.contains(pack) {
+                if !without.contains(pack) {
                     index.add_pack(*pack, entries);
                 }
             }
@@ -112,14 +148,10 @@ impl Repository {
         Ok(index)
     }
 
-    /// Loads every usable index file into one in-memory index, skipping
-    /// index files that another index file supersedes.
+    /// The index for reading: [`Repository::load_index_for`] with
+    /// [`IndexUse::Read`].
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::default();
-        for (_, file) in self.usable_index_files()? {
-            index.add_file(&file);
-        }
-        Ok(index)
+        self.load_index_for(IndexUse::Read)
     }
 
     /// Saves an index file.
@@ -127,46 +159,40 @@ impl Repository {
         self.save_object(ObjectKind::Index, &file.encode())
     }
 
-    /// Every snapshot, oldest first; fails when one is damaged (for forget
-    /// and prune, which must weigh every snapshot).
-    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let (out, damaged) = self.load_snapshots()?;
-        if let Some((id, why)) = damaged.first() {
-            bail!(
-                "{} is damaged ({why}): nothing can be restored from it; `strata repair snapshots` removes it",
-                layout::object(ObjectKind::Snapshot, id)
-            );
-        }
-        Ok(out)
-    }
-
-    /// Every readable snapshot, oldest first, warning once per damaged one.
-    pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let (out, damaged) = self.load_snapshots()?;
-        for (id, why) in &damaged {
-            self.warn_damaged(ObjectKind::Snapshot, id, why, "it is left out");
-        }
-        Ok(out)
-    }
-
-    /// Readable snapshots sorted oldest first, and the damaged ones with why.
-    #[allow(clippy::type_complexity)]
-    pub fn load_snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<(Id, String)>)> {
-        let mut out = Vec::new();
+    /// Every snapshot, oldest first, damaged ones handled as `on_damage`
+    /// says.
+    pub fn snapshots(&self, on_damage: OnDamage) -> Result<Loaded<Snapshot>> {
+        let mut objects = Vec::new();
         let mut damaged = Vec::new();
         let ids = self.list_ids(ObjectKind::Snapshot)?;
         self.notice_rollback(&ids)?;
         for id in ids {
             match self.load_decoded(ObjectKind::Snapshot, &id, Snapshot::decode) {
-                Ok(Ok(snap)) => out.push((id, snap)),
+                Ok(Ok(snap)) => objects.push((id, snap)),
                 Ok(Err(why)) => damaged.push((id, why)),
                 // Forgotten between listing and reading.
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok((out, damaged))
+        objects.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        match on_damage {
+            OnDamage::Refuse => {
+                if let Some((id, why)) = damaged.first() {
+                    bail!(
+                        "{} is damaged ({why}): nothing can be restored from it; `strata repair snapshots` removes it",
+                        layout::object(ObjectKind::Snapshot, id)
+                    );
+                }
+            }
+            OnDamage::Skip => {
+                for (id, why) in std::mem::take(&mut damaged) {
+                    self.warn_damaged(ObjectKind::Snapshot, &id, &why, "it is left out");
+                }
+            }
+            OnDamage::Collect => {}
+        }
+        Ok(Loaded { objects, damaged })
     }
 
     /// Warns when snapshots this machine saw before are gone without a
@@ -189,7 +215,7 @@ impl Repository {
 
     /// Resolves `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        let mut all = self.readable_snapshots()?;
+        let mut all = self.snapshots(OnDamage::Skip)?.objects;
         if spec == "latest" {
             return all.pop().context("the repository has no snapshots yet");
         }

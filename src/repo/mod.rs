@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 
 pub use config::{FORMAT_VERSION, RepoConfig};
-pub use loaders::LoadedIndexFiles;
+pub use loaders::{IndexUse, Loaded, OnDamage};
 pub use objects::verify_stored;
 pub use pack_cache::DEFAULT_LIMIT_MIB as TREE_CACHE_DEFAULT_MIB;
 
