@@ -19,7 +19,7 @@ use crate::config::ConfigFile;
 use crate::maintenance::check::{ReadData, check};
 use crate::maintenance::prune::{PruneOptions, prune};
 use crate::maintenance::retention::{Grouping, apply};
-use crate::repo::{ObjectKind, OnDamage, Repository, layout};
+use crate::repo::{ObjectKind, OnDamage, Repository};
 use crate::session::{Ctx, default_threads};
 use crate::store::RequestCounts;
 
@@ -412,8 +412,7 @@ fn forget(
     );
     let mut removed = 0;
     for d in decisions.iter().filter(|d| !d.keep && d.id != *keep) {
-        repo.backend()
-            .delete(&layout::object(ObjectKind::Snapshot, &d.id))?;
+        repo.delete_object(ObjectKind::Snapshot, &d.id)?;
         removed += 1;
     }
     Ok(removed)

@@ -137,9 +137,7 @@ pub(crate) fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
     // Clear away locks left by processes killed on this host.
     for l in &locks {
         if l.info.as_ref().is_some_and(crate::repo::lock::is_dead_here) {
-            let _ = repo
-                .backend()
-                .delete(&layout::object(ObjectKind::Lock, &l.id));
+            let _ = repo.delete_object(ObjectKind::Lock, &l.id);
         }
     }
     let now = locks
@@ -234,18 +232,15 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
             });
         }
     }
-    let listed_packs = repo.list(layout::DATA)?;
-    let stored: HashMap<Id, u64> = listed_packs
-        .iter()
-        .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
-        .collect();
+    let listed_packs = repo.list_pack_objects()?;
+    let stored: HashMap<Id, u64> = listed_packs.iter().map(|(id, o)| (*id, o.size)).collect();
     // Packs no index names, older than the grace period by server time: left
     // by killed backups. They go through the same marker protocol as any
     // other pack, so one a live backup is still about to index is rescued.
     let orphans: Vec<Id> = listed_packs
         .iter()
-        .filter_map(|o| {
-            let id = layout::pack_id_of(&o.key)?;
+        .filter_map(|(id, o)| {
+            let id = *id;
             let age = server_now
                 .signed_duration_since(o.modified?)
                 .to_std()
@@ -349,9 +344,7 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         // One deletion record per forget and sweep adds up: merge them,
         // forgetting packs no member holds any more.
         let deleted = repo.deleted()?;
-        let merged = crate::repo::deleted::compact(repo.backend().as_ref(), &deleted, |k| {
-            layout::pack_id_of(k).is_some_and(|p| stored.contains_key(&p))
-        })?;
+        let merged = repo.compact_deletion_records(&deleted, |p| stored.contains_key(p))?;
         if merged {
             report.deletion_records_merged = deleted.records.len() as u64;
         }
@@ -493,9 +486,9 @@ fn sweep(
     report.index_files_compacted = index_files.len() as u64;
     // 2. The packs nobody references any more, recorded first so that a
     //    member that misses a delete does not get them back from `pool repair`.
-    crate::repo::deleted::record(repo.backend().as_ref(), to_delete.iter().map(layout::pack))?;
+    repo.record_deleted_packs(to_delete)?;
     for pack in to_delete {
-        repo.backend().delete(&layout::pack(pack))?;
+        repo.delete_pack(pack)?;
         report.packs_deleted += 1;
         report.bytes_freed += stored.get(pack).copied().unwrap_or(0);
     }
@@ -505,12 +498,10 @@ fn sweep(
         .iter()
         .chain(index_files.iter().map(|(id, _)| id))
     {
-        repo.backend()
-            .delete(&layout::object(ObjectKind::Index, id))?;
+        repo.delete_object(ObjectKind::Index, id)?;
     }
     for m in markers {
-        repo.backend()
-            .delete(&layout::object(ObjectKind::Deletion, m))?;
+        repo.delete_object(ObjectKind::Deletion, m)?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Key files: listing, adding, replacing and removing passwords.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{Repository, layout};
 use crate::crypto::keyfile::{KdfParams, KeyFile};
@@ -58,5 +58,21 @@ impl Repository {
         let id = Id(*blake3::hash(&bytes).as_bytes());
         self.backend.put(&layout::key(&id), bytes)?;
         Ok(id)
+    }
+
+    /// Replaces the key file in use by one for a new password; returns the
+    /// new key file's id. The new key is written (and durable) before the
+    /// old one goes, so an interruption leaves two working keys, never none.
+    pub fn change_password(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let old = self.key_file;
+        let new = self.add_key(password, kdf)?;
+        self.backend.delete(&layout::key(&old)).with_context(|| {
+            format!(
+                "the new key {} is in place, but the old key {} could not be removed; remove it with `strata key remove`",
+                new.short(),
+                old.short()
+            )
+        })?;
+        Ok(new)
     }
 }

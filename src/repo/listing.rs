@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 
 use super::{ObjectKind, Repository, cache, deleted, layout};
 use crate::id::Id;
+use crate::store::ObjectInfo;
 
 impl Repository {
     /// From now on, every listing this handle makes comes from every pool
@@ -65,9 +66,18 @@ impl Repository {
     /// Every pack stored, with its size in bytes, from listing the backend.
     pub fn list_packs(&self) -> Result<Vec<(Id, u64)>> {
         Ok(self
+            .list_pack_objects()?
+            .into_iter()
+            .map(|(id, o)| (id, o.size))
+            .collect())
+    }
+
+    /// Every pack stored, with what the listing says of it (size, time).
+    pub fn list_pack_objects(&self) -> Result<Vec<(Id, ObjectInfo)>> {
+        Ok(self
             .list(layout::DATA)?
             .into_iter()
-            .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
+            .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o)))
             .collect())
     }
 
@@ -115,11 +125,46 @@ impl Repository {
     /// Records that `keys` are deleted on purpose, then deletes them (on
     /// every pool member: a member that misses the delete is finished by
     /// `pool repair`, which honours the record).
-    pub fn delete_recorded(&self, keys: &[String]) -> Result<()> {
+    pub(super) fn delete_recorded(&self, keys: &[String]) -> Result<()> {
         deleted::record(self.backend.as_ref(), keys.iter().cloned())?;
         for k in keys {
             self.backend.delete(k)?;
         }
         Ok(())
+    }
+
+    /// Records that the objects `ids` of `kind` are deleted on purpose, then
+    /// deletes them (forget, `repair snapshots`). Nothing for an empty list.
+    pub fn delete_objects_recorded(&self, kind: ObjectKind, ids: &[Id]) -> Result<()> {
+        let keys: Vec<String> = ids.iter().map(|id| layout::object(kind, id)).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.delete_recorded(&keys)
+    }
+
+    /// Records that `packs` are deleted on purpose (before prune deletes
+    /// them one by one with [`Repository::delete_pack`]).
+    pub fn record_deleted_packs<'a>(&self, packs: impl IntoIterator<Item = &'a Id>) -> Result<()> {
+        deleted::record(self.backend.as_ref(), packs.into_iter().map(layout::pack))
+    }
+
+    /// Deletes a pack (recorded first with
+    /// [`Repository::record_deleted_packs`]).
+    pub fn delete_pack(&self, pack: &Id) -> Result<()> {
+        self.backend.delete(&layout::pack(pack))
+    }
+
+    /// Merges the deletion records into one once there are many, leaving
+    /// out packs for which `pack_held` is false (no member holds them any
+    /// more); true when it merged (see [`deleted::compact`]).
+    pub fn compact_deletion_records(
+        &self,
+        deleted: &deleted::Deleted,
+        pack_held: impl Fn(&Id) -> bool,
+    ) -> Result<bool> {
+        deleted::compact(self.backend.as_ref(), deleted, |k| {
+            layout::pack_id_of(k).is_some_and(|p| pack_held(&p))
+        })
     }
 }

@@ -97,6 +97,13 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Deletes an object without a deletion record: locks, markers, index
+    /// files that others supersede, and what a repair or retention removes
+    /// on its own terms.
+    pub fn delete_object(&self, kind: ObjectKind, id: &Id) -> Result<()> {
+        self.backend.delete(&layout::object(kind, id))
+    }
+
     /// Decrypts and verifies bytes of a stored object.
     pub fn open_object(&self, kind: ObjectKind, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {
         let plain = crypto::open(self.key.encryption_key(), &kind.ad(id), sealed)?;
