@@ -16,7 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 mod errors;
 mod local;
-mod open;
+pub(super) mod open;
 
 pub use open::open_url;
 

@@ -178,7 +178,7 @@ fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result
 /// `base` (from the AWS_* environment) set up for `bucket` with `options`,
 /// and its region (us-east-1 unless set). A plain-HTTP endpoint given
 /// explicitly (local servers) is allowed.
-pub(super) fn s3_builder(
+pub(in crate::store) fn s3_builder(
     base: AmazonS3Builder,
     bucket: &str,
     options: &BTreeMap<String, String>,
