@@ -12,39 +12,31 @@ mod reader;
 mod trees;
 mod walker;
 
-use std::collections::{BTreeMap, HashSet};
-use std::ffi::{OsStr, OsString};
-use std::fs::{File, Metadata};
+use std::collections::HashSet;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::compression::CompressionSetting;
-use super::excludes::{Excludes, Filters, Verdict};
+use super::excludes::{Excludes, Filters};
 use super::saver::Saver;
-use super::sparse::{self, Extent, RangeReader};
 use crate::chunker::Chunker;
-use crate::fsmeta::{node_at, node_from, node_of_file, unchanged};
 use crate::id::Id;
-use crate::repo::blob::BlobType;
 use crate::repo::index::Index;
 use crate::repo::lock::Lock;
 use crate::repo::markers::load_markers;
 use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotCompression, SnapshotSummary};
-use crate::repo::tree::{Node, NodeKind, RawName, Tree};
-use crate::repo::{IndexUse, ObjectKind, OnDamage, Repository};
+use crate::repo::tree::Node;
+use crate::repo::{IndexUse, ObjectKind, Repository};
 use anyhow::{Context, Result, bail};
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender};
 
 use parent::{choose_parent, scan_totals};
 use paths::normalize_paths;
 pub use paths::snapshot_paths;
 use reader::backup_stdin;
-use trees::finalize_dirs;
 use walker::walk_sources;
 
 /// What to back up.

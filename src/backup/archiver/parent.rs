@@ -1,7 +1,16 @@
 //! Choosing the parent snapshot, and counting what a run will read (for
 //! the progress display).
 
-use super::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+
+use crate::backup::excludes::{Excludes, Verdict};
+use crate::id::Id;
+use crate::repo::snapshot::{BackupMode, Snapshot};
+use crate::repo::{OnDamage, Repository};
 
 /// Picks the parent snapshot for the mode. A backup that finds no parent
 /// reads everything, so it is recorded as `full`: the first backup of a set

@@ -1,7 +1,9 @@
 //! The named paths: made absolute, `..` removed lexically, as snapshots
 //! record them.
 
-use super::*;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 
 /// Makes paths absolute and lexically normal, checks they exist, and keeps
 /// those the snapshot records (see [`snapshot_paths`]).

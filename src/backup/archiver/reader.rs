@@ -1,8 +1,24 @@
 //! The readers: open, read (by extents when sparse), chunk and hash each
 //! file, and hand new chunks to the saver; and a backup of standard input.
 
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result, bail};
+
 use super::trees::save_tree;
-use super::*;
+use super::{BackupRun, FileOutcome};
+
+use crate::backup::sparse::{self, Extent, RangeReader};
+use crate::fsmeta::node_of_file;
+use crate::id::Id;
+use crate::repo::blob::BlobType;
+use crate::repo::tree::{Node, NodeKind, RawName, Tree};
 
 /// Opens a source file; a final symlink is refused unless `follow`.
 pub(super) fn open_source(path: &Path, follow: bool) -> std::io::Result<File> {

@@ -1,7 +1,12 @@
 //! The finalizer: assembles directory trees in post-order as their files
 //! complete, and saves them through the saver.
 
-use super::*;
+use crossbeam_channel::Receiver;
+
+use super::{BackupRun, DirJob, FileOutcome, Pending};
+use crate::id::Id;
+use crate::repo::blob::BlobType;
+use crate::repo::tree::Tree;
 
 pub(super) fn finalize_dirs(shared: &BackupRun, rx: Receiver<DirJob>) {
     for job in rx {

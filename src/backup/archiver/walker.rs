@@ -1,8 +1,25 @@
 //! The walker: reads directories, applies excludes, detects unchanged
 //! files against the parent and queues the rest for the readers.
 
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Result;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
 use super::reader::read_file;
-use super::*;
+use super::trees::finalize_dirs;
+use super::{BackupRun, DirJob, FileJob, FileOutcome, Pending};
+use crate::backup::excludes::{Excludes, Verdict};
+use crate::fsmeta::{node_at, node_from, unchanged};
+use crate::id::Id;
+use crate::repo::tree::{Node, NodeKind, RawName, Tree};
 
 /// The directories above the given paths, down to the paths themselves.
 #[derive(Default)]
