@@ -13,7 +13,6 @@ use anyhow::{Context, Result, bail};
 
 use super::trees::save_tree;
 use super::{BackupRun, FileOutcome};
-
 use crate::backup::sparse::{self, Extent, RangeReader};
 use crate::fsmeta::node_of_file;
 use crate::id::Id;

@@ -9,7 +9,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use object_store::WriteMultipart;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -17,6 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 mod errors;
 mod local;
 pub(super) mod open;
+mod upload;
 
 pub use open::open_url;
 
@@ -24,6 +24,7 @@ use crate::store::bucket::Bucket;
 use crate::store::{Backend, NotFound, ObjectInfo};
 use errors::map_err;
 use local::{MAX_KEPT_READ_BUFFER, READ_BUFFER};
+use upload::{put_multipart, uses_multipart};
 
 /// Runs a future to completion on the shared I/O runtime (from blocking code).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -84,53 +85,6 @@ impl RequestCounter {
     }
 }
 
-/// Objects larger than this go up as a multipart upload; smaller ones in a
-/// single PUT (a multi-piece `PutPayload` is still one request). A multipart
-/// upload costs at least three requests (create, parts, complete), so every
-/// pack at the default 16 MiB and up to 64 MiB goes up in one request; the
-/// bound keeps one request's body small enough to send within the client
-/// timeout on a slow uplink.
-const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
-/// Size of one part (S3 requires at least 5 MiB for all but the last): a
-/// 1 GiB pack (the largest pack size) is 32 parts, 34 requests.
-const PART_SIZE: usize = 32 * 1024 * 1024;
-/// Parts in flight per object.
-const PART_CONCURRENCY: usize = 4;
-
-/// Whether an object of `len` bytes goes up as a multipart upload (never to
-/// a local folder).
-fn uses_multipart(len: usize, local: bool) -> bool {
-    !local && len > MULTIPART_THRESHOLD
-}
-
-async fn put_multipart(
-    store: &dyn ObjectStore,
-    path: &ObjPath,
-    payload: PutPayload,
-    attributes: object_store::Attributes,
-) -> object_store::Result<()> {
-    let opts = object_store::PutMultipartOptions {
-        attributes,
-        ..Default::default()
-    };
-    let upload = store.put_multipart_opts(path, opts).await?;
-    // WriteMultipart gathers the pieces into parts of PART_SIZE.
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-    for bytes in payload.iter() {
-        let mut offset = 0;
-        while offset < bytes.len() {
-            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
-                let _ = writer.abort().await;
-                return Err(e);
-            }
-            let end = (offset + PART_SIZE).min(bytes.len());
-            writer.put(bytes.slice(offset..end));
-            offset = end;
-        }
-    }
-    writer.finish().await.map(|_| ())
-}
-
 impl ObjectBackend {
     /// [`map_err`] for this store.
     fn map_err(&self, key: &str, e: object_store::Error) -> anyhow::Error {
@@ -165,7 +119,7 @@ impl ObjectBackend {
     }
 
     /// Writes a whole object in one request; only objects larger than
-    /// [`MULTIPART_THRESHOLD`] go up as a multipart upload whose parts are
+    /// [`upload::MULTIPART_THRESHOLD`] go up as a multipart upload whose parts are
     /// sent concurrently (and aborted on failure).
     async fn put_async_uncounted(&self, key: &str, payload: PutPayload) -> Result<()> {
         if let Some(locked) = &self.locked {
@@ -547,26 +501,5 @@ impl Backend for ObjectBackend {
         self.counts
             .count(block_on(bucket.create()))
             .with_context(|| format!("creating {}", self.location))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packs_go_up_in_one_request_and_large_objects_in_few() {
-        // Packs at the default size, a little over it (the last blob), and
-        // up to 64 MiB: one PUT each.
-        for len in [1 << 20, 16 << 20, (16 << 20) + 300_000, 64 << 20] {
-            assert!(!uses_multipart(len, false), "{len}");
-        }
-        assert!(uses_multipart((64 << 20) + 1, false));
-        // Never for a local folder.
-        assert!(!uses_multipart(1 << 30, true));
-        // The largest pack (1 GiB): create, parts and complete stay within
-        // the 70 write requests per GiB budget.
-        let requests = (1usize << 30).div_ceil(PART_SIZE) + 2;
-        assert!(requests <= 70, "{requests}");
     }
 }
