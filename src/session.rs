@@ -206,7 +206,7 @@ impl Ctx {
         if !backend.exists()? {
             return Err(missing().into());
         }
-        match backend.size(crate::repo::layout::CONFIG) {
+        match crate::repo::probe_config(backend.as_ref()) {
             Err(e) if crate::store::is_not_found(&e) => return Err(missing().into()),
             other => {
                 other?;

@@ -57,9 +57,8 @@ pub(super) fn probe(ctx: &Ctx, unlock: bool, init: bool, jobs: &[JobSpec], host:
             .as_ref()
             .and_then(|c| c.validate().ok())
             .unwrap_or(1);
-        let key = crate::repo::layout::CONFIG;
         for m in pool.members() {
-            let up = m.backend.size(key).is_ok();
+            let up = crate::repo::probe_config(m.backend.as_ref()).is_ok();
             p.members.push((m.name.clone(), up));
         }
         let up = p.members.iter().filter(|(_, up)| *up).count();
@@ -69,12 +68,12 @@ pub(super) fn probe(ctx: &Ctx, unlock: bool, init: bool, jobs: &[JobSpec], host:
                 p.members.len()
             );
         }
-        pool.rank_members(key);
+        pool.rank_members(crate::repo::layout::CONFIG);
         ctx.throttled(Arc::new(pool))
     } else {
         match ctx.backend() {
             Ok(b) => {
-                let up = b.size(crate::repo::layout::CONFIG);
+                let up = crate::repo::probe_config(b.as_ref());
                 if let Err(e) = &up {
                     p.why = one_line(e);
                 }

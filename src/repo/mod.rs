@@ -34,6 +34,7 @@ use anyhow::Result;
 pub use config::{FORMAT_VERSION, RepoConfig};
 pub use loaders::{IndexUse, Loaded, OnDamage};
 pub use objects::verify_stored;
+pub use open::probe_config;
 pub use pack_cache::DEFAULT_LIMIT_MIB as TREE_CACHE_DEFAULT_MIB;
 
 use crate::chunker::Chunker;

@@ -212,6 +212,13 @@ impl Repository {
     }
 }
 
+/// Size of the repository config on `backend`, by one HEAD request: how
+/// probes (agent readiness, pool member health) and [`crate::session`] ask
+/// whether a store answers and holds a repository before opening it.
+pub fn probe_config(backend: &dyn Backend) -> Result<u64> {
+    backend.size(layout::CONFIG)
+}
+
 /// The tree pack cache for a repository on `backend`: none for a local
 /// repository (whose reads are local already; `can_spool` tells a local
 /// disk) or when caching is off (STRATA_NO_CACHE, STRATA_TREE_CACHE_MIB=0,
