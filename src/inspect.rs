@@ -236,12 +236,7 @@ pub fn stats(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Stats> {
             }
         })?;
     }
-    s.repository_size = repo
-        .backend()
-        .list(crate::repo::layout::DATA)?
-        .iter()
-        .map(|o| o.size)
-        .sum();
+    s.repository_size = repo.list_packs()?.iter().map(|(_, size)| size).sum();
     if s.stored_size > 0 {
         s.compression_ratio = s.unique_size as f64 / s.stored_size as f64;
         s.dedup_ratio = s.total_size as f64 / s.stored_size as f64;

@@ -686,8 +686,11 @@ impl Sim {
         forgotten: &BTreeSet<Id>,
         limbo: &BTreeSet<Id>,
     ) -> Result<()> {
-        let listed: BTreeMap<Id, strata::repo::snapshot::Snapshot> =
-            repo.readable_snapshots()?.into_iter().collect();
+        let listed: BTreeMap<Id, strata::repo::snapshot::Snapshot> = repo
+            .snapshots(strata::repo::OnDamage::Skip)?
+            .objects
+            .into_iter()
+            .collect();
         for id in listed.keys() {
             if forgotten.contains(id) {
                 bail!("forgotten snapshot {} came back", id.short());

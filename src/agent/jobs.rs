@@ -15,11 +15,12 @@ use super::hooks::{self, HookEnv, SummaryFile};
 use super::notify::{self, NotifyConfig, NotifyEvent};
 use super::schedule::Schedule;
 use crate::backup::{BackupOptions, Source, run_backup};
-use crate::cli::context::{ConfigFile, Ctx, default_threads};
+use crate::config::ConfigFile;
 use crate::maintenance::check::{ReadData, check};
 use crate::maintenance::prune::{PruneOptions, prune};
 use crate::maintenance::retention::{Grouping, apply};
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::{ObjectKind, OnDamage, Repository};
+use crate::session::{Ctx, default_threads};
 use crate::store::RequestCounts;
 
 /// What a job does.
@@ -395,7 +396,8 @@ fn forget(
     let mut paths = paths.to_vec();
     paths.sort();
     let mine: Vec<_> = repo
-        .snapshots()?
+        .snapshots(OnDamage::Refuse)?
+        .objects
         .into_iter()
         .filter(|(_, s)| {
             let mut p = s.paths.clone();
@@ -414,8 +416,7 @@ fn forget(
     );
     let mut removed = 0;
     for d in decisions.iter().filter(|d| !d.keep && d.id != *keep) {
-        repo.backend()
-            .delete(&layout::object(ObjectKind::Snapshot, &d.id))?;
+        repo.delete_object(ObjectKind::Snapshot, &d.id)?;
         removed += 1;
     }
     Ok(removed)
@@ -494,7 +495,7 @@ pub fn last_backups(
     jobs: &[JobSpec],
     host: &str,
 ) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
-    let snaps = repo.readable_snapshots()?;
+    let snaps = repo.snapshots(OnDamage::Skip)?.objects;
     Ok(jobs
         .iter()
         .filter_map(|j| match &j.task {

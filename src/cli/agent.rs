@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::agent::config::{LogFormat, parse_listen};
 use crate::agent::{Globals, jobs::Task};
+use crate::config::agent::{LogFormat, parse_listen};
 
 /// Arguments of `agent`.
 #[derive(Args, Debug)]

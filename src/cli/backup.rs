@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::context::{Ctx, default_threads};
+use crate::session::{Ctx, default_threads};
 use std::sync::Arc;
 
 use crate::backup::{

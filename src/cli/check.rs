@@ -3,9 +3,9 @@
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::context::Ctx;
 use crate::error::exit;
 use crate::maintenance::check::{ReadData, check};
+use crate::session::Ctx;
 
 /// Arguments of `check`.
 #[derive(Args, Debug)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::context::{Ctx, PasswordSource, default_threads};
 use crate::maintenance::copy::{CopyOptions, copy_snapshots};
-use crate::repo::Repository;
+use crate::repo::{OnDamage, Repository};
 use crate::report::bytes;
+use crate::session::{Ctx, PasswordSource, default_threads};
 
 /// Arguments of `copy`.
 #[derive(Args, Debug)]
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, args: CopyArgs) -> Result<i32> {
         bail!("the source and the target are the same repository; nothing to copy");
     }
     let wanted = if args.snapshots.is_empty() {
-        src.readable_snapshots()?
+        src.snapshots(OnDamage::Skip)?.objects
     } else {
         let mut w = Vec::new();
         for spec in &args.snapshots {

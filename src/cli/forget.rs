@@ -3,10 +3,11 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::context::Ctx;
 use crate::maintenance::prune::{PruneOptions, PruneReport, prune};
 use crate::maintenance::retention::{Grouping, Policy, apply};
+use crate::repo::OnDamage;
 use crate::report::bytes;
+use crate::session::Ctx;
 
 /// How prune runs (shared by `forget --prune` and `prune`).
 #[derive(Args, Debug, Clone)]
@@ -152,7 +153,7 @@ pub fn forget(ctx: &Ctx, args: ForgetArgs) -> Result<i32> {
         // Forget decides on every member's listing, or not at all.
         repo.require_complete_views(None)?;
     }
-    let all = repo.snapshots()?;
+    let all = repo.snapshots(OnDamage::Refuse)?.objects;
     let mut remove = Vec::new();
     for spec in &args.snapshots {
         remove.push(repo.find_snapshot(spec)?.0);

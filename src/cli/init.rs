@@ -3,9 +3,9 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::context::Ctx;
 use crate::crypto::keyfile::KdfParams;
 use crate::repo::Repository;
+use crate::session::Ctx;
 
 /// Argon2id cost of a new key file (shared by `init` and `key add|passwd`).
 #[derive(Args, Debug)]

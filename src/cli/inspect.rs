@@ -5,10 +5,11 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
-use super::context::Ctx;
 use crate::inspect::{diff as diff_trees, stats as repo_stats, tree_at, walk};
+use crate::repo::OnDamage;
 use crate::repo::tree::NodeKind;
 use crate::report::bytes;
+use crate::session::Ctx;
 
 /// Arguments of `snapshots`.
 #[derive(Args, Debug)]
@@ -24,7 +25,7 @@ pub struct SnapshotsArgs {
 /// Lists snapshots.
 pub fn snapshots(ctx: &Ctx, args: SnapshotsArgs) -> Result<i32> {
     let repo = ctx.open()?;
-    let all = repo.readable_snapshots()?;
+    let all = repo.snapshots(OnDamage::Skip)?.objects;
     let shown: Vec<_> = all
         .iter()
         .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.hostname == h))
@@ -198,7 +199,8 @@ pub fn stats(ctx: &Ctx, args: StatsArgs) -> Result<i32> {
     let roots: Vec<_> = match &args.snapshot {
         Some(spec) => vec![repo.find_snapshot(spec)?.1.tree],
         None => repo
-            .readable_snapshots()?
+            .snapshots(OnDamage::Skip)?
+            .objects
             .into_iter()
             .map(|(_, s)| s.tree)
             .collect(),

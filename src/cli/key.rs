@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use super::context::{Ctx, PasswordSource};
 use crate::crypto::keyfile::KdfParams;
 use crate::id::Id;
+use crate::session::{Ctx, PasswordSource};
 
 /// Arguments of `key`.
 #[derive(Args, Debug)]
@@ -132,18 +132,7 @@ pub fn run(ctx: &Ctx, args: KeyArgs) -> Result<i32> {
         KeyCommand::Passwd(a) => {
             let pw = a.password()?;
             let old = repo.key_file();
-            // The new key is written (and durable) before the old one goes,
-            // so an interruption leaves two working keys, never none.
-            let new = repo.add_key(&pw, a.kdf())?;
-            repo.backend()
-                .delete(&crate::repo::layout::key(&old))
-                .with_context(|| {
-                    format!(
-                        "the new key {} is in place, but the old key {} could not be removed; remove it with `strata key remove`",
-                        new.short(),
-                        old.short()
-                    )
-                })?;
+            let new = repo.change_password(&pw, a.kdf())?;
             ctx.out.line(format!(
                 "password changed: key {} replaces {}",
                 new.short(),

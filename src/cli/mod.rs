@@ -3,7 +3,6 @@
 mod agent;
 mod backup;
 mod check;
-pub mod context;
 mod copy;
 mod forget;
 mod init;
@@ -22,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{exit, exit_code, one_line};
 use crate::report::Output;
-use context::Ctx;
+use crate::session::Ctx;
 
 /// strata: deduplicating, encrypted backups to object storage.
 #[derive(Parser, Debug)]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use super::context::Ctx;
 use crate::pool::status::{repair, status};
 use crate::report::bytes;
+use crate::session::Ctx;
 
 /// Arguments of `pool`.
 #[derive(Args, Debug)]

@@ -3,9 +3,9 @@
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
-use super::context::Ctx;
 use crate::error::exit;
 use crate::maintenance::repair::{repair_index, repair_snapshots};
+use crate::session::Ctx;
 
 /// Arguments of `repair`.
 #[derive(Args, Debug)]

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::context::{Ctx, default_threads};
 use crate::error::exit;
 use crate::inspect::find_node;
 use crate::repo::blob::BlobType;
 use crate::repo::tree::NodeKind;
 use crate::report::{bytes, rate};
 use crate::restore::{Overwrite, RestoreOptions, preview, restore};
+use crate::session::{Ctx, default_threads};
 
 /// Arguments of `restore`.
 #[derive(Args, Debug)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::context::Ctx;
 use crate::console;
+use crate::session::Ctx;
 
 /// Arguments of `ui`.
 #[derive(Args, Debug)]

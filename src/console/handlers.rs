@@ -284,7 +284,7 @@ pub async fn dashboard(
                 let snaps = cc
                     .source
                     .repo()
-                    .and_then(|r| r.readable_snapshots())
+                    .and_then(|r| r.snapshots(crate::repo::OnDamage::Skip).map(|l| l.objects))
                     .unwrap_or_default();
                 let (jobs, runs) = jobs_from_snapshots(&snaps);
                 Data {
@@ -495,7 +495,7 @@ pub async fn snapshots(
             .as_ref()
             .map(|s| (s.jobs(), s.host()))
             .unwrap_or_default();
-        Ok((repo.readable_snapshots()?, jobs))
+        Ok((repo.snapshots(crate::repo::OnDamage::Skip)?.objects, jobs))
     })
     .await;
     let (mut snaps, (jobs, agent_host)) = match listed {

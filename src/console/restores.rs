@@ -140,7 +140,7 @@ impl Restores {
             target,
             includes,
             verify: false,
-            threads: crate::cli::context::default_threads(),
+            threads: crate::session::default_threads(),
             progress: task.counters.clone(),
             overwrite: Overwrite::IfChanged,
             stop: Arc::new(AtomicBool::new(false)),

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::cli::context::Ctx;
 use crate::id::Id;
 use crate::repo::Repository;
+use crate::session::Ctx;
 
 /// How long a storage listing is reused.
 const STORAGE_TTL: Duration = Duration::from_secs(60);
@@ -77,7 +77,7 @@ impl Source {
     /// Figures over all snapshots, recomputed when the snapshots change.
     pub fn figures(&self) -> Result<RepoFigures> {
         let repo = self.repo()?;
-        let snaps = repo.readable_snapshots()?;
+        let snaps = repo.snapshots(crate::repo::OnDamage::Skip)?.objects;
         let ids: Vec<Id> = snaps.iter().map(|(id, _)| *id).collect();
         if let Some((seen, f)) = &*self.figures.lock().expect("figures")
             && *seen == ids

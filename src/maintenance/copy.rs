@@ -26,7 +26,7 @@ use crate::repo::lock::Lock;
 use crate::repo::markers::load_markers;
 use crate::repo::snapshot::{OriginalSnapshot, Snapshot};
 use crate::repo::tree::NodeKind;
-use crate::repo::{ObjectKind, Repository};
+use crate::repo::{IndexUse, ObjectKind, OnDamage, Repository};
 
 /// Options of a copy.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +75,8 @@ pub fn copy_snapshots(
     let mut report = CopyReport::default();
     let source_repo = src.config().id.clone();
     let here: HashMap<Id, Id> = dst
-        .readable_snapshots()?
+        .snapshots(OnDamage::Skip)?
+        .objects
         .into_iter()
         .filter_map(|(id, s)| {
             let o = s.original?;
@@ -114,7 +115,7 @@ fn copy_one(
         .iter()
         .flat_map(|m| m.marker.packs.iter().copied())
         .collect();
-    let index = Arc::new(dst.load_index_without(&doomed)?);
+    let index = Arc::new(dst.load_index_for(IndexUse::Dedup { without: &doomed })?);
     // Translated ids are only good while their blobs are indexed here.
     translation.blobs.retain(|_, t| index.contains(t));
     translation.trees.retain(|_, t| index.contains(t));

@@ -4,19 +4,12 @@
 use anyhow::Result;
 
 use crate::id::Id;
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::{ObjectKind, Repository};
 
 /// Deletes the given snapshots. Call [`Repository::require_complete_views`]
 /// before choosing them, so the choice was made on every member's listing.
 /// The deletion is recorded first: a member that misses a delete is
 /// finished by `pool repair`, and a copy put back later stays ignored.
 pub fn forget_snapshots(repo: &Repository, ids: &[Id]) -> Result<()> {
-    let keys: Vec<String> = ids
-        .iter()
-        .map(|id| layout::object(ObjectKind::Snapshot, id))
-        .collect();
-    if keys.is_empty() {
-        return Ok(());
-    }
-    repo.delete_recorded(&keys)
+    repo.delete_objects_recorded(ObjectKind::Snapshot, ids)
 }

@@ -29,7 +29,7 @@ use crate::repo::pack::{FinishedPack, PackEntry};
 use crate::repo::pack_read::PackReader;
 use crate::repo::pack_write::{PackWriter, store_pack};
 use crate::repo::tree::NodeKind;
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::{ObjectKind, OnDamage, Repository, layout};
 
 /// Options of a prune run.
 #[derive(Debug, Clone)]
@@ -138,9 +138,7 @@ pub(crate) fn exclusive_prune_lock(repo: &Arc<Repository>) -> Result<Lock> {
     // Clear away locks left by processes killed on this host.
     for l in &locks {
         if l.info.as_ref().is_some_and(crate::repo::lock::is_dead_here) {
-            let _ = repo
-                .backend()
-                .delete(&layout::object(ObjectKind::Lock, &l.id));
+            let _ = repo.delete_object(ObjectKind::Lock, &l.id);
         }
     }
     let now = locks
@@ -180,14 +178,19 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         .collect();
 
     // Snapshots before index files: see `used_blobs`.
-    let roots: Vec<Id> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
+    let roots: Vec<Id> = repo
+        .snapshots(OnDamage::Refuse)?
+        .objects
+        .into_iter()
+        .map(|(_, s)| s.tree)
+        .collect();
     // Listed before loading: what is listed now but not loaded below was
     // superseded (left by a prune that was interrupted) and can go, but only
     // when a loaded file says so. A file listed once and missing from the
     // next listing (a store that lists late) is not known to be superseded:
     // treating it as such would delete a running backup's index file.
     let listed_index = repo.list_ids(ObjectKind::Index)?;
-    let index_files = repo.load_index_files()?;
+    let index_files = repo.index_files(OnDamage::Refuse)?.objects;
     let loaded: HashSet<Id> = index_files.iter().map(|(id, _)| *id).collect();
     let superseded: HashSet<Id> = index_files
         .iter()
@@ -230,18 +233,15 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
             });
         }
     }
-    let listed_packs = repo.list(layout::DATA)?;
-    let stored: HashMap<Id, u64> = listed_packs
-        .iter()
-        .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o.size)))
-        .collect();
+    let listed_packs = repo.list_pack_objects()?;
+    let stored: HashMap<Id, u64> = listed_packs.iter().map(|(id, o)| (*id, o.size)).collect();
     // Packs no index names, older than the grace period by server time: left
     // by killed backups. They go through the same marker protocol as any
     // other pack, so one a live backup is still about to index is rescued.
     let orphans: Vec<Id> = listed_packs
         .iter()
-        .filter_map(|o| {
-            let id = layout::pack_id_of(&o.key)?;
+        .filter_map(|(id, o)| {
+            let id = *id;
             let age = server_now
                 .signed_duration_since(o.modified?)
                 .to_std()
@@ -345,9 +345,7 @@ fn run(repo: &Arc<Repository>, opts: &PruneOptions, report: &mut PruneReport) ->
         // One deletion record per forget and sweep adds up: merge them,
         // forgetting packs no member holds any more.
         let deleted = repo.deleted()?;
-        let merged = crate::repo::deleted::compact(repo.backend().as_ref(), &deleted, |k| {
-            layout::pack_id_of(k).is_some_and(|p| stored.contains_key(&p))
-        })?;
+        let merged = repo.compact_deletion_records(&deleted, |p| stored.contains_key(p))?;
         if merged {
             report.deletion_records_merged = deleted.records.len() as u64;
         }
@@ -489,9 +487,9 @@ fn sweep(
     report.index_files_compacted = index_files.len() as u64;
     // 2. The packs nobody references any more, recorded first so that a
     //    member that misses a delete does not get them back from `pool repair`.
-    crate::repo::deleted::record(repo.backend().as_ref(), to_delete.iter().map(layout::pack))?;
+    repo.record_deleted_packs(to_delete)?;
     for pack in to_delete {
-        repo.backend().delete(&layout::pack(pack))?;
+        repo.delete_pack(pack)?;
         report.packs_deleted += 1;
         report.bytes_freed += stored.get(pack).copied().unwrap_or(0);
     }
@@ -501,12 +499,10 @@ fn sweep(
         .iter()
         .chain(index_files.iter().map(|(id, _)| id))
     {
-        repo.backend()
-            .delete(&layout::object(ObjectKind::Index, id))?;
+        repo.delete_object(ObjectKind::Index, id)?;
     }
     for m in markers {
-        repo.backend()
-            .delete(&layout::object(ObjectKind::Deletion, m))?;
+        repo.delete_object(ObjectKind::Deletion, m)?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::pack::PackEntry;
 use crate::repo::pack_read::PackReader;
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::{ObjectKind, OnDamage, Repository, layout};
 
 /// Packs per new index file (as a backup writes them, a few thousand blobs).
 const PACKS_PER_INDEX: usize = 256;
@@ -60,13 +60,18 @@ pub fn repair_index(repo: &Arc<Repository>, dry_run: bool) -> Result<RepairIndex
 /// their object names.
 pub fn repair_snapshots(repo: &Arc<Repository>, dry_run: bool) -> Result<Vec<String>> {
     under_prune_lock(repo, dry_run, || {
-        let (_, damaged) = repo.load_snapshots()?;
+        let damaged: Vec<Id> = repo
+            .snapshots(OnDamage::Collect)?
+            .damaged
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let names: Vec<String> = damaged
             .iter()
-            .map(|(id, _)| layout::object(ObjectKind::Snapshot, id))
+            .map(|id| layout::object(ObjectKind::Snapshot, id))
             .collect();
         if !dry_run {
-            repo.delete_recorded(&names)
+            repo.delete_objects_recorded(ObjectKind::Snapshot, &damaged)
                 .context("removing the damaged snapshots")?;
         }
         Ok(names)
@@ -93,9 +98,9 @@ fn under_prune_lock<T>(
 
 fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
-    let loaded = repo.load_index_files_lenient()?;
+    let loaded = repo.index_files(OnDamage::Collect)?;
     let indexed: HashSet<Id> = loaded
-        .files
+        .objects
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|(p, _)| *p))
         .collect();
@@ -108,7 +113,7 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
 
     let mut unindexed: Vec<(Id, u64)> = stored
         .into_iter()
-        .filter(|(p, _)| !indexed.contains(p) && !deleted.contains(&layout::pack(p)))
+        .filter(|(p, _)| !indexed.contains(p) && !deleted.contains_pack(p))
         .collect();
     report.unindexed = unindexed.len();
     // On a pool, a pack on fewer members than a write needs is not durable:
@@ -152,14 +157,11 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     // Only now that what they listed is indexed again. A rebuilt file can
     // come out byte for byte as the damaged one was, under the same name:
     // then the damaged copy has just been overwritten, and stays.
-    report.damaged_removed = damaged
-        .filter(|id| !written.contains(*id))
-        .map(index_name)
-        .collect();
-    for name in &report.damaged_removed {
-        repo.backend()
-            .delete(name)
-            .with_context(|| format!("removing the damaged {name}"))?;
+    let removed: Vec<&Id> = damaged.filter(|id| !written.contains(*id)).collect();
+    report.damaged_removed = removed.iter().map(|id| index_name(id)).collect();
+    for id in removed {
+        repo.delete_object(ObjectKind::Index, id)
+            .with_context(|| format!("removing the damaged {}", index_name(id)))?;
     }
     Ok(report)
 }

@@ -67,6 +67,11 @@ impl Deleted {
     pub fn contains(&self, key: &str) -> bool {
         self.keys.contains(key)
     }
+
+    /// True when the pack `id` was deleted on purpose.
+    pub fn contains_pack(&self, id: &crate::id::Id) -> bool {
+        self.contains(&layout::pack(id))
+    }
 }
 
 /// Writes a record naming `keys` (before they are deleted). Nothing is

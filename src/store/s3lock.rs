@@ -91,7 +91,7 @@ impl LockedWriter {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_matches('/');
         let (b, region) =
-            super::object::s3_builder(AmazonS3Builder::from_env(), bucket, options, url)?;
+            super::object::open::s3_builder(AmazonS3Builder::from_env(), bucket, options, url)?;
         let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
         let virtual_hosted = b
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)

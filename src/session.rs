@@ -1,14 +1,15 @@
-//! What every command needs: where the repository is, the password, and how
-//! to print.
+//! A session with the repository: what every command (and every agent job)
+//! needs: where the repository is (single store or pool, with bandwidth
+//! limits), the password, and how to print.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::config::{ConfigFile, load_config};
 use crate::repo::Repository;
 use crate::report::Output;
 use crate::store::{Backend, ObjectLockConfig, open_store};
@@ -40,83 +41,6 @@ pub struct Ctx {
     pub out: Output,
 }
 
-/// The TOML config file (see config/strata.example.toml).
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    /// The repository.
-    #[serde(default)]
-    pub repository: RepositorySection,
-    /// A storage pool of several members.
-    pub pool: Option<crate::pool::config::PoolConfig>,
-    /// Agent settings (used by `strata agent`).
-    pub agent: Option<crate::agent::config::AgentConfig>,
-    /// Scheduled backups (used by `strata agent`).
-    pub jobs: Option<Vec<crate::agent::config::JobConfig>>,
-}
-
-/// `[repository]`.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RepositorySection {
-    /// Repository URL or path.
-    pub url: Option<String>,
-    /// File holding the password.
-    pub password_file: Option<PathBuf>,
-    /// Backend options (object_store configuration keys).
-    #[serde(default)]
-    pub options: std::collections::BTreeMap<String, String>,
-    /// S3 Object Lock retention for every object written
-    /// (`object_lock = { mode = "governance", days = 30 }`).
-    pub object_lock: Option<ObjectLockConfig>,
-    /// Upload limit per second for the whole repository (`"2MiB"`); for a
-    /// pool, the total across its members.
-    pub limit_upload: Option<String>,
-    /// Download limit per second (`"10MiB"`).
-    pub limit_download: Option<String>,
-    /// S3 storage class per kind of object (`{ data = "STANDARD_IA" }`).
-    #[serde(default)]
-    pub storage_class: crate::store::storage_class::StorageClasses,
-    /// Default compression of backups (`off`, `fastest`, `default`, `max`
-    /// or a zstd level).
-    pub compression: Option<crate::backup::CompressionSetting>,
-}
-
-/// Reads and parses a config file, naming the file, line and field on
-/// error; applies the environment overrides (see [`crate::agent::config`]).
-pub fn load_config(path: &Path) -> Result<ConfigFile> {
-    load_config_text(path).map(|(file, _)| file)
-}
-
-/// [`load_config`], also returning the file's text (for line numbers in
-/// later checks).
-pub fn load_config_text(path: &Path) -> Result<(ConfigFile, String)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("config file {}: {}", path.display(), toml_error(&text, &e))
-    })?;
-    crate::agent::config::apply_env(&mut file)
-        .with_context(|| format!("config file {}", path.display()))?;
-    Ok((file, text))
-}
-
-/// A TOML error as one line: `line L, column C: message`.
-pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
-    match e.span() {
-        Some(span) => {
-            let start = span.start.min(text.len());
-            let line = crate::agent::config::line_of(text, start);
-            let before = text.get(..start).unwrap_or_default();
-            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            let column = before[line_start..].chars().count() + 1;
-            format!("line {line}, column {column}: {msg}")
-        }
-        None => msg,
-    }
-}
-
 impl Ctx {
     /// Merges flags/env with the config file (flags and env win).
     pub fn new(
@@ -134,7 +58,7 @@ impl Ctx {
                 let env = std::env::vars_os()
                     .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                     .collect();
-                crate::agent::config::apply_repo_env(&mut file, &env);
+                crate::config::env::apply_repo_env(&mut file, &env);
                 file
             }
         };
@@ -282,7 +206,7 @@ impl Ctx {
         if !backend.exists()? {
             return Err(missing().into());
         }
-        match backend.size(crate::repo::layout::CONFIG) {
+        match crate::repo::probe_config(backend.as_ref()) {
             Err(e) if crate::store::is_not_found(&e) => return Err(missing().into()),
             other => {
                 other?;

@@ -8,20 +8,23 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures::TryStreamExt;
-use std::collections::BTreeMap;
-use std::time::Duration;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::prefix::PrefixStore;
-use object_store::{ClientConfigKey, ClientOptions, RetryConfig, WriteMultipart};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::bucket::{AzureSite, Bucket};
-use super::{AccessDenied, Backend, NotFound, ObjectInfo};
+mod errors;
+mod local;
+pub(super) mod open;
+mod upload;
+
+pub use open::open_url;
+
+use crate::store::bucket::Bucket;
+use crate::store::{Backend, NotFound, ObjectInfo};
+use errors::map_err;
+use local::{MAX_KEPT_READ_BUFFER, READ_BUFFER};
+use upload::{put_multipart, uses_multipart};
 
 /// Runs a future to completion on the shared I/O runtime (from blocking code).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -51,12 +54,12 @@ pub struct ObjectBackend {
     /// The bucket or container of a cloud store, for `create`.
     bucket: Option<Bucket>,
     /// S3 Object Lock: every write goes through aws-sdk-s3 with retention
-    /// (set by [`super::open_store`]; docs/IMMUTABILITY.md).
-    pub(super) locked: Option<super::immutable::LockedWriter>,
+    /// (set by [`crate::store::open_store`]; docs/IMMUTABILITY.md).
+    pub(super) locked: Option<crate::store::immutable::LockedWriter>,
     /// Requests sent and how many failed (a missing object is no failure).
     counts: RequestCounter,
-    /// S3 storage class per kind of object (set by [`super::open_store`]).
-    pub(super) storage_classes: super::storage_class::StorageClasses,
+    /// S3 storage class per kind of object (set by [`crate::store::open_store`]).
+    pub(super) storage_classes: crate::store::storage_class::StorageClasses,
     /// Stale spool files were swept (once per process, at the first spool).
     spool_swept: std::sync::Once,
 }
@@ -74,290 +77,11 @@ impl RequestCounter {
         use std::sync::atomic::Ordering::Relaxed;
         self.requests.fetch_add(1, Relaxed);
         if let Err(e) = &r
-            && !super::is_not_found(e)
+            && !crate::store::is_not_found(e)
         {
             self.errors.fetch_add(1, Relaxed);
         }
         r
-    }
-}
-
-/// Opens a repository URL: a plain path, `file:///path`, `s3://bucket/prefix`,
-/// `az://container/prefix` or `gs://bucket/prefix`.
-///
-/// Cloud credentials and endpoints come from each cloud's standard
-/// environment variables (AWS_*, AZURE_*, GOOGLE_*), overridden by `options`
-/// (object_store configuration keys such as `aws_endpoint`).
-pub fn open_url(url: &str, options: &BTreeMap<String, String>) -> Result<ObjectBackend> {
-    if url.is_empty() {
-        bail!("no repository given: use --repo, STRATA_REPO or a config file");
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return local(PathBuf::from(url), options);
-    };
-    match scheme {
-        "file" => local(PathBuf::from(rest), options),
-        "s3" | "az" | "azure" | "gs" => cloud(scheme, rest, options),
-        other => bail!(
-            "repository URL scheme {other:?} is not supported: use a path, file://, s3://, az:// or gs://"
-        ),
-    }
-}
-
-fn local(path: PathBuf, options: &BTreeMap<String, String>) -> Result<ObjectBackend> {
-    if let Some(k) = options.keys().next() {
-        bail!("option {k:?} does not apply to a local repository");
-    }
-    let abs = if path.is_absolute() {
-        path
-    } else {
-        std::env::current_dir()?.join(path)
-    };
-    Ok(ObjectBackend {
-        store: OnceLock::new(),
-        location: abs.display().to_string(),
-        local_root: Some(abs),
-        bucket: None,
-        locked: None,
-        counts: RequestCounter::default(),
-        storage_classes: Default::default(),
-        spool_swept: std::sync::Once::new(),
-    })
-}
-
-fn cloud(scheme: &str, rest: &str, options: &BTreeMap<String, String>) -> Result<ObjectBackend> {
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let prefix = prefix.trim_matches('/');
-    if bucket.is_empty() || bucket.contains('@') {
-        bail!(
-            "repository URL {scheme}://{rest} needs a bucket or container name (credentials never go in the URL)"
-        );
-    }
-    let location = format!("{scheme}://{bucket}/{prefix}");
-    let client = ClientOptions::new()
-        .with_timeout(Duration::from_secs(120))
-        .with_connect_timeout(Duration::from_secs(10));
-    // Retries with exponential backoff on 5xx, throttling and timeouts; the
-    // budget is bounded so a dead pool member is given up on in about a minute.
-    let retry = RetryConfig {
-        max_retries: 6,
-        retry_timeout: Duration::from_secs(60),
-        ..RetryConfig::default()
-    };
-    let bad_key = |k: &str| anyhow!("unknown option {k:?} for {location}");
-    let bucket_of;
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" => {
-            // Client options first: they replace every client setting,
-            // including an `aws_allow_http` given in `options`.
-            let base = AmazonS3Builder::from_env()
-                .with_client_options(client.clone())
-                .with_retry(retry.clone());
-            let (b, region) = s3_builder(base, bucket, options, &location)?;
-            let allow_http = b
-                .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
-                .is_some_and(|v| v == "true");
-            let s3 = Arc::new(
-                b.build()
-                    .with_context(|| format!("configuring {location}"))?,
-            );
-            let client = client.clone().with_allow_http(allow_http);
-            bucket_of = Bucket::s3(bucket, s3.clone(), region, &client)?;
-            s3
-        }
-        "az" | "azure" => {
-            let mut b = MicrosoftAzureBuilder::from_env()
-                .with_client_options(client.clone())
-                .with_retry(retry.clone())
-                .with_container_name(bucket);
-            for (k, v) in options {
-                b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
-            }
-            let flag = |k: AzureConfigKey| {
-                b.get_config_value(&k).is_some_and(|v| {
-                    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes")
-                })
-            };
-            let site = AzureSite {
-                account: b.get_config_value(&AzureConfigKey::AccountName),
-                endpoint: b.get_config_value(&AzureConfigKey::Endpoint),
-                use_emulator: flag(AzureConfigKey::UseEmulator),
-                use_fabric: flag(AzureConfigKey::UseFabricEndpoint),
-            };
-            let client = client.clone().with_allow_http(
-                site.use_emulator || flag(AzureConfigKey::Client(ClientConfigKey::AllowHttp)),
-            );
-            let az = Arc::new(
-                b.build()
-                    .with_context(|| format!("configuring {location}"))?,
-            );
-            bucket_of = Bucket::azure(bucket, az.clone(), site, &client)?;
-            az
-        }
-        _ => {
-            let mut b = GoogleCloudStorageBuilder::from_env()
-                .with_client_options(client.clone())
-                .with_retry(retry.clone())
-                .with_bucket_name(bucket);
-            for (k, v) in options {
-                b = b.with_config(k.parse().map_err(|_| bad_key(k))?, v);
-            }
-            let key_json = b
-                .get_config_value(&GoogleConfigKey::ServiceAccountKey)
-                .or_else(|| {
-                    b.get_config_value(&GoogleConfigKey::ServiceAccount)
-                        .and_then(|path| std::fs::read_to_string(path).ok())
-                });
-            let client = client.clone().with_allow_http(
-                b.get_config_value(&GoogleConfigKey::Client(ClientConfigKey::AllowHttp))
-                    .is_some_and(|v| v == "true"),
-            );
-            let gcs = Arc::new(
-                b.build()
-                    .with_context(|| format!("configuring {location}"))?,
-            );
-            bucket_of = Bucket::gcs(bucket, gcs.clone(), key_json.as_deref(), &client)?;
-            gcs
-        }
-    };
-    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-        store
-    } else {
-        Arc::new(PrefixStore::new(store, prefix))
-    };
-    let cell = OnceLock::new();
-    let _ = cell.set(store);
-    Ok(ObjectBackend {
-        store: cell,
-        location,
-        local_root: None,
-        bucket: Some(bucket_of),
-        locked: None,
-        counts: RequestCounter::default(),
-        storage_classes: Default::default(),
-        spool_swept: std::sync::Once::new(),
-    })
-}
-
-/// `base` (from the AWS_* environment) set up for `bucket` with `options`,
-/// and its region (us-east-1 unless set). A plain-HTTP endpoint given
-/// explicitly (local servers) is allowed.
-pub(super) fn s3_builder(
-    base: AmazonS3Builder,
-    bucket: &str,
-    options: &BTreeMap<String, String>,
-    location: &str,
-) -> Result<(AmazonS3Builder, String)> {
-    let mut b = base.with_bucket_name(bucket);
-    for (k, v) in options {
-        let key: AmazonS3ConfigKey = k
-            .parse()
-            .map_err(|_| anyhow!("unknown option {k:?} for {location}"))?;
-        b = b.with_config(key, v);
-    }
-    if b.get_config_value(&AmazonS3ConfigKey::Endpoint)
-        .is_some_and(|e| e.starts_with("http://"))
-    {
-        b = b.with_allow_http(true);
-    }
-    let region = b
-        .get_config_value(&AmazonS3ConfigKey::Region)
-        .unwrap_or_else(|| "us-east-1".into());
-    Ok((b.with_region(&region), region))
-}
-
-thread_local! {
-    /// Per thread: the buffer local range reads go into.
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-/// A thread's read buffer is dropped after a read larger than this.
-const MAX_KEPT_READ_BUFFER: usize = 16 << 20;
-
-/// An error reading a local object, as the rest of the store reports it.
-fn local_error(key: &str, e: std::io::Error) -> anyhow::Error {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!(NotFound(key.to_string())),
-        std::io::ErrorKind::UnexpectedEof => anyhow!("short read of {key}"),
-        _ => anyhow!(e),
-    }
-}
-
-/// Objects larger than this go up as a multipart upload; smaller ones in a
-/// single PUT (a multi-piece `PutPayload` is still one request). A multipart
-/// upload costs at least three requests (create, parts, complete), so every
-/// pack at the default 16 MiB and up to 64 MiB goes up in one request; the
-/// bound keeps one request's body small enough to send within the client
-/// timeout on a slow uplink.
-const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
-/// Size of one part (S3 requires at least 5 MiB for all but the last): a
-/// 1 GiB pack (the largest pack size) is 32 parts, 34 requests.
-const PART_SIZE: usize = 32 * 1024 * 1024;
-/// Parts in flight per object.
-const PART_CONCURRENCY: usize = 4;
-
-/// Whether an object of `len` bytes goes up as a multipart upload (never to
-/// a local folder).
-fn uses_multipart(len: usize, local: bool) -> bool {
-    !local && len > MULTIPART_THRESHOLD
-}
-
-async fn put_multipart(
-    store: &dyn ObjectStore,
-    path: &ObjPath,
-    payload: PutPayload,
-    attributes: object_store::Attributes,
-) -> object_store::Result<()> {
-    let opts = object_store::PutMultipartOptions {
-        attributes,
-        ..Default::default()
-    };
-    let upload = store.put_multipart_opts(path, opts).await?;
-    // WriteMultipart gathers the pieces into parts of PART_SIZE.
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-    for bytes in payload.iter() {
-        let mut offset = 0;
-        while offset < bytes.len() {
-            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
-                let _ = writer.abort().await;
-                return Err(e);
-            }
-            let end = (offset + PART_SIZE).min(bytes.len());
-            writer.put(bytes.slice(offset..end));
-            offset = end;
-        }
-    }
-    writer.finish().await.map(|_| ())
-}
-
-/// The messages of an error and its sources, outermost first.
-fn error_chain(e: &object_store::Error) -> Vec<String> {
-    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
-        .map(|e| e.to_string())
-        .collect()
-}
-
-/// An object_store error as the rest of the store reports it: missing
-/// object, access denied, no credentials, endpoint unreachable (naming it),
-/// or as it is. `scheme` is the repository URL's (`s3`, `az`, `gs`, `file`).
-fn map_err(scheme: &str, key: &str, e: object_store::Error) -> anyhow::Error {
-    use object_store::Error as E;
-    match e {
-        E::NotFound { .. } => anyhow!(NotFound(key.to_string())),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => anyhow!(AccessDenied),
-        other => {
-            let chain = error_chain(&other);
-            let text = chain.join(": ");
-            if super::is_metadata_fallback(&text) {
-                super::no_credentials(scheme)
-            } else if text.contains("tcp connect error")
-                || text.contains("dns error")
-                || text.contains("error sending request")
-            {
-                super::unreachable(None, &text, chain.last().cloned().unwrap_or_default())
-            } else {
-                anyhow!(other)
-            }
-        }
     }
 }
 
@@ -395,7 +119,7 @@ impl ObjectBackend {
     }
 
     /// Writes a whole object in one request; only objects larger than
-    /// [`MULTIPART_THRESHOLD`] go up as a multipart upload whose parts are
+    /// [`upload::MULTIPART_THRESHOLD`] go up as a multipart upload whose parts are
     /// sent concurrently (and aborted on failure).
     async fn put_async_uncounted(&self, key: &str, payload: PutPayload) -> Result<()> {
         if let Some(locked) = &self.locked {
@@ -407,7 +131,7 @@ impl ObjectBackend {
         let path = ObjPath::from(key);
         let store = self.store_creating(true)?;
         let mut attributes = object_store::Attributes::new();
-        if let Some(class) = super::storage_class::class_for(&self.storage_classes, key) {
+        if let Some(class) = crate::store::storage_class::class_for(&self.storage_classes, key) {
             attributes.insert(
                 object_store::Attribute::StorageClass,
                 class.to_string().into(),
@@ -467,7 +191,7 @@ impl ObjectBackend {
         let p = ObjPath::from(prefix.trim_end_matches('/'));
         let store = match self.store() {
             Ok(s) => s,
-            Err(e) if super::is_not_found(&e) => {
+            Err(e) if crate::store::is_not_found(&e) => {
                 return Err(anyhow!(super::LocationMissing(self.location.clone())));
             }
             Err(e) => return Err(e),
@@ -519,47 +243,6 @@ impl ObjectBackend {
 }
 
 impl ObjectBackend {
-    /// Reads a range of a local object into `buf` (replacing its contents)
-    /// with a plain positioned read: no hop through the async runtime and
-    /// no extra copy, which dominated restores of many small files and tree
-    /// walks.
-    fn read_local_into(
-        &self,
-        root: &std::path::Path,
-        key: &str,
-        range: Range<u64>,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        let read = |buf: &mut Vec<u8>| -> std::io::Result<()> {
-            let f = std::fs::File::open(root.join(key))?;
-            buf.clear();
-            buf.resize(range.end.saturating_sub(range.start) as usize, 0);
-            f.read_exact_at(buf, range.start)?;
-            // Pack ranges are read once (restore, check, repack): leave the
-            // page cache to the machine's own files.
-            super::spool::drop_cached(&f, range.start, buf.len() as u64);
-            Ok(())
-        };
-        read(buf)
-            .map_err(|e| local_error(key, e))
-            .with_context(|| format!("reading {key} from {}", self.location))
-    }
-
-    /// Reads a whole local object.
-    fn read_local(&self, root: &std::path::Path, key: &str) -> Result<Vec<u8>> {
-        use std::io::Read;
-        let read = || -> std::io::Result<Vec<u8>> {
-            let f = std::fs::File::open(root.join(key))?;
-            let mut buf = Vec::with_capacity(f.metadata()?.len() as usize);
-            (&f).read_to_end(&mut buf)?;
-            Ok(buf)
-        };
-        read()
-            .map_err(|e| local_error(key, e))
-            .with_context(|| format!("reading {key} from {}", self.location))
-    }
-
     /// A cloud repository's key prefix in its bucket, with a trailing `/`
     /// (empty at the bucket root); `None` for a local one.
     fn key_prefix(&self) -> Option<String> {
@@ -660,9 +343,9 @@ impl Backend for ObjectBackend {
         if self.local_root.is_some() { 2 } else { 4 }
     }
 
-    fn request_counts(&self) -> Vec<super::RequestCounts> {
+    fn request_counts(&self) -> Vec<crate::store::RequestCounts> {
         let (requests, errors) = ObjectBackend::request_counts(self);
-        vec![super::RequestCounts {
+        vec![crate::store::RequestCounts {
             member: String::new(),
             requests,
             errors,
@@ -677,7 +360,7 @@ impl Backend for ObjectBackend {
         block_on(self.put_async(key, parts.iter().cloned().collect::<PutPayload>()))
     }
 
-    fn incomplete_uploads(&self) -> Result<Vec<super::PendingUpload>> {
+    fn incomplete_uploads(&self) -> Result<Vec<crate::store::PendingUpload>> {
         let (Some(bucket), Some(prefix)) = (&self.bucket, self.key_prefix()) else {
             return Ok(Vec::new());
         };
@@ -695,11 +378,11 @@ impl Backend for ObjectBackend {
             .collect())
     }
 
-    fn abort_upload(&self, upload: &super::PendingUpload) -> Result<()> {
+    fn abort_upload(&self, upload: &crate::store::PendingUpload) -> Result<()> {
         let (Some(bucket), Some(prefix)) = (&self.bucket, self.key_prefix()) else {
             bail!("{} has no multipart uploads", self.location);
         };
-        let full = super::PendingUpload {
+        let full = crate::store::PendingUpload {
             key: format!("{prefix}{}", upload.key),
             ..upload.clone()
         };
@@ -737,7 +420,7 @@ impl Backend for ObjectBackend {
         }
     }
 
-    fn spool(&self) -> Result<Option<Box<dyn super::Spool>>> {
+    fn spool(&self) -> Result<Option<Box<dyn crate::store::Spool>>> {
         let Some(root) = self.local_root.as_ref().filter(|_| self.locked.is_none()) else {
             return Ok(None);
         };
@@ -818,26 +501,5 @@ impl Backend for ObjectBackend {
         self.counts
             .count(block_on(bucket.create()))
             .with_context(|| format!("creating {}", self.location))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packs_go_up_in_one_request_and_large_objects_in_few() {
-        // Packs at the default size, a little over it (the last blob), and
-        // up to 64 MiB: one PUT each.
-        for len in [1 << 20, 16 << 20, (16 << 20) + 300_000, 64 << 20] {
-            assert!(!uses_multipart(len, false), "{len}");
-        }
-        assert!(uses_multipart((64 << 20) + 1, false));
-        // Never for a local folder.
-        assert!(!uses_multipart(1 << 30, true));
-        // The largest pack (1 GiB): create, parts and complete stay within
-        // the 70 write requests per GiB budget.
-        let requests = (1usize << 30).div_ceil(PART_SIZE) + 2;
-        assert!(requests <= 70, "{requests}");
     }
 }
