@@ -1190,3 +1190,53 @@ hooks = {{ before = [["sleep", "2"]] }}
         }
     }
 }
+
+/// Issue 14: the agent's retention deletes as `strata forget` does: the
+/// deletion is recorded, so a forgotten snapshot that turns up again (an old
+/// copy put back, a pool member that missed the delete) stays forgotten.
+#[test]
+fn retention_records_what_it_forgets() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), b"first").unwrap();
+    let port = free_port();
+    let job = format!(
+        "[[jobs]]\nname = \"vol\"\npaths = [{:?}]\nschedule = \"0 0 1 1 *\"\nretention = {{ keep_last = 1 }}\n",
+        data.to_str().unwrap()
+    );
+    let config = env.write_config(
+        "agent.toml",
+        &format!("[repository]\nurl = {:?}", repo.to_str().unwrap()),
+        port,
+        &job,
+    );
+    assert_ok(&env.strata(&config, &["init"]), "init");
+    run_once(&env, &config, port, "vol");
+    let snapshots = || -> Vec<PathBuf> {
+        std::fs::read_dir(repo.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let first = snapshots();
+    assert_eq!(first.len(), 1);
+    let kept_copy = std::fs::read(&first[0]).unwrap();
+
+    std::fs::write(data.join("f"), b"second").unwrap();
+    run_once(&env, &config, port, "vol");
+    assert_eq!(snapshots().len(), 1, "retention kept more than one");
+    assert!(!first[0].exists(), "the first snapshot was not forgotten");
+    let records = std::fs::read_dir(repo.join("deleted")).map_or(0, |d| d.count());
+    assert!(records > 0, "retention deleted without a deletion record");
+
+    // An old copy put back stays forgotten.
+    std::fs::write(&first[0], kept_copy).unwrap();
+    let out = env.strata(&config, &["--json", "snapshots"]);
+    assert_ok(&out, "snapshots");
+    let listed = String::from_utf8_lossy(&out.stdout)
+        .matches("\"id\"")
+        .count();
+    assert_eq!(listed, 1, "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -19,7 +19,7 @@ use crate::config::ConfigFile;
 use crate::maintenance::check::{ReadData, check};
 use crate::maintenance::prune::{PruneOptions, prune};
 use crate::maintenance::retention::{Grouping, apply};
-use crate::repo::{ObjectKind, OnDamage, Repository};
+use crate::repo::{OnDamage, Repository};
 use crate::session::{Ctx, default_threads};
 use crate::store::RequestCounts;
 
@@ -393,6 +393,10 @@ fn forget(
     paths: &[String],
     keep: &crate::id::Id,
 ) -> Result<usize> {
+    // As `strata forget`: decided on every pool member's listing, and
+    // recorded, so a member that misses a delete does not bring the
+    // snapshot back.
+    repo.require_complete_views(None)?;
     let mut paths = paths.to_vec();
     paths.sort();
     let mine: Vec<_> = repo
@@ -414,12 +418,13 @@ fn forget(
             tags: false,
         },
     );
-    let mut removed = 0;
-    for d in decisions.iter().filter(|d| !d.keep && d.id != *keep) {
-        repo.delete_object(ObjectKind::Snapshot, &d.id)?;
-        removed += 1;
-    }
-    Ok(removed)
+    let remove: Vec<crate::id::Id> = decisions
+        .iter()
+        .filter(|d| !d.keep && d.id != *keep)
+        .map(|d| d.id)
+        .collect();
+    crate::maintenance::forget::forget_snapshots(repo, &remove)?;
+    Ok(remove.len())
 }
 
 fn run_prune(repo: &Arc<Repository>, p: &PruneJob) -> Result<Outcome> {
