@@ -84,6 +84,8 @@ impl Source {
         {
             return Ok(f.clone());
         }
+        // New snapshots: the storage listing is out of date too.
+        *self.storage.lock().expect("storage") = None;
         let index = repo.load_index()?;
         let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
         let s = crate::inspect::stats(&repo, &index, &roots)?;
@@ -97,7 +99,8 @@ impl Source {
         Ok(f)
     }
 
-    /// Each store's listing (cached for a minute).
+    /// Each store's listing (cached for a minute, or until the snapshots
+    /// change).
     pub fn storage(&self) -> Vec<StoreRow> {
         if let Some((at, rows)) = &*self.storage.lock().expect("storage")
             && at.elapsed() < STORAGE_TTL
