@@ -203,6 +203,14 @@ impl Ctx {
     /// caller keeps it, e.g. for its request counts).
     pub fn open_on(&self, backend: Arc<dyn Backend>) -> Result<Arc<Repository>> {
         let missing = || crate::error::Fatal::NoRepository(backend.location());
+        // Asked first only so that nobody types a password for a location
+        // that holds no repository; otherwise opening finds out itself (a
+        // missing config is "no repository" there too), two round trips
+        // sooner.
+        if self.has_password_source() {
+            let pw = self.password(false)?;
+            return Ok(Arc::new(Repository::open(backend, &pw)?));
+        }
         if !backend.exists()? {
             return Err(missing().into());
         }

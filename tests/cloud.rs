@@ -140,6 +140,29 @@ fn an_unreachable_endpoint_is_named_in_one_line() {
     );
 }
 
+/// An endpoint that is not an absolute URL made object_store panic while
+/// signing (seen with an empty variable); now one line says what to give.
+#[test]
+fn an_endpoint_that_is_not_a_url_is_refused_in_one_line() {
+    let (_dir, pw) = scratch();
+    for endpoint in ["", "127.0.0.1:8333", "http://"] {
+        let out = strata()
+            .env("STRATA_REPO_OPTION_AWS_ENDPOINT", endpoint)
+            .env("STRATA_REPO_OPTION_AWS_ACCESS_KEY_ID", "k")
+            .env("STRATA_REPO_OPTION_AWS_SECRET_ACCESS_KEY", "s")
+            .args(["--repo", "s3://nowhere/p", "--password-file"])
+            .arg(&pw)
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{endpoint:?}");
+        let lines = err_lines(&out);
+        assert_eq!(lines.len(), 1, "{endpoint:?}: {lines:?}");
+        assert!(lines[0].contains("is not a URL"), "{endpoint:?}: {lines:?}");
+        assert!(!lines[0].contains("panicked"), "{lines:?}");
+    }
+}
+
 #[test]
 fn missing_credentials_are_said_in_one_line() {
     let (dir, pw) = scratch();

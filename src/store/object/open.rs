@@ -191,9 +191,21 @@ pub(in crate::store) fn s3_builder(
             .map_err(|_| anyhow!("unknown option {k:?} for {location}"))?;
         b = b.with_config(key, v);
     }
-    if b.get_config_value(&AmazonS3ConfigKey::Endpoint)
-        .is_some_and(|e| e.starts_with("http://"))
-    {
+    let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    if let Some(e) = &endpoint {
+        // object_store panics while signing when the endpoint is not an
+        // absolute URL.
+        let host = e
+            .strip_prefix("http://")
+            .or_else(|| e.strip_prefix("https://"))
+            .unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') {
+            bail!(
+                "S3 endpoint {e:?} for {location} is not a URL: give it as http://HOST:PORT or https://HOST (aws_endpoint option, STRATA_REPO_OPTION_AWS_ENDPOINT or AWS_ENDPOINT)"
+            );
+        }
+    }
+    if endpoint.is_some_and(|e| e.starts_with("http://")) {
         b = b.with_allow_http(true);
     }
     let region = b
