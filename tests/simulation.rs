@@ -9,6 +9,9 @@
 //! - every acknowledged snapshot not forgotten reads back bit-identical from
 //!   the pool;
 //! - a forgotten snapshot never comes back;
+//! - a restore with the restore command's code never leaves a file under
+//!   its own name with other bytes, and one that reports success restores
+//!   every file;
 //! - after `pool repair` reports every member whole, each member alone holds
 //!   every such snapshot, and `check --read-data` passes on it.
 //!
@@ -415,6 +418,10 @@ impl Sim {
         if roll < 96 && self.wiped.is_none() {
             return Ok(self.corrupt());
         }
+        if roll < 98 && !live.is_empty() {
+            let victim = live[self.rng.random_range(0..live.len())];
+            return self.restore(c, victim);
+        }
         let repo = self.client_repo(c)?;
         let r = check(&repo, ReadData::None)?;
         Ok(format!("check: {} errors", r.errors.len()))
@@ -614,6 +621,64 @@ impl Sim {
             r.copied,
             r.replaced
         ))
+    }
+
+    /// Restores a snapshot through the client's faulty doors with the
+    /// restore command's own code. It may fail (faults); it may never leave
+    /// a file under its own name with other bytes than were backed up, and
+    /// when it reports success every file is there.
+    fn restore(&mut self, c: usize, id: Id) -> Result<String> {
+        let repo = self.client_repo(c)?;
+        let (_, snapshot) = repo.find_snapshot(&id.to_hex())?;
+        let target = self._tmp.path().join(format!("restore-{}", self.step));
+        let result = strata::restore::restore(
+            &repo,
+            &snapshot,
+            &strata::restore::RestoreOptions {
+                target: target.clone(),
+                includes: Vec::new(),
+                verify: false,
+                threads: 2,
+                progress: Arc::default(),
+                overwrite: Default::default(),
+                stop: Arc::default(),
+                delete: false,
+                xattrs: false,
+            },
+        );
+        let expected = &self.acked[&id];
+        let complete =
+            matches!(&result, Ok(r) if r.errors.is_empty() && r.damaged_files.is_empty());
+        let mut wrong = None;
+        for (key, bytes) in expected {
+            match std::fs::read(target.join(key)) {
+                Ok(got) if got != *bytes => wrong = Some(format!("{key}: other bytes")),
+                Err(e) if complete => wrong = Some(format!("{key}: {e}")),
+                _ => {}
+            }
+        }
+        let _ = std::fs::remove_dir_all(&target);
+        if let Some(w) = wrong {
+            return Err(Invariant::wrap(anyhow::anyhow!(
+                "restore of {} {}: {w}",
+                id.short(),
+                if complete {
+                    "reported success"
+                } else {
+                    "failed part-way"
+                }
+            )));
+        }
+        match result {
+            Ok(r) => Ok(format!(
+                "restore {}: {} files, {} errors, {} damaged",
+                id.short(),
+                r.files_restored,
+                r.errors.len(),
+                r.damaged_files.len()
+            )),
+            Err(e) => Err(e.context(format!("restore {}", id.short()))),
+        }
     }
 
     /// Where a pack is, and which index files on each member name it: what

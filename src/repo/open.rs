@@ -200,6 +200,7 @@ impl Repository {
                 )
             })
             .collect();
+        let mut unreadable: Vec<String> = Vec::new();
         let warn = |broken: &[String]| {
             if !broken.is_empty() {
                 tracing::warn!("unusable key files: {}", broken.join("; "));
@@ -226,18 +227,29 @@ impl Repository {
                 }
                 Ok(())
             };
-            let attempt = match prefetched.get(&info.key).filter(|b| check(b).is_ok()) {
+            // A copy that failed the checks is damage; a read that failed
+            // without any copy to check is the store not answering.
+            let mut checked_a_copy = false;
+            let fetched = match prefetched.get(&info.key).filter(|b| check(b).is_ok()) {
                 Some(b) => {
                     bytes = b.clone();
                     Ok(())
                 }
                 None => backend.read(&info.key, &mut |b| {
+                    checked_a_copy = true;
                     check(b)?;
                     bytes = b.to_vec();
                     Ok(())
                 }),
+            };
+            if let Err(e) = &fetched
+                && !checked_a_copy
+            {
+                unreadable.push(format!("{}: {}", info.key, crate::error::one_line(e)));
+                continue;
             }
-            .and_then(|()| KeyFile::decode(&bytes)?.open_within(password, &bounds));
+            let attempt =
+                fetched.and_then(|()| KeyFile::decode(&bytes)?.open_within(password, &bounds));
             match attempt {
                 Ok(Some((key, repo_id))) => {
                     let id = layout::key_id_of(&info.key).unwrap_or_default();
@@ -248,6 +260,16 @@ impl Repository {
                 Ok(None) => {}
                 Err(e) => broken.push(format!("{}: {}", info.key, crate::error::one_line(&e))),
             }
+        }
+        if !unreadable.is_empty() {
+            // The right key may be among them: not a wrong password, and
+            // not damage either.
+            warn(&broken);
+            bail!(
+                "cannot read {} key file(s) ({}); check that the store answers and try again",
+                unreadable.len(),
+                unreadable.join("; ")
+            );
         }
         if broken.len() == total {
             bail!(
@@ -276,4 +298,36 @@ fn tree_pack_cache(backend: &dyn Backend, repo_id: &str) -> Option<pack_cache::P
         return None;
     }
     pack_cache::PackCache::new(&cache::dir_for(repo_id)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::{ClientFaults, FaultRates, FaultyStore, MemStore, SimClock};
+
+    /// A key file the store fails to send is neither damage ("restore keys/
+    /// from a copy") nor a wrong password: the error says to try again.
+    #[test]
+    fn an_unreadable_key_file_is_not_called_damaged_or_a_wrong_password() {
+        let store = MemStore::new("m", SimClock::new(), 0);
+        let kdf = KdfParams {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        };
+        Repository::init(store.clone(), b"pw", kdf).unwrap();
+        let faults = ClientFaults::new(
+            1,
+            FaultRates {
+                read_fails: 1000,
+                ..FaultRates::default()
+            },
+        );
+        let door = FaultyStore::new(store, faults);
+        let err = Repository::open(door, b"pw").err().expect("open failed");
+        let msg = crate::error::one_line(&err);
+        assert!(msg.contains("cannot read 1 key file"), "{msg}");
+        assert!(!msg.contains("restore keys/"), "{msg}");
+        assert!(err.downcast_ref::<Fatal>().is_none(), "{msg}");
+    }
 }
