@@ -25,6 +25,13 @@ pub struct PackReader<'a> {
     key: &'a MasterKey,
 }
 
+impl super::Repository {
+    /// The pack reader over this repository's store and key.
+    pub fn pack_reader(&self) -> PackReader<'_> {
+        PackReader::new(self.backend.as_ref(), &self.key)
+    }
+}
+
 /// Plaintexts of consecutive blobs, back to back in one buffer that a
 /// caller keeps from read to read (fresh buffers cost a page fault per
 /// 4 KiB).

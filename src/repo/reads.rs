@@ -34,7 +34,8 @@ impl Repository {
             if e.kind != kind {
                 bail!("blob {id} has the wrong type");
             }
-            let read = super::pack_read::PackReader::new(self.backend.as_ref(), &self.key)
+            let read = self
+                .pack_reader()
                 .read_blob(&pack, &e)
                 .with_context(|| format!("blob {} in pack {}", id.short(), layout::pack(&pack)));
             match read {
