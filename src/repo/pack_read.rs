@@ -1,7 +1,8 @@
 //! The one pack reader: ranged reads of a pack, every blob verified (AEAD,
 //! length, keyed id) inside the read's verdict, so a pool takes the next
 //! member's copy when one member's fails. Restore, `read_blob`, check,
-//! prune's repacking and `repair index` read packs through it.
+//! prune's repacking, `repair index` and the tree pack cache's fetches read
+//! packs through it ([`super::Repository::pack_reader`]).
 
 use std::ops::Range;
 

@@ -56,8 +56,7 @@ impl Repository {
     pub fn prefetch_trees(&self, index: &Index) {
         if let Some(packs) = &self.tree_packs {
             packs.prefetch(
-                self.backend.as_ref(),
-                &self.key,
+                self.pack_reader(),
                 index,
                 self.use_cache.load(std::sync::atomic::Ordering::Relaxed),
             );
@@ -84,7 +83,7 @@ impl Repository {
             .into_iter()
             .filter(|(pack, e)| e.kind == BlobType::Tree && index.is_tree_pack(pack))
             .find_map(|(pack, e)| {
-                packs.read_blob(self.backend.as_ref(), &self.key, index, &pack, &e, trusted)
+                packs.read_blob(self.pack_reader(), &self.key, index, &pack, &e, trusted)
             })
     }
 
