@@ -5,43 +5,30 @@
 //! when STRATA_TEST_S3_ENDPOINT (and _BUCKET, _KEY, _SECRET) are set, as
 //! `scripts/test` does; without them the S3 case says so and passes.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_strata");
+use common::net::{free_port, request, wait_for};
+use common::{Env, assert_success, files_under, s3_server, unique};
+
 const TOKEN: &str = "test-token-0123";
 
-struct Env {
-    dir: tempfile::TempDir,
+/// The agent's side of the scratch directory: its config, the agent
+/// process and CLI runs through that config.
+trait AgentEnv {
+    fn strata(&self, config: &Path, args: &[&str]) -> Output;
+    fn write_config(&self, name: &str, repo_section: &str, port: u16, extra: &str) -> PathBuf;
+    fn spawn_agent(&self, config: &Path) -> Child;
 }
 
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "agent test password\n").unwrap();
-        Env { dir }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("STRATA_NO_CACHE", "1")
-            .stdin(Stdio::null());
-        c
-    }
-
+impl AgentEnv for Env {
     /// Runs a CLI command with the repository and password of `config`.
     fn strata(&self, config: &Path, args: &[&str]) -> Output {
-        self.cmd()
+        self.process()
             .arg("--config")
             .arg(config)
             .args(args)
@@ -52,7 +39,7 @@ impl Env {
     fn write_config(&self, name: &str, repo_section: &str, port: u16, extra: &str) -> PathBuf {
         let text = format!(
             "{repo_section}\npassword_file = {pw:?}\n\n[agent]\nlisten = \"127.0.0.1:{port}\"\ngrace_period = \"20s\"\nprobe_interval = \"1s\"\nlog_format = \"json\"\n\n{extra}",
-            pw = self.path("pw").to_str().unwrap(),
+            pw = self.pw().to_str().unwrap(),
         );
         let p = self.path(name);
         std::fs::write(&p, text).unwrap();
@@ -60,7 +47,7 @@ impl Env {
     }
 
     fn spawn_agent(&self, config: &Path) -> Child {
-        self.cmd()
+        self.process()
             .arg("agent")
             .arg("--config")
             .arg(config)
@@ -72,31 +59,16 @@ impl Env {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A minimal HTTP/1.1 request; returns (status, body).
+/// A request without a body; returns (status, body).
 fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    Some((status, body.to_string()))
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    let r = request(port, method, path, &headers, b"", Duration::from_secs(15))?;
+    Some((r.status, r.text()))
 }
 
 /// A metric's value for a label selector such as `job="vol"`.
@@ -106,17 +78,6 @@ fn metric(text: &str, name: &str, selector: &str) -> Option<f64> {
         .find(|l| l.contains(selector))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -155,13 +116,7 @@ fn wait_exit(mut child: Child, limit: Duration) -> (Option<i32>, f64, String) {
 }
 
 fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(out, &[what]);
 }
 
 /// The scenario of the acceptance criteria against one repository.
@@ -317,7 +272,7 @@ fn scheduled_backups(env: &Env, repo_section: &str) {
 
 #[test]
 fn scheduled_backups_metrics_trigger_and_sigterm_on_a_local_repository() {
-    let env = Env::new();
+    let env = Env::empty();
     let repo = env.path("repo");
     scheduled_backups(
         &env,
@@ -327,25 +282,22 @@ fn scheduled_backups_metrics_trigger_and_sigterm_on_a_local_repository() {
 
 #[test]
 fn scheduled_backups_metrics_trigger_and_sigterm_on_s3() {
-    let get = |k: &str| std::env::var(k).ok();
-    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
-        eprintln!("skipped: STRATA_TEST_S3_ENDPOINT is not set (run ./scripts/test)");
-        return;
-    };
-    let bucket = get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into());
-    let prefix = format!("agent-{}-{:08x}", std::process::id(), rand::random::<u32>());
-    let env = Env::new();
+    let Some(s3) = s3_server() else { return };
+    let prefix = unique("agent");
+    let env = Env::empty();
     let section = format!(
         "[repository]\nurl = \"s3://{bucket}/{prefix}\"\noptions = {{ aws_endpoint = {endpoint:?}, aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = {:?}, aws_secret_access_key = {:?} }}",
-        get("STRATA_TEST_S3_KEY").unwrap_or_default(),
-        get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
+        s3.key,
+        s3.secret,
+        bucket = s3.bucket,
+        endpoint = s3.endpoint,
     );
     scheduled_backups(&env, &section);
 }
 
 #[test]
 fn sigterm_during_a_backup_checkpoints_and_exits_zero() {
-    let env = Env::new();
+    let env = Env::empty();
     let repo = env.path("repo");
     let port = free_port();
     // A dump that never ends: the backup can only stop by checkpointing.
@@ -371,7 +323,7 @@ fn sigterm_during_a_backup_checkpoints_and_exits_zero() {
     assert_eq!(status, 202, "{body}");
     // Let it upload a few packs.
     wait_for("packs to be uploaded", Duration::from_secs(30), || {
-        let n = walk_count(&repo.join("data"));
+        let n = files_under(&repo.join("data")).len();
         (n >= 3).then_some(())
     });
     sigterm(&agent);
@@ -381,31 +333,19 @@ fn sigterm_during_a_backup_checkpoints_and_exits_zero() {
     assert!(log.contains("re-used by the next run"), "{log}");
     // No snapshot, but the uploaded packs are indexed and the repository
     // is consistent (and unlocked).
-    assert!(walk_count(&repo.join("index")) >= 1, "no index written");
-    assert_eq!(walk_count(&repo.join("locks")), 0, "a lock was left");
+    assert!(
+        !files_under(&repo.join("index")).is_empty(),
+        "no index written"
+    );
+    assert_eq!(files_under(&repo.join("locks")).len(), 0, "a lock was left");
     assert_ok(&env.strata(&config, &["check"]), "check");
     let out = env.strata(&config, &["snapshots"]);
     assert_ok(&out, "snapshots");
 }
 
-fn walk_count(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| {
-            if e.path().is_dir() {
-                walk_count(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
-}
-
 #[test]
 fn bad_configs_are_refused_at_start_naming_line_and_field() {
-    let env = Env::new();
+    let env = Env::empty();
     let repo = env.path("repo");
     let pw = env.path("pw");
     let base = format!(
@@ -463,7 +403,7 @@ fn bad_configs_are_refused_at_start_naming_line_and_field() {
             if what.contains("password") && args[1] == "--check-config" {
                 continue; // secrets are only needed to start
             }
-            let out = env.cmd().args(&args).arg(&cfg).output().unwrap();
+            let out = env.process().args(&args).arg(&cfg).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{what} {args:?}: {err}");
             assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
@@ -494,7 +434,7 @@ fn shipped_configs_and_dockerfile_match_the_binary() {
     }
     assert!(configs.len() >= 3, "{configs:?}");
     for c in &configs {
-        let out = Command::new(BIN)
+        let out = Env::bare()
             .env_remove("STRATA_CONFIG")
             .env_remove("STRATA_REPO")
             .args(["agent", "--check-config"])
@@ -510,19 +450,16 @@ fn shipped_configs_and_dockerfile_match_the_binary() {
     assert!(docker.contains("\"healthcheck\""), "{docker}");
     assert!(docker.contains("USER "), "{docker}");
     for args in [["agent", "--help"], ["healthcheck", "--help"]] {
-        let out = Command::new(BIN).args(args).output().unwrap();
+        let out = Env::bare().args(args).output().unwrap();
         assert_ok(&out, &args.join(" "));
     }
-    let help = Command::new(BIN)
-        .args(["agent", "--help"])
-        .output()
-        .unwrap();
+    let help = Env::bare().args(["agent", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in ["--check-config", "--log-format", "--listen", "--config"] {
         assert!(help.contains(flag), "{flag} missing from agent --help");
     }
     // Nothing listens there: the health check fails with exit 1.
-    let out = Command::new(BIN)
+    let out = Env::bare()
         .args(["healthcheck", "--url"])
         .arg(format!("http://127.0.0.1:{}/healthz", free_port()))
         .args(["--timeout", "2s"])
@@ -570,7 +507,7 @@ fn run_once(env: &Env, config: &Path, port: u16, job: &str) -> String {
 
 #[test]
 fn job_exclude_keys_parse_and_apply() {
-    let env = Env::new();
+    let env = Env::empty();
     let repo = env.path("repo");
     let data = env.path("data");
     for (rel, bytes) in [
@@ -674,7 +611,7 @@ fn job_exclude_keys_parse_and_apply() {
 /// `--check-config` alone checks the file of `--config` or STRATA_CONFIG.
 #[test]
 fn check_config_takes_the_file_of_config() {
-    let env = Env::new();
+    let env = Env::empty();
     let config = env.write_config(
         "agent.toml",
         &format!(
@@ -702,7 +639,7 @@ fn check_config_takes_the_file_of_config() {
         ),
     ];
     for (what, args, by_env) in runs {
-        let mut c = env.cmd();
+        let mut c = env.process();
         for a in &args {
             match *a {
                 "F" => c.arg(&config),
@@ -774,7 +711,7 @@ fn run_jobs(env: &Env, config: &Path, port: u16, jobs: &[&str]) -> String {
 
 #[test]
 fn hooks_run_in_order_with_their_environment_and_failures() {
-    let env = Env::new();
+    let env = Env::empty();
     let repo = env.path("repo");
     let data = env.path("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -1013,7 +950,7 @@ impl Recorder {
 
 #[test]
 fn notifications_post_summaries_ping_and_retry() {
-    let env = Env::new();
+    let env = Env::empty();
     let repo = env.path("repo");
     let data = env.path("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -1196,7 +1133,7 @@ hooks = {{ before = [["sleep", "2"]] }}
 /// copy put back, a pool member that missed the delete) stays forgotten.
 #[test]
 fn retention_records_what_it_forgets() {
-    let env = Env::new();
+    let env = Env::empty();
     let repo = env.path("repo");
     let data = env.path("data");
     std::fs::create_dir_all(&data).unwrap();

@@ -14,14 +14,14 @@ use assert_cmd::Command;
 
 mod common;
 
-use common::{CHEAP_INIT, S3, s3_server};
+use common::{CHEAP_INIT, Env, S3, s3_server, stderr, stdout, unique};
 
 const PASSWORD: &str = "cloud test password";
 
 /// A `strata` command with no ambient repository, password, cloud
 /// credentials or options.
 fn strata() -> Command {
-    let mut c = Command::cargo_bin("strata").unwrap();
+    let mut c = Env::bare();
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_string();
         if k.starts_with("AWS_")
@@ -33,17 +33,7 @@ fn strata() -> Command {
             c.env_remove(&k);
         }
     }
-    c.env("STRATA_NO_CACHE", "1");
-    c.timeout(std::time::Duration::from_secs(300));
     c
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Non-empty stderr lines.
@@ -63,10 +53,6 @@ fn assert_ok(out: &Output, what: &str) {
         stdout(out),
         stderr(out)
     );
-}
-
-fn unique(tag: &str) -> String {
-    format!("{tag}-{}-{:08x}", std::process::id(), rand::random::<u32>())
 }
 
 fn outside_ci_only(what: &str) {

@@ -10,6 +10,11 @@
 //!
 //! Argon2 is only run with tiny parameters and few cases so the whole file
 //! stays well under a minute in a debug build.
+//!
+//! These tests call the library directly; of the common harness they use
+//! only its seeded random bytes.
+
+mod common;
 
 use std::io::{self, Read};
 
@@ -17,6 +22,7 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
+use common::random_bytes;
 use strata::chunker::{Chunker, ChunkerParams};
 use strata::crypto::keyfile::{KdfParams, KeyFile};
 use strata::crypto::{self, MasterKey, OVERHEAD};
@@ -52,16 +58,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-}
-
-fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        out.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    out.truncate(n);
-    out
 }
 
 /// A reader over a slice that returns short reads of random length (often a

@@ -3,109 +3,53 @@
 //! byte for byte, and a real browser (tests/console/browser.py in headless
 //! Chromium) logging in, running a job, browsing, downloading, restoring.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_strata");
+use common::net::{Reply, free_port, request, wait_for};
+use common::{Env, random_bytes};
+
 const TOKEN: &str = "console-test-token-42";
 
-struct Env {
-    dir: tempfile::TempDir,
+/// A scratch directory with a source tree, a restore target and an agent
+/// config serving the console on `port`.
+struct Console {
+    env: Env,
     port: u16,
 }
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let nl = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
-        b = &b[nl + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |s: &str| dir.path().join(s);
-        std::fs::write(p("pw"), "console test password\n").unwrap();
+impl Console {
+    fn new() -> Console {
+        let env = Env::empty();
+        let p = |s: &str| env.path(s);
         std::fs::create_dir_all(p("src/docs/deep")).unwrap();
         std::fs::create_dir_all(p("restores")).unwrap();
         std::fs::write(p("src/docs/readme.txt"), "hello console\n").unwrap();
         std::fs::write(p("src/docs/deep/notes.md"), "# notes\n").unwrap();
-        let mut x: u64 = 7;
-        let data: Vec<u8> = (0..3_000_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(p("src/data.bin"), data).unwrap();
+        std::fs::write(p("src/data.bin"), random_bytes(7, 3_000_000)).unwrap();
         let port = free_port();
         let cfg = format!(
             "[repository]\nurl = {repo:?}\npassword_file = {pw:?}\n\n[agent]\nlisten = \"127.0.0.1:{port}\"\ninit = true\nprobe_interval = \"1s\"\nlog_format = \"json\"\n\n[agent.console]\nrestore_targets = [{rt:?}]\nhistory_file = {hist:?}\n\n[[jobs]]\nname = \"vol\"\npaths = [{src:?}]\nschedule = \"0 0 0 1 1 *\"\n\n[agent.check]\nschedule = \"0 0 0 1 1 *\"\n",
             repo = p("repo").to_str().unwrap(),
-            pw = p("pw").to_str().unwrap(),
+            pw = env.pw().to_str().unwrap(),
             rt = p("restores").to_str().unwrap(),
             hist = p("history.json").to_str().unwrap(),
             src = p("src").to_str().unwrap(),
         );
         std::fs::write(p("strata.toml"), cfg).unwrap();
-        Env { dir, port }
+        Console { env, port }
     }
 
     fn path(&self, s: &str) -> PathBuf {
-        self.dir.path().join(s)
+        self.env.path(s)
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("STRATA_NO_CACHE", "1")
-            .arg("--config")
-            .arg(self.path("strata.toml"))
-            .stdin(Stdio::null());
+        let mut c = self.env.process();
+        c.arg("--config").arg(self.path("strata.toml"));
         c
     }
 
@@ -120,14 +64,9 @@ impl Env {
             ))
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        while self.http("GET", "/healthz", &[], b"").is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the agent did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for("the agent to start", Duration::from_secs(60), || {
+            self.http("GET", "/healthz", &[], b"")
+        });
         child
     }
 
@@ -138,34 +77,14 @@ impl Env {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Option<Reply> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).ok()?;
-        s.write_all(body).ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).ok()?;
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        let mut r = Reply {
-            status,
-            head,
-            body: raw[split + 4..].to_vec(),
-        };
-        if r.header("transfer-encoding")
-            .is_some_and(|v| v.contains("chunked"))
-        {
-            r.body = dechunk(&r.body);
-        }
-        Some(r)
+        request(
+            self.port,
+            method,
+            path,
+            headers,
+            body,
+            Duration::from_secs(120),
+        )
     }
 
     /// Logs in; returns (cookie header value, CSRF token of the dashboard).
@@ -202,7 +121,7 @@ impl Drop for Agent {
     }
 }
 
-fn backup(env: &Env) -> String {
+fn backup(env: &Console) -> String {
     let out = env
         .cmd()
         .args(["backup", "--json"])
@@ -221,21 +140,13 @@ fn backup(env: &Env) -> String {
 
 #[test]
 fn access_paths_restores_and_downloads() {
-    let env = Env::new();
+    let env = Console::new();
     let _agent = Agent(env.spawn_agent());
-    let start = Instant::now();
-    while env
-        .http(
-            "GET",
-            "/readyz",
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            b"",
-        )
-        .is_none_or(|r| r.status != 200)
-    {
-        assert!(start.elapsed() < Duration::from_secs(60), "not ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let bearer = format!("Bearer {TOKEN}");
+    wait_for("/readyz", Duration::from_secs(60), || {
+        env.http("GET", "/readyz", &[("Authorization", &bearer)], b"")
+            .filter(|r| r.status == 200)
+    });
     let snap = backup(&env);
 
     // Without the token: the login form, and nothing else.
@@ -387,19 +298,11 @@ fn access_paths_restores_and_downloads() {
         .unwrap();
     assert_eq!(r.status, 303, "{}", r.text());
     let page = r.header("location").unwrap();
-    let start = Instant::now();
-    loop {
+    wait_for("the restore to finish", Duration::from_secs(60), || {
         let r = env.http("GET", &page, &auth, b"").unwrap();
-        if r.text().contains(">done<") {
-            break;
-        }
         assert!(!r.text().contains(">failed<"), "{}", r.text());
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "restore did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        r.text().contains(">done<").then_some(())
+    });
     let restored = target.join(docs.strip_prefix("/").unwrap());
     assert_eq!(
         std::fs::read(restored.join("readme.txt")).unwrap(),
@@ -421,7 +324,7 @@ fn access_paths_restores_and_downloads() {
 
 #[test]
 fn open_listener_without_token_is_refused() {
-    let env = Env::new();
+    let env = Console::new();
     let out = env
         .cmd()
         .args(["agent", "--listen", "0.0.0.0:0"])
@@ -494,7 +397,7 @@ fn browser() {
         );
         return;
     }
-    let env = Env::new();
+    let env = Console::new();
     let _agent = Agent(env.spawn_agent());
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
     std::fs::create_dir_all(env.path("downloads")).unwrap();

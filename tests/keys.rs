@@ -1,20 +1,24 @@
 //! Key management as a user does it: several passwords, removal rules,
 //! password change, and every way a password may be given.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Output;
 
-use assert_cmd::cargo::CommandCargoExt;
+use common::{CHEAP_KDF, Env, describe};
 
+/// A repository made with the password in `pw1`, in a scratch directory
+/// where further password files are written; every run names its password.
 struct Repo {
-    dir: tempfile::TempDir,
+    env: Env,
 }
 
 impl Repo {
     fn new() -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Repo { dir };
+        let repo = Repo { env: Env::empty() };
         repo.write("pw1", "first password\n");
+        // Argon2 parallelism stays at its default: a test reads it back.
         let out = repo.run(&[
             "init",
             "--password-file",
@@ -24,12 +28,12 @@ impl Repo {
             "--argon2-iterations",
             "1",
         ]);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", describe(&out));
         repo
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.env.path(p)
     }
 
     fn write(&self, name: &str, content: &str) -> PathBuf {
@@ -43,13 +47,8 @@ impl Repo {
     }
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = std::process::Command::cargo_bin("strata").unwrap();
-        cmd.arg("--repo").arg(self.path("repo"));
-        cmd.args(args);
-        cmd.env_remove("STRATA_PASSWORD")
-            .env_remove("STRATA_PASSWORD_FILE")
-            .env_remove("STRATA_REPO")
-            .env("STRATA_NO_CACHE", "1");
+        let mut cmd = Env::bare();
+        cmd.arg("--repo").arg(self.env.repo()).args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -62,7 +61,7 @@ impl Repo {
         let mut all = vec!["--password-file", pw_path.to_str().unwrap()];
         all.extend_from_slice(args);
         let out = self.run(&all);
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -72,19 +71,6 @@ impl Repo {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn cheap() -> [&'static str; 4] {
-    ["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]
 }
 
 #[test]
@@ -155,7 +141,7 @@ fn several_passwords_open_the_same_repository() {
         repo.path("pw1").to_str().unwrap(),
         "snapshots",
     ]);
-    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(12), "{}", describe(&out));
     assert_eq!(repo.keys("pw2").len(), 1);
 }
 
@@ -174,13 +160,13 @@ fn refuses_to_remove_the_last_key_or_the_one_in_use() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("only key"),
         "{}",
-        text(&out)
+        describe(&out)
     );
 
     repo.write("pw2", "second\n");
     let pw2 = repo.path("pw2");
     let mut args = vec!["key", "add", "--new-password-file", pw2.to_str().unwrap()];
-    args.extend(cheap());
+    args.extend(CHEAP_KDF);
     repo.ok("pw1", &args);
     let out = repo.run(&[
         "--password-file",
@@ -193,7 +179,7 @@ fn refuses_to_remove_the_last_key_or_the_one_in_use() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("in use"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     assert_eq!(repo.keys("pw1").len(), 2, "nothing was removed");
 
@@ -218,14 +204,14 @@ fn passwd_replaces_the_password_in_use() {
         "key",
         "passwd",
     ];
-    args.extend(cheap());
+    args.extend(CHEAP_KDF);
     let out = repo.run_env(&args, &[("STRATA_NEW_PASSWORD", "brand new")]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
 
     let old = repo.run(&["--password-file", pw1_path.to_str().unwrap(), "snapshots"]);
-    assert_eq!(old.status.code(), Some(12), "{}", text(&old));
+    assert_eq!(old.status.code(), Some(12), "{}", describe(&old));
     let new = repo.run_env(&["snapshots"], &[("STRATA_PASSWORD", "brand new")]);
-    assert!(new.status.success(), "{}", text(&new));
+    assert!(new.status.success(), "{}", describe(&new));
     let keys = repo.run_env(
         &["--json", "key", "list"],
         &[("STRATA_PASSWORD", "brand new")],
@@ -240,15 +226,15 @@ fn password_sources_and_their_errors() {
     // A command printing the password.
     let cmd = format!("cat {}", pw1.display());
     let out = repo.run(&["--password-command", &cmd, "snapshots"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let out = repo.run_env(&["snapshots"], &[("STRATA_PASSWORD_COMMAND", &cmd)]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     // STRATA_PASSWORD_FILE from the environment.
     let out = repo.run_env(
         &["snapshots"],
         &[("STRATA_PASSWORD_FILE", pw1.to_str().unwrap())],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
 
     // A failing command: exit 1, the command named, one line.
     let out = repo.run(&["--password-command", "exit 7", "snapshots"]);
@@ -340,7 +326,7 @@ fn hostile_key_files_do_not_stall_unlock_and_are_named() {
 
     for (pw, code) in [("pw1", 0), ("wrong", 12)] {
         let (out, took) = repo.run_cached(pw, "cache", &["snapshots"]);
-        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(code), "{}", describe(&out));
         assert!(took.as_secs() < 5, "{pw}: unlock took {took:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         let warning = err
@@ -370,7 +356,7 @@ fn the_key_that_unlocked_last_is_tried_first() {
     let damaged = repo.plant(b"{}", Some(&"0".repeat(64)));
 
     let (out, _) = repo.run_cached("pw1", "cache", &["snapshots"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&damaged) && err.contains("damaged"), "{err}");
 
@@ -385,7 +371,7 @@ fn the_key_that_unlocked_last_is_tried_first() {
 
     // With the hint, the planted file is not even read.
     let (out, _) = repo.run_cached("pw1", "cache", &["snapshots"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains(&damaged), "{err}");
 

@@ -2,6 +2,8 @@
 //! fake-gcs-server and a local folder. `scripts/test` starts the servers and exports
 //! STRATA_TEST_*; without them these tests say so and pass only outside CI.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -13,48 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use assert_cmd::Command;
+use common::{
+    Compare, Servers, compare_trees, files_under, pool_servers as servers, random_bytes, restored,
+    unique,
+};
 use strata::store::{Backend, open_url};
-
-struct Servers {
-    s3_endpoint: String,
-    s3_bucket: String,
-    s3_key: String,
-    s3_secret: String,
-    /// fake-gcs-server's address (through scripts/gcs-adapter).
-    gcs: String,
-}
-
-fn servers() -> Option<Servers> {
-    let get = |k: &str| std::env::var(k).ok();
-    match (
-        get("STRATA_TEST_S3_ENDPOINT"),
-        get("STRATA_TEST_AZURITE"),
-        get("STRATA_TEST_GCS"),
-    ) {
-        (Some(s3_endpoint), Some(_), Some(gcs)) => Some(Servers {
-            s3_endpoint,
-            s3_bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
-            s3_key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
-            s3_secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
-            gcs,
-        }),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run these tests against real servers: run them through ./scripts/test"
-            );
-            eprintln!(
-                "skipped: no test servers (run ./scripts/test, which starts SeaweedFS and Azurite)"
-            );
-            None
-        }
-    }
-}
-
-fn unique(tag: &str) -> String {
-    format!("{tag}-{}-{:08x}", std::process::id(), rand::random::<u32>())
-}
 
 /// A pool member as written to the config.
 #[derive(Clone)]
@@ -68,16 +33,16 @@ struct MemberSpec {
 impl MemberSpec {
     fn s3(s: &Servers, prefix: &str) -> MemberSpec {
         let options = [
-            ("aws_endpoint", s.s3_endpoint.as_str()),
-            ("aws_access_key_id", s.s3_key.as_str()),
-            ("aws_secret_access_key", s.s3_secret.as_str()),
+            ("aws_endpoint", s.s3.endpoint.as_str()),
+            ("aws_access_key_id", s.s3.key.as_str()),
+            ("aws_secret_access_key", s.s3.secret.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         MemberSpec {
             name: "seaweed",
-            url: format!("s3://{}/{prefix}", s.s3_bucket),
+            url: format!("s3://{}/{prefix}", s.s3.bucket),
             options,
             priority: None,
         }
@@ -166,20 +131,20 @@ impl MemberSpec {
     }
 }
 
+/// A scratch directory with a pool config over `members` and the password
+/// of the common harness.
 struct Env {
-    dir: tempfile::TempDir,
+    base: common::Env,
     config: PathBuf,
     extra_env: Vec<(String, String)>,
 }
 
 impl Env {
     fn new(members: &[MemberSpec], quorum: usize) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, "pool test password\n").unwrap();
+        let base = common::Env::empty();
         let mut toml = format!(
             "[repository]\npassword_file = \"{}\"\n\n[pool]\nplacement = \"mirror\"\nwrite_quorum = {quorum}\n",
-            pw.display()
+            base.pw().display()
         );
         for m in members {
             toml += &format!(
@@ -198,31 +163,27 @@ impl Env {
                 toml += &format!("options = {{ {} }}\n", opts.join(", "));
             }
         }
-        let config = dir.path().join("strata.toml");
+        let config = base.path("strata.toml");
         std::fs::write(&config, toml).unwrap();
         Env {
-            dir,
+            base,
             config,
             extra_env: Vec::new(),
         }
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.base.path(p)
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::cargo_bin("strata").unwrap();
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("STRATA_REPO");
+        let mut cmd = common::Env::bare();
+        cmd.arg("--config").arg(&self.config).args(args);
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "strata panicked: {stderr}");
+        common::assert_no_panic(&out);
         out
     }
 
@@ -243,15 +204,7 @@ impl Env {
     }
 
     fn init(&self) {
-        self.ok(&[
-            "init",
-            "--argon2-memory-kib",
-            "1024",
-            "--argon2-iterations",
-            "1",
-            "--argon2-parallelism",
-            "1",
-        ]);
+        self.ok(&common::CHEAP_INIT);
     }
 
     /// Missing-object counts per member from `pool status --json`, which
@@ -291,15 +244,11 @@ impl Env {
 fn make_source(root: &Path) {
     std::fs::create_dir_all(root.join("sub/empty")).unwrap();
     std::fs::write(root.join("small.txt"), b"hello pool\n").unwrap();
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let mut big = vec![0u8; 3 * 1024 * 1024 + 77];
-    for b in big.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    std::fs::write(root.join("sub/big.bin"), &big).unwrap();
+    std::fs::write(
+        root.join("sub/big.bin"),
+        random_bytes(9, 3 * 1024 * 1024 + 77),
+    )
+    .unwrap();
     std::fs::write(root.join("sub/zeros"), vec![0u8; 1 << 20]).unwrap();
     std::os::unix::fs::symlink("../small.txt", root.join("sub/link")).unwrap();
     std::fs::set_permissions(
@@ -311,61 +260,24 @@ fn make_source(root: &Path) {
 
 /// Compares two trees: entry names, types, bytes, link targets and modes.
 fn assert_same_tree(a: &Path, b: &Path) {
-    let list = |p: &Path| {
-        let mut v: Vec<_> = std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        v.sort();
-        v
+    let what = Compare {
+        mode: true,
+        mtime: false,
+        owner: false,
+        hardlinks: false,
     };
-    assert_eq!(list(a), list(b), "entries differ in {}", a.display());
-    for name in list(a) {
-        let (pa, pb) = (a.join(&name), b.join(&name));
-        let (ma, mb) = (
-            std::fs::symlink_metadata(&pa).unwrap(),
-            std::fs::symlink_metadata(&pb).unwrap(),
-        );
-        assert_eq!(ma.file_type(), mb.file_type(), "{}", pa.display());
-        if ma.file_type().is_symlink() {
-            assert_eq!(
-                std::fs::read_link(&pa).unwrap(),
-                std::fs::read_link(&pb).unwrap()
-            );
-            continue;
-        }
-        assert_eq!(
-            ma.permissions().mode(),
-            mb.permissions().mode(),
-            "{}",
-            pa.display()
-        );
-        if ma.is_dir() {
-            assert_same_tree(&pa, &pb);
-        } else {
-            assert!(
-                std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(),
-                "{} differs",
-                pa.display()
-            );
-        }
-    }
-}
-
-fn restored(target: &Path, source: &Path) -> PathBuf {
-    target.join(source.strip_prefix("/").unwrap())
+    compare_trees(a, b, &what);
 }
 
 /// Runs strata against one store given by URL (no pool), as a user would
 /// after losing the other providers.
 fn run_single(url: &str, env: &[(&str, &str)], pw: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::cargo_bin("strata").unwrap();
+    let mut cmd = common::Env::bare();
     cmd.arg("--repo")
         .arg(url)
         .arg("--password-file")
         .arg(pw)
-        .args(args)
-        .env_remove("STRATA_CONFIG");
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -374,9 +286,9 @@ fn run_single(url: &str, env: &[(&str, &str)], pw: &Path, args: &[&str]) -> Outp
 
 fn s3_env(s: &Servers) -> Vec<(&str, &str)> {
     vec![
-        ("AWS_ENDPOINT_URL", s.s3_endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", s.s3_key.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", s.s3_secret.as_str()),
+        ("AWS_ENDPOINT_URL", s.s3.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", s.s3.key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", s.s3.secret.as_str()),
     ]
 }
 
@@ -676,7 +588,7 @@ fn corrupt_pack_on_one_member_is_served_by_another() {
     env.ok(&["backup", src.to_str().unwrap()]);
 
     // Flip a byte in the middle of the largest pack (the data pack).
-    let mut packs: Vec<(u64, PathBuf)> = walk_files(&local_dir.join("data"))
+    let mut packs: Vec<(u64, PathBuf)> = files_under(&local_dir.join("data"))
         .into_iter()
         .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
         .collect();
@@ -719,19 +631,6 @@ fn corrupt_pack_on_one_member_is_served_by_another() {
         "local copy not healed"
     );
     env.ok(&["check", "--read-data"]);
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn one_line_error(out: &Output) -> String {
@@ -839,12 +738,10 @@ fn gcs_member_backs_up_prunes_and_restores_alone() {
     .unwrap();
     let target = env.path("r");
     let run = |args: &[&str]| {
-        let out = Command::cargo_bin("strata")
-            .unwrap()
+        let out = common::Env::bare()
             .arg("--config")
             .arg(&single)
             .args(args)
-            .env_remove("STRATA_REPO")
             .output()
             .unwrap();
         assert!(

@@ -19,6 +19,10 @@
 //! `STRATA_SIM_SEEDS=100 STRATA_SIM_STEPS=2000 cargo test --release --test
 //! simulation -- --nocapture` (or `scripts/simulate`). A failing run prints
 //! its seed; `STRATA_SIM_SEED=<seed>` replays just that one.
+//!
+//! It needs nothing from tests/common: it drives the library on in-memory
+//! stores, never the binary, and every choice (file contents included) comes
+//! from the one seeded generator so that a seed replays exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -121,25 +121,25 @@ impl Console {
 pub fn router(console: Arc<Console>) -> Router {
     use handlers as h;
     Router::new()
-        .route("/", get(h::dashboard))
-        .route("/login", get(h::login_form).post(h::login))
-        .route("/logout", post(h::logout))
-        .route("/assets/{name}", get(h::asset))
-        .route("/fragments/jobs", get(h::jobs_fragment))
-        .route("/snapshots", get(h::snapshots))
-        .route("/diff", get(h::diff))
-        .route("/snapshots/{id}/browse", get(h::browse))
-        .route("/snapshots/{id}/download", get(h::download))
+        .route("/", get(h::dashboard::dashboard))
+        .route("/login", get(h::access::login_form).post(h::access::login))
+        .route("/logout", post(h::access::logout))
+        .route("/assets/{name}", get(h::access::asset))
+        .route("/fragments/jobs", get(h::dashboard::jobs_fragment))
+        .route("/snapshots", get(h::snapshots::snapshots))
+        .route("/diff", get(h::snapshots::diff))
+        .route("/snapshots/{id}/browse", get(h::browse::browse))
+        .route("/snapshots/{id}/download", get(h::browse::download))
         .route(
             "/snapshots/{id}/restore",
-            get(h::restore_confirm).post(h::restore_start),
+            get(h::restore::restore_confirm).post(h::restore::restore_start),
         )
-        .route("/restores/{n}", get(h::restore_page))
-        .route("/fragments/restores/{n}", get(h::restore_fragment))
-        .route("/actions/run/{name}", post(h::run_job))
+        .route("/restores/{n}", get(h::restore::restore_page))
+        .route("/fragments/restores/{n}", get(h::restore::restore_fragment))
+        .route("/actions/run/{name}", post(h::dashboard::run_job))
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),
-            h::gate,
+            h::access::gate,
         ))
         .with_state(console)
 }

@@ -7,7 +7,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::repo::{ObjectKind, Repository, layout};
+use crate::repo::Repository;
 
 /// Name of the object the probe deletes in each folder. It never exists:
 /// S3, Azure and GCS check permission before existence, so the delete either
@@ -18,20 +18,11 @@ const PROBE: &str = "strata-delete-probe";
 /// Fails with a one-line explanation when the credentials may not delete
 /// in every folder prune deletes from (packs, index files, markers).
 pub fn check_prune_may_delete(repo: &Repository) -> Result<()> {
-    let backend = repo.backend();
-    let folders = [
-        layout::DATA,
-        layout::prefix(ObjectKind::Index),
-        layout::prefix(ObjectKind::Deletion),
-    ];
-    for folder in folders {
-        let refused = backend.delete_refused(&format!("{folder}{PROBE}"))?;
-        if !refused.is_empty() {
-            bail!(
-                "prune needs delete permission on {} ({folder}): these credentials look append-only; run prune with credentials that may delete",
-                refused.join(", ")
-            );
-        }
+    if let Some((folder, refused)) = repo.prune_delete_refusal(PROBE)? {
+        bail!(
+            "prune needs delete permission on {} ({folder}): these credentials look append-only; run prune with credentials that may delete",
+            refused.join(", ")
+        );
     }
     Ok(())
 }

@@ -9,7 +9,6 @@ use crate::id::Id;
 use crate::repo::blob::BlobType;
 use crate::repo::index::{Index, IndexFile};
 use crate::repo::pack::{PackEntry, TRAILER_LEN};
-use crate::repo::pack_read::PackReader;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{NodeKind, Tree};
 use crate::repo::{ObjectKind, Repository, layout};
@@ -234,7 +233,7 @@ fn read_pack(repo: &Repository, pack: &Id, indexed: Option<&Vec<PackEntry>>, r: 
     let mut blobs = 0;
     // Every blob must verify; otherwise the copy is rejected (and a pool
     // tries its next member).
-    let reader = PackReader::new(repo.backend().as_ref(), repo.key());
+    let reader = repo.pack_reader();
     let result = reader.read_whole(pack, &|_| true, &mut |_, header, bad| {
         problems.clear();
         if let Some(entries) = indexed {

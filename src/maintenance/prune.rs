@@ -26,7 +26,6 @@ use crate::repo::index::IndexFile;
 use crate::repo::lock::{Lock, is_live, list_locks};
 use crate::repo::markers::{DeletionMarker, load_markers};
 use crate::repo::pack::{FinishedPack, PackEntry};
-use crate::repo::pack_read::PackReader;
 use crate::repo::pack_write::{PackWriter, store_pack};
 use crate::repo::tree::NodeKind;
 use crate::repo::{ObjectKind, OnDamage, Repository, layout};
@@ -526,7 +525,7 @@ fn repack_packs(
         index.packs.push((pack.id, pack.entries));
         Ok(())
     };
-    let reader = PackReader::new(repo.backend().as_ref(), repo.key());
+    let reader = repo.pack_reader();
     for victim in victims {
         let name = layout::pack(victim);
         let wanted = |e: &PackEntry| {

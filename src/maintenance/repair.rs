@@ -19,7 +19,6 @@ use anyhow::{Context, Result};
 use crate::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::pack::PackEntry;
-use crate::repo::pack_read::PackReader;
 use crate::repo::{ObjectKind, OnDamage, Repository, layout};
 
 /// Packs per new index file (as a backup writes them, a few thousand blobs).
@@ -119,9 +118,8 @@ fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     // On a pool, a pack on fewer members than a write needs is not durable:
     // indexed, later backups would deduplicate against it, and their
     // snapshots would hang on the few members holding it.
-    if let Some(pool) = repo.backend().replicated() {
-        let durable = pool.durable_keys(layout::DATA);
-        unindexed.retain(|(p, _)| durable.contains(&layout::pack(p)));
+    if let Some(durable) = repo.durable_packs() {
+        unindexed.retain(|(p, _)| durable.contains(p));
         report.too_few_copies = report.unindexed - unindexed.len();
     }
     let mut recovered: Vec<(Id, Vec<PackEntry>)> = Vec::new();
@@ -190,5 +188,5 @@ fn read_headers(repo: &Repository, packs: &[(Id, u64)]) -> Vec<(Id, Result<Vec<P
 
 /// Reads and opens one pack's header: its trailer, then the sealed header.
 fn read_header(repo: &Repository, pack: &Id, size: u64) -> Result<Vec<PackEntry>> {
-    PackReader::new(repo.backend().as_ref(), repo.key()).read_header(pack, size)
+    repo.pack_reader().read_header(pack, size)
 }

@@ -2,7 +2,7 @@
 //! view of every pool member when a command deletes
 //! ([`Repository::require_complete_views`], see docs/CONSISTENCY.md).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Result, bail};
 
@@ -79,6 +79,19 @@ impl Repository {
             .into_iter()
             .filter_map(|o| Some((layout::pack_id_of(&o.key)?, o)))
             .collect())
+    }
+
+    /// On a pool, the packs stored on at least as many members as a write
+    /// needs (a pack on fewer is not durable); `None` on a single store.
+    pub fn durable_packs(&self) -> Option<HashSet<Id>> {
+        let pool = self.backend.replicated()?;
+        let durable = pool.durable_keys(layout::DATA);
+        Some(
+            durable
+                .iter()
+                .filter_map(|k| layout::pack_id_of(k).filter(|id| layout::pack(id) == *k))
+                .collect(),
+        )
     }
 
     /// Ids of objects of a kind, from listing the backend. Snapshots that a
@@ -163,6 +176,25 @@ impl Repository {
     /// [`Repository::record_deleted_packs`]).
     pub fn delete_pack(&self, pack: &Id) -> Result<()> {
         self.backend.delete(&layout::pack(pack))
+    }
+
+    /// Asks every store whether these credentials may delete in each folder
+    /// prune deletes from (packs, index files, deletion records), by
+    /// deleting `probe` there (a name that never exists); the first folder
+    /// where some store refuses, with the stores that refused.
+    pub fn prune_delete_refusal(&self, probe: &str) -> Result<Option<(&'static str, Vec<String>)>> {
+        let folders = [
+            layout::DATA,
+            layout::prefix(ObjectKind::Index),
+            layout::prefix(ObjectKind::Deletion),
+        ];
+        for folder in folders {
+            let refused = self.backend.delete_refused(&format!("{folder}{probe}"))?;
+            if !refused.is_empty() {
+                return Ok(Some((folder, refused)));
+            }
+        }
+        Ok(None)
     }
 
     /// Merges the deletion records into one once there are many, leaving

@@ -29,11 +29,10 @@ use anyhow::{Context, Result, bail};
 
 use super::blob::open_blob;
 use super::index::Index;
-use super::layout;
 use super::pack::PackEntry;
+use super::pack_read::PackReader;
 use crate::crypto::MasterKey;
 use crate::id::Id;
-use crate::store::Backend;
 
 /// The default bound of a repository's tree pack cache, in MiB.
 pub const DEFAULT_LIMIT_MIB: u64 = 256;
@@ -105,7 +104,7 @@ impl PackCache {
     /// fetched ahead, concurrently (see [`PackCache::prefetch`]).
     pub fn read_blob(
         &self,
-        backend: &dyn Backend,
+        reader: PackReader<'_>,
         key: &MasterKey,
         index: &Index,
         pack: &Id,
@@ -115,7 +114,7 @@ impl PackCache {
         if !self.prefetched.load(std::sync::atomic::Ordering::SeqCst) {
             let _one = self.fetching.lock().ok()?;
             if !self.prefetched.load(std::sync::atomic::Ordering::SeqCst) {
-                self.prefetch(backend, key, index, trusted);
+                self.prefetch(reader, index, trusted);
             }
         }
         if self.failed.lock().ok()?.contains(pack) {
@@ -129,7 +128,7 @@ impl PackCache {
         if let Some(plain) = self.read_cached(key, pack, entry, trusted) {
             return Some(plain);
         }
-        match self.fetch(backend, key, pack) {
+        match self.fetch(reader, pack) {
             Ok(()) => {
                 self.evict(None);
                 self.read_cached(key, pack, entry, true)
@@ -203,13 +202,14 @@ impl PackCache {
     /// Fetches a whole pack with one read, verifies its header and every
     /// blob in it (a pool tries the next member when this fails), and
     /// stores it.
-    fn fetch(&self, backend: &dyn Backend, key: &MasterKey, pack: &Id) -> Result<()> {
-        let name = layout::pack(pack);
+    fn fetch(&self, reader: PackReader<'_>, pack: &Id) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let mut stored = Ok(());
-        backend.read(&name, &mut |bytes| {
-            super::verify_stored(key, &name, bytes)?;
+        reader.read_whole(pack, &|_| true, &mut |bytes, header, bad| {
+            if let Some((k, err)) = bad.first() {
+                bail!("blob {} is damaged: {err:#}", header[*k].id.short());
+            }
             // Stored outside verification's verdict: a full local disk
             // must not make a pool reject a good copy.
             stored = self.store(pack, &[bytes]);
@@ -263,7 +263,7 @@ impl PackCache {
     /// cache's bound, [`FETCHES`] at a time with at most [`MAX_IN_FLIGHT`]
     /// bytes in memory; then drops cached packs the index no longer names
     /// and evicts down to the bound.
-    pub fn prefetch(&self, backend: &dyn Backend, key: &MasterKey, index: &Index, trusted: bool) {
+    pub fn prefetch(&self, reader: PackReader<'_>, index: &Index, trusted: bool) {
         self.prefetched
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let cached: HashSet<Id> = self.listing().into_iter().map(|c| c.0).collect();
@@ -294,7 +294,7 @@ impl PackCache {
                             let next = queue.lock().ok().and_then(|mut q| q.pop());
                             let Some((pack, len)) = next else { break };
                             budget.take(len);
-                            if let Err(e) = self.fetch(backend, key, &pack) {
+                            if let Err(e) = self.fetch(reader, &pack) {
                                 tracing::debug!("tree pack {} not cached: {e:#}", pack.short());
                                 if let Ok(mut f) = self.failed.lock() {
                                     f.insert(pack);
@@ -421,9 +421,10 @@ mod tests {
 
     use super::*;
     use crate::repo::blob::{BlobType, seal_blob};
+    use crate::repo::layout;
     use crate::repo::pack::PackBuilder;
-    use crate::store::ObjectInfo;
     use crate::store::memory::{MemStore, SimClock};
+    use crate::store::{Backend, ObjectInfo};
 
     /// A memory store that counts reads.
     struct Counting {
@@ -515,6 +516,10 @@ mod tests {
     }
 
     impl Fixture {
+        fn reader(&self) -> PackReader<'_> {
+            PackReader::new(&self.store, &self.key)
+        }
+
         fn cache(&self) -> PackCache {
             PackCache::with_limit(self.dir.path(), 1 << 30)
         }
@@ -524,7 +529,7 @@ mod tests {
             for (pack, trees) in &self.packs {
                 for (plain, e) in trees {
                     let got =
-                        cache.read_blob(&self.store, &self.key, &self.index, pack, e, trusted);
+                        cache.read_blob(self.reader(), &self.key, &self.index, pack, e, trusted);
                     assert_eq!(got.as_deref(), Some(plain.as_slice()));
                 }
             }
@@ -603,7 +608,7 @@ mod tests {
         for (_, e) in trees {
             assert!(
                 cache
-                    .read_blob(&f.store, &f.key, &f.index, pack, e, true)
+                    .read_blob(f.reader(), &f.key, &f.index, pack, e, true)
                     .is_none()
             );
         }

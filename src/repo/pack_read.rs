@@ -1,7 +1,8 @@
 //! The one pack reader: ranged reads of a pack, every blob verified (AEAD,
 //! length, keyed id) inside the read's verdict, so a pool takes the next
 //! member's copy when one member's fails. Restore, `read_blob`, check,
-//! prune's repacking and `repair index` read packs through it.
+//! prune's repacking, `repair index` and the tree pack cache's fetches read
+//! packs through it ([`super::Repository::pack_reader`]).
 
 use std::ops::Range;
 
@@ -23,6 +24,13 @@ pub type Inspect<'a> = dyn FnMut(&[u8], &[PackEntry], &[(usize, anyhow::Error)])
 pub struct PackReader<'a> {
     backend: &'a dyn Backend,
     key: &'a MasterKey,
+}
+
+impl super::Repository {
+    /// The pack reader over this repository's store and key.
+    pub fn pack_reader(&self) -> PackReader<'_> {
+        PackReader::new(self.backend.as_ref(), &self.key)
+    }
 }
 
 /// Plaintexts of consecutive blobs, back to back in one buffer that a

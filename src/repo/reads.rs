@@ -34,7 +34,8 @@ impl Repository {
             if e.kind != kind {
                 bail!("blob {id} has the wrong type");
             }
-            let read = super::pack_read::PackReader::new(self.backend.as_ref(), &self.key)
+            let read = self
+                .pack_reader()
                 .read_blob(&pack, &e)
                 .with_context(|| format!("blob {} in pack {}", id.short(), layout::pack(&pack)));
             match read {
@@ -55,8 +56,7 @@ impl Repository {
     pub fn prefetch_trees(&self, index: &Index) {
         if let Some(packs) = &self.tree_packs {
             packs.prefetch(
-                self.backend.as_ref(),
-                &self.key,
+                self.pack_reader(),
                 index,
                 self.use_cache.load(std::sync::atomic::Ordering::Relaxed),
             );
@@ -83,7 +83,7 @@ impl Repository {
             .into_iter()
             .filter(|(pack, e)| e.kind == BlobType::Tree && index.is_tree_pack(pack))
             .find_map(|(pack, e)| {
-                packs.read_blob(self.backend.as_ref(), &self.key, index, &pack, &e, trusted)
+                packs.read_blob(self.pack_reader(), &self.key, index, &pack, &e, trusted)
             })
     }
 

@@ -138,7 +138,7 @@ fn restore_pack(
     fill: &Fill,
     plain: &mut Plaintexts,
 ) {
-    let reader = PackReader::new(repo.backend().as_ref(), repo.key());
+    let reader = repo.pack_reader();
     for run in spans(&job.blobs, policy.max_gap, policy.max_span) {
         if fill.halted() {
             return;

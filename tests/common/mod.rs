@@ -1,12 +1,19 @@
-//! Helpers shared by the integration tests that drive the built `strata`
-//! binary: a scratch directory holding a password file and a repository,
-//! runners, random data, byte flipping and a recursive tree comparison.
+//! The one harness of the integration tests: a scratch directory holding a
+//! password file and a repository, runners of the built `strata` binary,
+//! output helpers, random data and byte flipping; file trees and their
+//! comparison ([`tree`]), local HTTP and waiting ([`net`]), and the test
+//! object-store servers ([`servers`]).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::collections::HashMap;
+pub mod net;
+pub mod servers;
+pub mod tree;
+
+pub use servers::{S3, Servers, pool_servers, s3_server, unique};
+pub use tree::{Compare, compare_trees, copy_tree, dir_size, files_under, is_root, restored};
+
 use std::ffi::OsStr;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -93,6 +100,19 @@ impl Env {
         c
     }
 
+    /// A `strata` process command (one that can be spawned) with nothing of
+    /// the caller's environment but PATH, HOME set to the scratch directory,
+    /// no cache and stdin closed; for the agent and its console.
+    pub fn process(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root())
+            .env("STRATA_NO_CACHE", "1")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
     /// A `strata` command against this repository with the right password.
     pub fn cmd(&self) -> assert_cmd::Command {
         self.cmd_for(&self.repo())
@@ -174,6 +194,16 @@ pub fn summary(lines: &[serde_json::Value]) -> serde_json::Value {
     s[0].clone()
 }
 
+/// Exit code, stdout and stderr of a run, for failure messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -196,208 +226,4 @@ pub fn flip_byte(path: &Path, offset: Option<usize>) {
     let off = offset.unwrap_or(b.len() / 2);
     b[off] ^= 0x01;
     std::fs::write(path, b).unwrap();
-}
-
-/// Every regular file below `dir`, sorted.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Sum of the sizes of every regular file below `dir`.
-pub fn dir_size(dir: &Path) -> u64 {
-    files_under(dir)
-        .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum()
-}
-
-/// Copies a directory tree of regular files and directories.
-pub fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        let dst = to.join(e.file_name());
-        if t.is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
-/// Where `restore --target target` puts the snapshot path `src` (absolute).
-pub fn restored(target: &Path, src: &Path) -> PathBuf {
-    target.join(src.strip_prefix("/").unwrap())
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn kind(m: &std::fs::Metadata) -> &'static str {
-    let t = m.file_type();
-    if t.is_symlink() {
-        "symlink"
-    } else if t.is_dir() {
-        "dir"
-    } else if t.is_file() {
-        "file"
-    } else if t.is_fifo() {
-        "fifo"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() {
-        "block"
-    } else if t.is_char_device() {
-        "char"
-    } else {
-        "other"
-    }
-}
-
-/// What `compare_trees` checks besides type, bytes and link targets.
-pub struct Compare {
-    pub mode: bool,
-    pub mtime: bool,
-    pub owner: bool,
-    pub hardlinks: bool,
-}
-
-impl Compare {
-    pub fn all() -> Compare {
-        Compare {
-            mode: true,
-            mtime: true,
-            owner: is_root(),
-            hardlinks: true,
-        }
-    }
-}
-
-/// Compares the tree at `src` with the restored tree at `dst`: same names,
-/// types, file bytes, symlink targets, and (per `what`) permission bits,
-/// mtimes to the nanosecond, owners and hardlink identity. The roots'
-/// own metadata is compared too. Returns the number of entries compared.
-pub fn compare_trees(src: &Path, dst: &Path, what: &Compare) -> usize {
-    let mut links: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
-    let mut n = 0;
-    compare_entry(src, dst, what, &mut links, &mut n);
-    n
-}
-
-fn compare_entry(
-    src: &Path,
-    dst: &Path,
-    what: &Compare,
-    links: &mut HashMap<(u64, u64), (u64, u64)>,
-    n: &mut usize,
-) {
-    *n += 1;
-    let sm = std::fs::symlink_metadata(src).unwrap();
-    let dm = std::fs::symlink_metadata(dst)
-        .unwrap_or_else(|e| panic!("{} not restored: {e}", dst.display()));
-    let name = src.display();
-    assert_eq!(kind(&sm), kind(&dm), "{name}: type");
-    if what.mode {
-        assert_eq!(
-            format!("{:o}", sm.mode() & 0o7777),
-            format!("{:o}", dm.mode() & 0o7777),
-            "{name}: mode"
-        );
-    }
-    if what.mtime {
-        assert_eq!(
-            (sm.mtime(), sm.mtime_nsec()),
-            (dm.mtime(), dm.mtime_nsec()),
-            "{name}: mtime (s, ns)"
-        );
-    }
-    if what.owner {
-        assert_eq!((sm.uid(), sm.gid()), (dm.uid(), dm.gid()), "{name}: owner");
-    }
-    let t = sm.file_type();
-    if t.is_symlink() {
-        assert_eq!(
-            std::fs::read_link(src).unwrap(),
-            std::fs::read_link(dst).unwrap(),
-            "{name}: link target"
-        );
-    } else if t.is_file() {
-        assert_eq!(sm.len(), dm.len(), "{name}: size");
-        let (a, b) = (std::fs::read(src).unwrap(), std::fs::read(dst).unwrap());
-        assert!(a == b, "{name}: contents differ");
-        if what.hardlinks && sm.nlink() > 1 {
-            let s_ino = (sm.dev(), sm.ino());
-            let d_ino = (dm.dev(), dm.ino());
-            match links.get(&s_ino) {
-                Some(prev) => assert_eq!(*prev, d_ino, "{name}: hardlink identity lost"),
-                None => {
-                    links.insert(s_ino, d_ino);
-                }
-            }
-            assert_eq!(sm.nlink(), dm.nlink(), "{name}: link count");
-        }
-    } else if t.is_dir() {
-        let list = |p: &Path| {
-            let mut v: Vec<_> = std::fs::read_dir(p)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            v.sort();
-            v
-        };
-        let (sl, dl) = (list(src), list(dst));
-        assert_eq!(sl, dl, "{name}: directory entries");
-        for e in sl {
-            compare_entry(&src.join(&e), &dst.join(&e), what, links, n);
-        }
-    }
-}
-
-/// The S3 test server `scripts/test` starts (SeaweedFS on 127.0.0.1), from
-/// the STRATA_TEST_S3_* variables.
-pub struct S3 {
-    pub endpoint: String,
-    pub bucket: String,
-    pub key: String,
-    pub secret: String,
-}
-
-/// The S3 test server, or `None` (with a note) outside CI when it is not
-/// running; under CI its absence fails the test.
-pub fn s3_server() -> Option<S3> {
-    let get = |k: &str| std::env::var(k).ok();
-    let Some(endpoint) = get("STRATA_TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run these tests against real servers: run them through ./scripts/test"
-        );
-        eprintln!("skipped: no S3 test server (run ./scripts/test, which starts SeaweedFS)");
-        return None;
-    };
-    Some(S3 {
-        endpoint,
-        bucket: get("STRATA_TEST_S3_BUCKET").unwrap_or_else(|| "strata".into()),
-        key: get("STRATA_TEST_S3_KEY").unwrap_or_default(),
-        secret: get("STRATA_TEST_S3_SECRET").unwrap_or_default(),
-    })
 }
