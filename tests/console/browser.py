@@ -64,8 +64,11 @@ def main():
         shot(d, "login")
         d.find_element(By.ID, "token").send_keys("not-the-token")
         d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        assert "Wrong token" in d.page_source, "a wrong token was accepted"
-        assert d.current_url.endswith("/login")
+        # The answer is a new page: wait for it (a wrong token accepted
+        # would show the dashboard instead, and this times out).
+        wait_for("the wrong token to be refused", lambda: "Wrong token" in d.page_source, timeout=30)
+        assert d.current_url.endswith("/login"), d.current_url
+        assert "Dashboard" not in d.title, "a wrong token was accepted"
         # Logged in with the token.
         d.find_element(By.ID, "token").send_keys(TOKEN)
         d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
@@ -115,7 +118,7 @@ def main():
         t.clear()
         t.send_keys(TARGET)
         d.find_element(By.ID, "restore").click()
-        assert "Confirm restore" in d.find_element(By.TAG_NAME, "h1").text
+        wait_for("the confirmation page", lambda: "Confirm restore" in d.find_element(By.TAG_NAME, "h1").text, timeout=30)
         shot(d, "restore-confirm")
         d.find_element(By.ID, "confirm").click()
         wait_for("the restore to finish", lambda: d.find_element(By.ID, "restore-state").text == "done")
