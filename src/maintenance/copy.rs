@@ -120,7 +120,14 @@ fn copy_one(
     translation.blobs.retain(|_, t| index.contains(t));
     translation.trees.retain(|_, t| index.contains(t));
     let saver = Saver::start(dst.clone(), index, opts.threads.max(1), opts.uploads.max(1));
-    let root = copy_tree(src, src_index, &saver, dst, &snap.tree, translation);
+    let root = Copier {
+        src,
+        src_index,
+        saver: &saver,
+        dst,
+        translation,
+    }
+    .tree(&snap.tree);
     let totals = saver.finish().context("saving data to the repository")?;
     let root = root?;
     let mut copy = snap.clone();
@@ -144,57 +151,57 @@ fn copy_one(
     })
 }
 
-/// Writes the tree `id` of the source (and everything below it) here;
-/// returns its id here.
-fn copy_tree(
-    src: &Repository,
-    src_index: &Index,
-    saver: &Saver,
-    dst: &Repository,
-    id: &Id,
-    translation: &mut Translation,
-) -> Result<Id> {
-    if let Some(t) = translation.trees.get(id) {
-        return Ok(*t);
-    }
-    let mut tree = src.read_tree(src_index, id)?;
-    for node in &mut tree.nodes {
-        match node.kind {
-            NodeKind::Dir => {
-                let sub = node
-                    .subtree
-                    .with_context(|| format!("a directory without a tree in tree {id}"))?;
-                node.subtree = Some(copy_tree(src, src_index, saver, dst, &sub, translation)?);
-            }
-            NodeKind::File => {
-                for blob in &mut node.content {
-                    *blob = copy_blob(src, src_index, saver, dst, blob, translation)?;
-                }
-            }
-            _ => {}
-        }
-    }
-    let (new, _) = saver.save_if_new(BlobType::Tree, &tree.encode())?;
-    translation.trees.insert(*id, new);
-    Ok(new)
+/// Copies trees and data blobs of one snapshot from the source repository
+/// into this one, remembering what it translated.
+struct Copier<'a> {
+    src: &'a Repository,
+    src_index: &'a Index,
+    saver: &'a Saver,
+    dst: &'a Repository,
+    translation: &'a mut Translation,
 }
 
-fn copy_blob(
-    src: &Repository,
-    src_index: &Index,
-    saver: &Saver,
-    dst: &Repository,
-    id: &Id,
-    translation: &mut Translation,
-) -> Result<Id> {
-    if let Some(t) = translation.blobs.get(id) {
-        return Ok(*t);
+impl Copier<'_> {
+    /// Writes the tree `id` of the source (and everything below it) here;
+    /// returns its id here.
+    fn tree(&mut self, id: &Id) -> Result<Id> {
+        if let Some(t) = self.translation.trees.get(id) {
+            return Ok(*t);
+        }
+        let mut tree = self.src.read_tree(self.src_index, id)?;
+        for node in &mut tree.nodes {
+            match node.kind {
+                NodeKind::Dir => {
+                    let sub = node
+                        .subtree
+                        .with_context(|| format!("a directory without a tree in tree {id}"))?;
+                    node.subtree = Some(self.tree(&sub)?);
+                }
+                NodeKind::File => {
+                    for blob in &mut node.content {
+                        *blob = self.blob(blob)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (new, _) = self.saver.save_if_new(BlobType::Tree, &tree.encode())?;
+        self.translation.trees.insert(*id, new);
+        Ok(new)
     }
-    let plain = src.read_blob(src_index, BlobType::Data, id)?;
-    let new = dst.key().id_of(&plain);
-    if saver.claim(&new) {
-        saver.save(BlobType::Data, new, plain)?;
+
+    /// Writes the data blob `id` of the source here (re-keyed); returns its
+    /// id here.
+    fn blob(&mut self, id: &Id) -> Result<Id> {
+        if let Some(t) = self.translation.blobs.get(id) {
+            return Ok(*t);
+        }
+        let plain = self.src.read_blob(self.src_index, BlobType::Data, id)?;
+        let new = self.dst.key().id_of(&plain);
+        if self.saver.claim(&new) {
+            self.saver.save(BlobType::Data, new, plain)?;
+        }
+        self.translation.blobs.insert(*id, new);
+        Ok(new)
     }
-    translation.blobs.insert(*id, new);
-    Ok(new)
 }
