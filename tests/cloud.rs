@@ -306,6 +306,18 @@ impl Drop for CountingProxy {
 }
 
 /// A config for the S3 repository at `prefix` through `endpoint`.
+/// Runs strata with a config file and the password file.
+fn with_config(config: &Path, pw: &Path, args: &[&str]) -> std::process::Output {
+    strata()
+        .arg("--config")
+        .arg(config)
+        .arg("--password-file")
+        .arg(pw)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn s3_config(dir: &Path, s3: &S3, endpoint: &str, prefix: &str) -> PathBuf {
     let path = dir.join(format!("{prefix}.toml"));
     std::fs::write(
@@ -339,16 +351,7 @@ fn each_pack_goes_up_in_one_request() {
     for i in 0..3 {
         random_file(&src.join(format!("f{i}")), i, 16 << 20);
     }
-    let run = |args: &[&str]| {
-        strata()
-            .arg("--config")
-            .arg(&config)
-            .arg("--password-file")
-            .arg(&pw)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| with_config(&config, &pw, args);
     assert_ok(&run(&CHEAP_INIT), "init");
     proxy.admin("reset");
     let out = run(&["--json", "backup", src.to_str().unwrap()]);
@@ -378,16 +381,7 @@ fn check_lists_incomplete_uploads_and_prune_aborts_the_old_ones() {
     let (dir, pw) = scratch();
     let prefix = unique("uploads");
     let config = s3_config(dir.path(), &s3, &s3.endpoint, &prefix);
-    let run = |args: &[&str]| {
-        strata()
-            .arg("--config")
-            .arg(&config)
-            .arg("--password-file")
-            .arg(&pw)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| with_config(&config, &pw, args);
     assert_ok(&run(&CHEAP_INIT), "init");
     // An upload a killed backup left behind: started, one part, never
     // completed. And one outside the repository, which is not ours.
