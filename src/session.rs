@@ -202,22 +202,20 @@ impl Ctx {
     /// Opens the repository on a backend made by [`Ctx::backend`] (so the
     /// caller keeps it, e.g. for its request counts).
     pub fn open_on(&self, backend: Arc<dyn Backend>) -> Result<Arc<Repository>> {
-        let missing = || crate::error::Fatal::NoRepository(backend.location());
-        // Asked first only so that nobody types a password for a location
-        // that holds no repository; otherwise opening finds out itself (a
-        // missing config is "no repository" there too), two round trips
+        // Only so that nobody types a password for a location that holds
+        // no repository; with a password source, opening finds out itself
+        // (a missing config is "no repository" there too), two round trips
         // sooner.
-        if self.has_password_source() {
-            let pw = self.password(false)?;
-            return Ok(Arc::new(Repository::open(backend, &pw)?));
-        }
-        if !backend.exists()? {
-            return Err(missing().into());
-        }
-        match crate::repo::probe_config(backend.as_ref()) {
-            Err(e) if crate::store::is_not_found(&e) => return Err(missing().into()),
-            other => {
-                other?;
+        if !self.has_password_source() {
+            let missing = || crate::error::Fatal::NoRepository(backend.location());
+            if !backend.exists()? {
+                return Err(missing().into());
+            }
+            match crate::repo::probe_config(backend.as_ref()) {
+                Err(e) if crate::store::is_not_found(&e) => return Err(missing().into()),
+                other => {
+                    other?;
+                }
             }
         }
         let pw = self.password(false)?;
