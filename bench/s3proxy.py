@@ -3,7 +3,7 @@
 every request and counts requests by class, for bench/cloud.sh.
 
     bench/s3proxy.py [--listen 127.0.0.1:8334] [--upstream 127.0.0.1:8333]
-                     [--latency-ms 20] [--counts-file FILE]
+                     [--latency-ms 20] [--counts-file FILE] [--trace FILE]
 
 Point a client at http://127.0.0.1:8334 (path-style addressing; with
 --listen 127.0.0.1:0 a free port is picked and named on the first line of
@@ -22,7 +22,9 @@ Admin endpoints (not counted, no latency):
     POST /__proxy/reset             zero the counts
     POST /__proxy/latency?ms=N      change the latency
 SIGUSR1 writes the counts to --counts-file (JSON); so does exit
-(SIGTERM, SIGINT).
+(SIGTERM, SIGINT). --trace appends a line per request when it is answered:
+start and end in ms since the proxy started, class, method and path, to
+show which requests a command makes one after another.
 
 Standard library only. A thread per client connection, a kept-alive
 upstream connection per thread, bodies streamed in 1 MiB pieces.
@@ -113,7 +115,22 @@ def classify(method, path, query):
     return "OTHER"
 
 
-def make_handler(stats, upstream):
+class Trace:
+    """One line per answered request: start and end (ms), class, method, path."""
+
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.origin = time.monotonic()
+        self.file = open(path, "a", buffering=1)
+
+    def write(self, started, kind, method, path):
+        ended = time.monotonic()
+        with self.lock:
+            self.file.write(f"{(started - self.origin) * 1000:9.1f} {(ended - self.origin) * 1000:9.1f} "
+                            f"{kind:6} {method:6} {path}\n")
+
+
+def make_handler(stats, upstream, trace=None):
     host, port = upstream
     local = threading.local()
 
@@ -137,7 +154,9 @@ def make_handler(stats, upstream):
             path, _, query = self.path.partition("?")
             if path.startswith("/__proxy/"):
                 return self.admin(path, query)
-            stats.add(classify(self.command, path, query))
+            kind = classify(self.command, path, query)
+            stats.add(kind)
+            started = time.monotonic()
             storage_class = self.headers.get("x-amz-storage-class")
             if storage_class and self.command in ("PUT", "POST"):
                 folders = ("data", "index", "snapshots", "keys", "locks",
@@ -154,6 +173,8 @@ def make_handler(stats, upstream):
                 # A kept-alive upstream connection that was closed: once more.
                 resp = self.forward(body, fresh=True)
             self.relay(resp)
+            if trace is not None:
+                trace.write(started, kind, self.command, path)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_any
 
@@ -264,6 +285,7 @@ def main():
     ap.add_argument("--upstream", default="127.0.0.1:8333")
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--counts-file")
+    ap.add_argument("--trace")
     a = ap.parse_args()
     lhost, lport = a.listen.rsplit(":", 1)
     uhost, uport = a.upstream.rsplit(":", 1)
@@ -289,7 +311,8 @@ def main():
         daemon_threads = True
         request_queue_size = 128
 
-    server = Server((lhost, int(lport)), make_handler(stats, (uhost, int(uport))))
+    trace = Trace(a.trace) if a.trace else None
+    server = Server((lhost, int(lport)), make_handler(stats, (uhost, int(uport)), trace))
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     host, port = server.server_address[:2]
     # The first line names the address (port 0 picks a free one).
