@@ -299,6 +299,30 @@ mod tests {
         parallelism: 1,
     };
 
+    /// Key files written by any strata version must keep opening: the
+    /// derivation is checked against output of the argon2 0.5 crate (the
+    /// implementation before the parallel one), 4 lanes as by default.
+    #[test]
+    fn derivation_matches_the_earlier_implementation() {
+        let params = KdfParams {
+            memory_kib: 1024,
+            iterations: 2,
+            parallelism: 4,
+        };
+        let out = params
+            .derive(
+                b"correct horse battery staple",
+                b"strata known-answer salt 32 byte",
+                &FORMAT_BOUNDS,
+            )
+            .unwrap();
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "07e3e29448c7f15a76bde143bdfbdc35813d9d94d338640ab79aedf35e47bf96"
+        );
+    }
+
     #[test]
     fn seal_and_open() {
         let master = MasterKey::generate();
