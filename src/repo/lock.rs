@@ -219,10 +219,15 @@ impl Lock {
         })
     }
 
-    /// Records the deletion markers seen and rewrites the lock at once.
+    /// Records the deletion markers seen and rewrites the lock at once
+    /// (no write when the lock already says so: a lock is written with none
+    /// seen, and most runs find no marker).
     pub fn set_seen_markers(&self, markers: Vec<Id>) -> Result<()> {
         let body = {
             let mut info = self.info.lock().expect("lock info");
+            if info.seen_markers == markers {
+                return Ok(());
+            }
             info.seen_markers = markers;
             serde_json::to_vec(&*info)?
         };

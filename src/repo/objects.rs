@@ -15,8 +15,24 @@ impl Repository {
     pub fn save_object(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
         let id = self.key.id_of(plaintext);
         let sealed = crypto::seal(self.key.encryption_key(), &kind.ad(&id), plaintext);
+        // Kept for the next command on this machine, which would otherwise
+        // fetch what it wrote itself (a re-run reads the last snapshot and
+        // the index files the last backup wrote).
+        let cached = self.object_cache(kind).map(|dir| (dir, sealed.clone()));
         self.backend.put(&layout::object(kind, &id), sealed)?;
+        if let Some((dir, sealed)) = cached {
+            cache::put(dir, layout::prefix(kind), &id, &sealed);
+        }
         Ok(id)
+    }
+
+    /// The local cache directory for objects of `kind`, when they are
+    /// cached (index files and snapshots) and caching is on.
+    fn object_cache(&self, kind: ObjectKind) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref().filter(|_| {
+            matches!(kind, ObjectKind::Index | ObjectKind::Snapshot)
+                && self.use_cache.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     /// Loads, decrypts and verifies a snapshot or index.
@@ -34,10 +50,15 @@ impl Repository {
     ) -> Result<Vec<u8>> {
         let name = layout::object(kind, id);
         let folder = layout::prefix(kind);
-        let cache = self.cache_dir.as_deref().filter(|_| {
-            matches!(kind, ObjectKind::Index | ObjectKind::Snapshot)
-                && self.use_cache.load(std::sync::atomic::Ordering::Relaxed)
-        });
+        let cache = self.object_cache(kind);
+        if let Some(sealed) = self.early.take(&name)
+            && let Ok(plain) = self.open_object(kind, id, &sealed)
+        {
+            if let Some(dir) = cache {
+                cache::put(dir, folder, id, &sealed);
+            }
+            return Ok(plain);
+        }
         if let Some(dir) = cache
             && let Some(sealed) = cache::get(dir, folder, id)
             && let Ok(plain) = self.open_object(kind, id, &sealed)
