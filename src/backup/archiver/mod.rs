@@ -181,20 +181,55 @@ struct DirJob {
     reply: Sender<Option<Id>>,
 }
 
-/// Runs a backup and commits its snapshot.
-pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupReport> {
-    let started = Instant::now();
-    let time = opts.time.unwrap_or_else(chrono::Utc::now);
-    // The lock goes first; then the deletion markers it has seen; then the
-    // index without the packs those markers doom (see docs/PRUNE.md).
-    let lock = Lock::acquire(&repo, "backup")?;
-    let markers = load_markers(&repo)?;
+/// Takes the backup lock, then reads the deletion markers it has seen, then
+/// loads the index without the packs those markers doom, in that order (see
+/// docs/PRUNE.md).
+fn lock_and_load_index(repo: &Arc<Repository>) -> Result<(Lock, Index)> {
+    let lock = Lock::acquire(repo, "backup")?;
+    let markers = load_markers(repo)?;
     lock.set_seen_markers(markers.iter().map(|m| m.id).collect())?;
     let doomed: HashSet<Id> = markers
         .iter()
         .flat_map(|m| m.marker.packs.iter().copied())
         .collect();
-    let index = Arc::new(repo.load_index_for(IndexUse::Dedup { without: &doomed })?);
+    let index = repo.load_index_for(IndexUse::Dedup { without: &doomed })?;
+    Ok((lock, index))
+}
+
+/// Runs a backup and commits its snapshot.
+pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupReport> {
+    let started = Instant::now();
+    let time = opts.time.unwrap_or_else(chrono::Utc::now);
+    let paths = match &opts.source {
+        Source::Paths(paths) => Some(normalize_paths(paths)?),
+        Source::Stdin { .. } => None,
+    };
+    let shown: Vec<String> = paths
+        .iter()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect();
+    // The parent is chosen while the lock, markers and index load, one
+    // round trip after another on object storage: it needs no lock (its
+    // files are re-used only when the index, loaded under the lock, still
+    // holds all their chunks).
+    let (locked, parent) = std::thread::scope(|s| {
+        let parent = paths
+            .is_some()
+            .then(|| s.spawn(|| choose_parent(&repo, opts.mode, &opts.host, &shown)));
+        let locked = lock_and_load_index(&repo);
+        let parent = match parent {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("choosing the parent panicked")))
+                .map(Some),
+            None => Ok(None),
+        };
+        (locked, parent)
+    });
+    let (lock, index) = locked?;
+    let parent = parent?;
+    let index = Arc::new(index);
     let threads = opts.threads.max(1);
     let level = opts.compression.level(repo.config().compression_level);
     let saver = Saver::start_with_level(
@@ -231,10 +266,9 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
             // No parent, everything read: a full backup whatever the mode.
             (vec![format!("/{name}")], root, BackupMode::Full, None)
         }
-        Source::Paths(paths) => {
-            let paths = normalize_paths(&paths)?;
-            let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            let (mode, parent) = choose_parent(&repo, opts.mode, &opts.host, &shown)?;
+        Source::Paths(_) => {
+            let paths = paths.unwrap_or_default();
+            let (mode, parent) = parent.context("internal error: no parent chosen")?;
             // A parent whose trees cannot be read just means reading everything.
             let parent_root = parent
                 .as_ref()
