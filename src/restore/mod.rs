@@ -164,10 +164,20 @@ pub fn restore(
     snapshot: &Snapshot,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    restore_with_index(repo, snapshot, repo.load_index()?, opts)
+}
+
+/// [`restore`] with the index already loaded (the command loads it while it
+/// finds the snapshot).
+pub fn restore_with_index(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    index: Index,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     target::prepare(&opts.target)?;
     let owners = apply::Owners::for_target(&opts.target);
-    let index = repo.load_index()?;
     let entries = walk_snapshot(repo, &index, &snapshot.tree, &opts.includes)?;
     check_stop(opts)?;
     let mut report = RestoreReport::default();
