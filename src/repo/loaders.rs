@@ -108,6 +108,7 @@ impl Repository {
             .flat_map(|(_, f)| f.supersedes.iter().copied())
             .collect();
         loaded.objects.retain(|(id, _)| !superseded.contains(id));
+        self.early.drop_folder(layout::prefix(ObjectKind::Index));
         Ok(loaded)
     }
 
@@ -181,6 +182,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
+        self.early.drop_folder(layout::prefix(ObjectKind::Snapshot));
         objects.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         match on_damage {
             OnDamage::Refuse => {

@@ -10,6 +10,7 @@ pub mod blob;
 mod cache;
 mod config;
 pub mod deleted;
+mod early;
 pub mod index;
 mod keys;
 pub mod layout;
@@ -93,6 +94,8 @@ pub struct Repository {
     /// pool member, with each member's times moved onto one clock (the
     /// offsets, per member, in seconds).
     complete_views: Mutex<Option<HashMap<String, i64>>>,
+    /// Index files and snapshots fetched while the key was derived.
+    early: early::EarlyReads,
 }
 
 impl Repository {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 
+use super::early::EarlyReads;
 use super::{
     ObjectKind, RepoConfig, Repository, cache, deleted, joined, layout, pack_cache, verify_stored,
 };
@@ -85,6 +86,7 @@ impl Repository {
             };
             (joined(config), joined(keys), prefetched)
         });
+        let keys = keys?;
         let sealed_config = match config {
             Ok(bytes) => Some(bytes),
             Err(e) if is_not_found(&e) => {
@@ -93,8 +95,19 @@ impl Repository {
             // Read again below, with the pool's failover.
             Err(_) => None,
         };
-        let (key, repo_id, key_file) =
-            Self::unlock(backend.as_ref(), password, keys?, &prefetched)?;
+        // No key file of this repository known here: no local cache either,
+        // so the index files and snapshots are fetched while the key is
+        // derived (see early.rs). Not in the simulation, whose replays
+        // count every request.
+        let cold =
+            prefetched.is_empty() && !backend.can_spool() && !crate::entropy::in_simulation();
+        let (unlocked, early) = std::thread::scope(|s| {
+            let early = cold.then(|| s.spawn(|| EarlyReads::fetch(store)));
+            let unlocked = Self::unlock(store, password, keys, &prefetched);
+            let early = early.and_then(|h| h.join().ok()).unwrap_or_default();
+            (unlocked, early)
+        });
+        let (key, repo_id, key_file) = unlocked?;
         let ad = ObjectKind::Config.ad(&Id::default());
         let mut plain = sealed_config
             .and_then(|sealed| crypto::open(key.encryption_key(), &ad, &sealed).ok())
@@ -116,7 +129,9 @@ impl Repository {
                 config.id
             );
         }
-        Ok(Self::assemble(backend, key, config, key_file))
+        let mut repo = Self::assemble(backend, key, config, key_file);
+        repo.early = early;
+        Ok(repo)
     }
 
     /// The handle over an unlocked repository; on a pool, sets the verifier
@@ -144,6 +159,7 @@ impl Repository {
             key_file,
             damaged_warned: Mutex::default(),
             complete_views: Mutex::default(),
+            early: EarlyReads::default(),
         }
     }
 

@@ -1,0 +1,180 @@
+//! Reads made while the password's key is derived.
+//!
+//! On a machine with no cache for the repository (a new pod, a restarted
+//! container), every command would fetch the index files and snapshots one
+//! round trip after the key derivation. They are listed and fetched during
+//! it instead, newest first within a bound, and kept as the sealed bytes
+//! the store sent. Nothing is trusted early: a command still lists each
+//! folder when it needs to (after its lock, for a backup) and takes from
+//! here only objects that listing names, verified like any read
+//! ([`Repository::open_object`](super::Repository::open_object)).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{ObjectKind, layout};
+use crate::store::Backend;
+
+/// At most this many objects are fetched early...
+const MAX_OBJECTS: usize = 64;
+/// ...and at most this many bytes (by their listed sizes).
+const MAX_BYTES: u64 = 32 << 20;
+/// Requests in flight.
+const FETCHES: usize = 8;
+
+/// Sealed objects fetched early, by object name; each is taken once.
+#[derive(Default)]
+pub(super) struct EarlyReads {
+    objects: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl EarlyReads {
+    /// Lists the index files and snapshots and fetches the newest within
+    /// the bounds. Failures only mean nothing was fetched early.
+    pub(super) fn fetch(backend: &dyn Backend) -> EarlyReads {
+        let folders = [
+            layout::prefix(ObjectKind::Index),
+            layout::prefix(ObjectKind::Snapshot),
+        ];
+        let mut listed: Vec<crate::store::ObjectInfo> = std::thread::scope(|s| {
+            let lists: Vec<_> = folders
+                .iter()
+                .map(|f| s.spawn(move || backend.list(f).unwrap_or_default()))
+                .collect();
+            lists
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        listed.sort_by_key(|o| std::cmp::Reverse(o.modified));
+        let mut total = 0u64;
+        let wanted: Vec<String> = listed
+            .into_iter()
+            .take_while(|o| {
+                total = total.saturating_add(o.size);
+                total <= MAX_BYTES
+            })
+            .take(MAX_OBJECTS)
+            .map(|o| o.key)
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let objects = Mutex::new(HashMap::new());
+        std::thread::scope(|s| {
+            for _ in 0..FETCHES.min(wanted.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(name) = wanted.get(i) else { break };
+                        if let Ok(bytes) = backend.get(name) {
+                            objects
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), bytes);
+                        }
+                    }
+                });
+            }
+        });
+        EarlyReads { objects }
+    }
+
+    /// The sealed bytes of `name`, if fetched early (and not taken before).
+    pub(super) fn take(&self, name: &str) -> Option<Vec<u8>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
+    /// Drops what is left of a folder once its objects were loaded (objects
+    /// the command's own listing did not name).
+    pub(super) fn drop_folder(&self, folder: &str) {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| !name.starts_with(folder));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crypto::keyfile::KdfParams;
+    use crate::repo::index::IndexFile;
+    use crate::repo::{OnDamage, Repository};
+    use crate::store::memory::{MemStore, SimClock};
+
+    const KDF: KdfParams = KdfParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// A repository on a store with one index file, opened again (no key
+    /// file of it known on this machine, so the index was fetched early).
+    fn reopened() -> (Arc<MemStore>, Repository, String) {
+        let store = MemStore::new("m", SimClock::new(), 0);
+        let repo = Repository::init(store.clone(), b"pw", KDF).unwrap();
+        let id = repo
+            .save_index(&IndexFile {
+                supersedes: vec![crate::id::Id([7; 32])],
+                packs: Vec::new(),
+            })
+            .unwrap();
+        let name = layout::object(ObjectKind::Index, &id);
+        let repo = Repository::open(store.clone(), b"pw").unwrap();
+        repo.bypass_cache();
+        (store, repo, name)
+    }
+
+    #[test]
+    fn index_files_are_fetched_while_the_key_is_derived() {
+        let (store, repo, name) = reopened();
+        // Gone from the store since: only the early copy can serve it.
+        let sealed = store.get(&name).unwrap();
+        store.put(&name, b"not the sealed object".to_vec()).unwrap();
+        let loaded = repo.index_files(OnDamage::Refuse).unwrap();
+        assert_eq!(loaded.objects.len(), 1);
+        assert_eq!(loaded.objects[0].1.supersedes, vec![crate::id::Id([7; 32])]);
+        store.put(&name, sealed).unwrap();
+    }
+
+    #[test]
+    fn an_object_the_listing_no_longer_names_is_not_used() {
+        let (store, repo, name) = reopened();
+        store.delete(&name).unwrap();
+        let loaded = repo.index_files(OnDamage::Refuse).unwrap();
+        assert!(loaded.objects.is_empty(), "a deleted index file came back");
+    }
+
+    #[test]
+    fn damaged_early_bytes_are_not_trusted() {
+        let (_store, repo, name) = reopened();
+        repo.early
+            .objects
+            .lock()
+            .unwrap()
+            .insert(name, b"planted".to_vec());
+        let loaded = repo.index_files(OnDamage::Refuse).unwrap();
+        assert_eq!(loaded.objects.len(), 1, "read again from the store");
+    }
+
+    #[test]
+    fn at_most_the_bounds_are_fetched_newest_first() {
+        let clock = SimClock::new();
+        let store = MemStore::new("m", clock.clone(), 0);
+        for i in 0..MAX_OBJECTS + 6 {
+            clock.advance(1);
+            store.put(&format!("index/{i:064x}"), vec![0; 16]).unwrap();
+        }
+        let early = EarlyReads::fetch(store.as_ref());
+        let got = early.objects.lock().unwrap().len();
+        assert_eq!(got, MAX_OBJECTS);
+        let newest = format!("index/{:064x}", MAX_OBJECTS + 5);
+        assert!(early.take(&newest).is_some());
+        assert!(early.take(&newest).is_none(), "taken twice");
+        assert!(early.take(&format!("index/{:064x}", 0)).is_none());
+    }
+}
