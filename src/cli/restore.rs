@@ -54,8 +54,10 @@ pub struct RestoreArgs {
 /// Restores a snapshot.
 pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
     let repo = ctx.open()?;
-    // The index loads while the snapshot is found: one round trip less.
+    // The index loads while the snapshot is found (and, on a cold open,
+    // tree packs are fetched): round trips at once, not one after another.
     let (found, index) = std::thread::scope(|s| {
+        s.spawn(|| repo.prefetch_trees_early());
         let index = (!args.dry_run).then(|| s.spawn(|| repo.load_index()));
         let found = repo.find_snapshot(&args.snapshot);
         let index = index.map(|h| {

@@ -86,6 +86,17 @@ impl EarlyReads {
             .remove(name)
     }
 
+    /// Copies of what was fetched of a folder, left in place.
+    pub(super) fn peek(&self, folder: &str) -> Vec<(String, Vec<u8>)> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(name, _)| name.starts_with(folder))
+            .map(|(name, bytes)| (name.clone(), bytes.clone()))
+            .collect()
+    }
+
     /// Drops what is left of a folder once its objects were loaded (objects
     /// the command's own listing did not name).
     pub(super) fn drop_folder(&self, folder: &str) {

@@ -143,6 +143,11 @@ pub fn object(kind: ObjectKind, id: &Id) -> String {
     format!("{}{id}", prefix(kind))
 }
 
+/// The id in the name of an object of `kind`, if it is one.
+pub fn object_id_of(kind: ObjectKind, name: &str) -> Option<Id> {
+    name.strip_prefix(prefix(kind))?.parse().ok()
+}
+
 /// The pack id in a pack's name, if it is one.
 pub fn pack_id_of(name: &str) -> Option<Id> {
     name.strip_prefix(DATA)?.rsplit('/').next()?.parse().ok()

@@ -112,10 +112,7 @@ impl PackCache {
         trusted: bool,
     ) -> Option<Vec<u8>> {
         if !self.prefetched.load(std::sync::atomic::Ordering::SeqCst) {
-            let _one = self.fetching.lock().ok()?;
-            if !self.prefetched.load(std::sync::atomic::Ordering::SeqCst) {
-                self.prefetch(reader, index, trusted);
-            }
+            self.prefetch_once(reader, index, trusted);
         }
         if self.failed.lock().ok()?.contains(pack) {
             return None;
@@ -256,6 +253,17 @@ impl PackCache {
             bail!("writing {}: {e}", path.display());
         }
         Ok(())
+    }
+
+    /// [`PackCache::prefetch`] unless this process did it already (or is
+    /// doing it: then this waits for it).
+    pub fn prefetch_once(&self, reader: PackReader<'_>, index: &Index, trusted: bool) {
+        let Ok(_one) = self.fetching.lock() else {
+            return;
+        };
+        if !self.prefetched.load(std::sync::atomic::Ordering::SeqCst) {
+            self.prefetch(reader, index, trusted);
+        }
     }
 
     /// Fetches every tree pack `index` names that is not cached (or, when

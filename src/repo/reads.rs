@@ -5,9 +5,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use super::blob::BlobType;
-use super::index::Index;
+use super::index::{Index, IndexFile};
 use super::tree::Tree;
-use super::{Repository, layout};
+use super::{ObjectKind, Repository, layout};
 use crate::id::Id;
 
 impl Repository {
@@ -55,12 +55,39 @@ impl Repository {
     /// without a cache.
     pub fn prefetch_trees(&self, index: &Index) {
         if let Some(packs) = &self.tree_packs {
-            packs.prefetch(
+            packs.prefetch_once(
                 self.pack_reader(),
                 index,
                 self.use_cache.load(std::sync::atomic::Ordering::Relaxed),
             );
         }
+    }
+
+    /// On a cold open (index files fetched while the key was derived, see
+    /// `early.rs`), fetches the tree packs those index files name into the
+    /// tree pack cache, so a command can do it while it takes its lock and
+    /// lists; nothing otherwise. Only a head start: reads still go by the
+    /// index the command loads itself, and every blob is verified.
+    pub fn prefetch_trees_early(&self) {
+        if self.tree_packs.is_none() {
+            return;
+        }
+        let files = self.early.peek(layout::prefix(ObjectKind::Index));
+        if files.is_empty() {
+            return;
+        }
+        let mut index = Index::default();
+        for (name, sealed) in files {
+            let Some(id) = layout::object_id_of(ObjectKind::Index, &name) else {
+                continue;
+            };
+            if let Ok(plain) = self.open_object(ObjectKind::Index, &id, &sealed)
+                && let Ok(file) = IndexFile::decode(&plain)
+            {
+                index.add_file(&file);
+            }
+        }
+        self.prefetch_trees(&index);
     }
 
     /// Puts a tree pack this process just wrote (as the pieces it was

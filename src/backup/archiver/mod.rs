@@ -209,11 +209,12 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         .flatten()
         .map(|p| p.display().to_string())
         .collect();
-    // The parent is chosen while the lock, markers and index load, one
-    // round trip after another on object storage: it needs no lock (its
-    // files are re-used only when the index, loaded under the lock, still
-    // holds all their chunks).
+    // The parent is chosen (and, on a cold open, tree packs fetched) while
+    // the lock, markers and index load, one round trip after another on
+    // object storage: it needs no lock (its files are re-used only when the
+    // index, loaded under the lock, still holds all their chunks).
     let (locked, parent) = std::thread::scope(|s| {
+        s.spawn(|| repo.prefetch_trees_early());
         let parent = paths
             .is_some()
             .then(|| s.spawn(|| choose_parent(&repo, opts.mode, &opts.host, &shown)));
