@@ -375,6 +375,58 @@ fn each_pack_goes_up_in_one_request() {
     );
 }
 
+/// The request budget of issue 13: `forget --prune` on a repository with
+/// nothing to delete makes at most 30 requests (counted by the proxy).
+#[test]
+fn forget_prune_with_nothing_to_delete_stays_within_its_request_budget() {
+    let Some(s3) = s3_server() else { return };
+    let proxy = CountingProxy::start(&s3);
+    let (dir, pw) = scratch();
+    let prefix = unique("forgetbudget");
+    let config = s3_config(dir.path(), &s3, &proxy.endpoint, &prefix);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    random_file(&src.join("f"), 1, 1 << 20);
+    // With the local cache, as by default.
+    let cache = dir.path().join("cache");
+    let run = |args: &[&str]| {
+        strata()
+            .env_remove("STRATA_NO_CACHE")
+            .env("XDG_CACHE_HOME", &cache)
+            .arg("--config")
+            .arg(&config)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(&CHEAP_INIT), "init");
+    for _ in 0..3 {
+        assert_ok(&run(&["backup", src.to_str().unwrap()]), "backup");
+    }
+    // The first prune compacts the three index files; the next has
+    // nothing at all to do.
+    assert_ok(&run(&["prune"]), "prune");
+    proxy.admin("reset");
+    let out = run(&["forget", "--keep-last", "5", "--prune"]);
+    assert_ok(&out, "forget --prune");
+    assert!(
+        stdout(&out).contains("removed 0 snapshots"),
+        "{}",
+        stdout(&out)
+    );
+    let c = proxy.admin("counts");
+    let total: u64 = [
+        "PUT", "PART", "MPU", "GET", "HEAD", "LIST", "DELETE", "OTHER",
+    ]
+    .iter()
+    .map(|k| c[k].as_u64().unwrap_or(0))
+    .sum();
+    assert!(total <= 30, "forget --prune made {total} requests: {c}");
+    eprintln!("forget --prune with nothing to delete: {total} requests ({c})");
+}
+
 #[test]
 fn check_lists_incomplete_uploads_and_prune_aborts_the_old_ones() {
     let Some(s3) = s3_server() else { return };

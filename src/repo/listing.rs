@@ -182,18 +182,34 @@ impl Repository {
     /// prune deletes from (packs, index files, deletion records), by
     /// deleting `probe` there (a name that never exists); the first folder
     /// where some store refuses, with the stores that refused.
+    /// The folders are probed at once, and once per handle: `forget
+    /// --prune` asks before forgetting and prune asks again.
     pub fn prune_delete_refusal(&self, probe: &str) -> Result<Option<(&'static str, Vec<String>)>> {
+        use std::sync::atomic::Ordering;
+        if self.may_delete.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let folders = [
             layout::DATA,
             layout::prefix(ObjectKind::Index),
             layout::prefix(ObjectKind::Deletion),
         ];
-        for folder in folders {
-            let refused = self.backend.delete_refused(&format!("{folder}{probe}"))?;
+        let answers: Vec<Result<Vec<String>>> = std::thread::scope(|s| {
+            let asks: Vec<_> = folders
+                .iter()
+                .map(|folder| {
+                    s.spawn(move || self.backend.delete_refused(&format!("{folder}{probe}")))
+                })
+                .collect();
+            asks.into_iter().map(super::joined).collect()
+        });
+        for (folder, refused) in folders.into_iter().zip(answers) {
+            let refused = refused?;
             if !refused.is_empty() {
                 return Ok(Some((folder, refused)));
             }
         }
+        self.may_delete.store(true, Ordering::Relaxed);
         Ok(None)
     }
 

@@ -96,6 +96,9 @@ pub struct Repository {
     complete_views: Mutex<Option<HashMap<String, i64>>>,
     /// Index files and snapshots fetched while the key was derived.
     early: early::EarlyReads,
+    /// Set once a probe found that these credentials may delete where prune
+    /// deletes ([`Repository::prune_delete_refusal`]).
+    may_delete: std::sync::atomic::AtomicBool,
 }
 
 impl Repository {

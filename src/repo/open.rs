@@ -160,6 +160,7 @@ impl Repository {
             damaged_warned: Mutex::default(),
             complete_views: Mutex::default(),
             early: EarlyReads::default(),
+            may_delete: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
