@@ -192,7 +192,7 @@ fn backup_killed_at_random_moments_leaves_a_usable_repository() {
     for attempt in 0..6u32 {
         files = make_tree(&src, 1000 + u64::from(attempt), 12, 3 << 20, 300);
         let total: usize = files.values().map(Vec::len).sum();
-        let delay = one_backup.mul_f64(0.8f64.powi(attempt as i32 + 1));
+        let delay = estimate.mul_f64(0.8f64.powi(attempt as i32 + 1));
         if !backup_killed_after(&repo, &pw, &src, delay) {
             continue;
         }
