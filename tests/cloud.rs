@@ -338,15 +338,42 @@ fn random_file(path: &Path, seed: u64, len: usize) {
     std::fs::write(path, data).unwrap();
 }
 
+/// An S3 repository config at a new prefix named after `name`, reached
+/// through a counting proxy, and an empty source folder, in a scratch
+/// directory with the password file.
+struct Proxied {
+    proxy: CountingProxy,
+    dir: tempfile::TempDir,
+    pw: PathBuf,
+    config: PathBuf,
+    src: PathBuf,
+}
+
+fn proxied(s3: &S3, name: &str) -> Proxied {
+    let proxy = CountingProxy::start(s3);
+    let (dir, pw) = scratch();
+    let config = s3_config(dir.path(), s3, &proxy.endpoint, &unique(name));
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    Proxied {
+        proxy,
+        dir,
+        pw,
+        config,
+        src,
+    }
+}
+
 #[test]
 fn each_pack_goes_up_in_one_request() {
     let Some(s3) = s3_server() else { return };
-    let proxy = CountingProxy::start(&s3);
-    let (dir, pw) = scratch();
-    let prefix = unique("onereq");
-    let config = s3_config(dir.path(), &s3, &proxy.endpoint, &prefix);
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let Proxied {
+        proxy,
+        dir: _dir,
+        pw,
+        config,
+        src,
+    } = proxied(&s3, "onereq");
     // About 48 MiB of incompressible data: three 16 MiB packs.
     for i in 0..3 {
         random_file(&src.join(format!("f{i}")), i, 16 << 20);
@@ -380,12 +407,13 @@ fn each_pack_goes_up_in_one_request() {
 #[test]
 fn forget_prune_with_nothing_to_delete_stays_within_its_request_budget() {
     let Some(s3) = s3_server() else { return };
-    let proxy = CountingProxy::start(&s3);
-    let (dir, pw) = scratch();
-    let prefix = unique("forgetbudget");
-    let config = s3_config(dir.path(), &s3, &proxy.endpoint, &prefix);
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let Proxied {
+        proxy,
+        dir,
+        pw,
+        config,
+        src,
+    } = proxied(&s3, "forgetbudget");
     random_file(&src.join("f"), 1, 1 << 20);
     // With the local cache, as by default.
     let cache = dir.path().join("cache");
@@ -515,18 +543,19 @@ fn check_lists_incomplete_uploads_and_prune_aborts_the_old_ones() {
 #[test]
 fn storage_classes_apply_per_kind_of_object() {
     let Some(s3) = s3_server() else { return };
-    let proxy = CountingProxy::start(&s3);
-    let (dir, pw) = scratch();
-    let prefix = unique("class");
-    let config = s3_config(dir.path(), &s3, &proxy.endpoint, &prefix);
+    let Proxied {
+        proxy,
+        dir,
+        pw,
+        config,
+        src,
+    } = proxied(&s3, "class");
     let text = std::fs::read_to_string(&config).unwrap().replacen(
         "\n\n[repository.options]",
         "\nstorage_class = { data = \"STANDARD_IA\" }\n\n[repository.options]",
         1,
     );
     std::fs::write(&config, &text).unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
     random_file(&src.join("f"), 9, 1 << 20);
     let run = |config: &Path, args: &[&str]| {
         strata()

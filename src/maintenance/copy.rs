@@ -12,7 +12,7 @@
 //! would cut elsewhere), so later backups into the target deduplicate
 //! against copied data only where files are unchanged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -22,11 +22,11 @@ use crate::backup::saver::Saver;
 use crate::id::Id;
 use crate::repo::blob::BlobType;
 use crate::repo::index::Index;
-use crate::repo::lock::Lock;
-use crate::repo::markers::load_markers;
+
+use crate::repo::markers::lock_and_load_dedup_index;
 use crate::repo::snapshot::{OriginalSnapshot, Snapshot};
 use crate::repo::tree::NodeKind;
-use crate::repo::{IndexUse, ObjectKind, OnDamage, Repository};
+use crate::repo::{ObjectKind, OnDamage, Repository};
 
 /// Options of a copy.
 #[derive(Debug, Clone, Copy)]
@@ -108,14 +108,8 @@ fn copy_one(
 ) -> Result<Copied> {
     // As a backup does: lock, the markers it has seen, then the index
     // without the packs they doom (docs/PRUNE.md).
-    let lock = Lock::acquire(dst, "backup")?;
-    let markers = load_markers(dst)?;
-    lock.set_seen_markers(markers.iter().map(|m| m.id).collect())?;
-    let doomed: HashSet<Id> = markers
-        .iter()
-        .flat_map(|m| m.marker.packs.iter().copied())
-        .collect();
-    let index = Arc::new(dst.load_index_for(IndexUse::Dedup { without: &doomed })?);
+    let (lock, index) = lock_and_load_dedup_index(dst)?;
+    let index = Arc::new(index);
     // Translated ids are only good while their blobs are indexed here.
     translation.blobs.retain(|_, t| index.contains(t));
     translation.trees.retain(|_, t| index.contains(t));

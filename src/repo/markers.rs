@@ -53,3 +53,21 @@ pub fn load_markers(repo: &Repository) -> Result<Vec<FoundMarker>> {
     }
     Ok(out)
 }
+
+/// How a command that adds data (backup, copy) starts: it writes its lock,
+/// then reads the deletion markers and records them in the lock, then loads
+/// the index without the packs those markers doom, in that order (see
+/// docs/PRUNE.md).
+pub fn lock_and_load_dedup_index(
+    repo: &std::sync::Arc<Repository>,
+) -> Result<(super::lock::Lock, super::index::Index)> {
+    let lock = super::lock::Lock::acquire(repo, "backup")?;
+    let markers = load_markers(repo)?;
+    lock.set_seen_markers(markers.iter().map(|m| m.id).collect())?;
+    let doomed: std::collections::HashSet<crate::id::Id> = markers
+        .iter()
+        .flat_map(|m| m.marker.packs.iter().copied())
+        .collect();
+    let index = repo.load_index_for(super::IndexUse::Dedup { without: &doomed })?;
+    Ok((lock, index))
+}

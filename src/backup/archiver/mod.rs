@@ -12,7 +12,6 @@ mod reader;
 mod trees;
 mod walker;
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,11 +24,11 @@ use super::saver::Saver;
 use crate::chunker::Chunker;
 use crate::id::Id;
 use crate::repo::index::Index;
-use crate::repo::lock::Lock;
-use crate::repo::markers::load_markers;
+
+use crate::repo::markers::lock_and_load_dedup_index;
 use crate::repo::snapshot::{BackupMode, Snapshot, SnapshotCompression, SnapshotSummary};
 use crate::repo::tree::Node;
-use crate::repo::{IndexUse, ObjectKind, Repository};
+use crate::repo::{ObjectKind, Repository};
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::{Receiver, Sender};
 
@@ -181,21 +180,6 @@ struct DirJob {
     reply: Sender<Option<Id>>,
 }
 
-/// Takes the backup lock, then reads the deletion markers it has seen, then
-/// loads the index without the packs those markers doom, in that order (see
-/// docs/PRUNE.md).
-fn lock_and_load_index(repo: &Arc<Repository>) -> Result<(Lock, Index)> {
-    let lock = Lock::acquire(repo, "backup")?;
-    let markers = load_markers(repo)?;
-    lock.set_seen_markers(markers.iter().map(|m| m.id).collect())?;
-    let doomed: HashSet<Id> = markers
-        .iter()
-        .flat_map(|m| m.marker.packs.iter().copied())
-        .collect();
-    let index = repo.load_index_for(IndexUse::Dedup { without: &doomed })?;
-    Ok((lock, index))
-}
-
 /// Runs a backup and commits its snapshot.
 pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupReport> {
     let started = Instant::now();
@@ -218,7 +202,7 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
         let parent = paths
             .is_some()
             .then(|| s.spawn(|| choose_parent(&repo, opts.mode, &opts.host, &shown)));
-        let locked = lock_and_load_index(&repo);
+        let locked = lock_and_load_dedup_index(&repo);
         let parent = match parent {
             Some(h) => h
                 .join()
