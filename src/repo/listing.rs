@@ -194,15 +194,18 @@ impl Repository {
             layout::prefix(ObjectKind::Index),
             layout::prefix(ObjectKind::Deletion),
         ];
-        let answers: Vec<Result<Vec<String>>> = std::thread::scope(|s| {
-            let asks: Vec<_> = folders
-                .iter()
-                .map(|folder| {
-                    s.spawn(move || self.backend.delete_refused(&format!("{folder}{probe}")))
-                })
-                .collect();
-            asks.into_iter().map(super::joined).collect()
-        });
+        let ask = |folder: &str| self.backend.delete_refused(&format!("{folder}{probe}"));
+        let answers: Vec<Result<Vec<String>>> = match crate::entropy::in_simulation() {
+            // In order, so a seed replays the same requests.
+            true => folders.iter().map(|f| ask(f)).collect(),
+            false => std::thread::scope(|s| {
+                let asks: Vec<_> = folders
+                    .iter()
+                    .map(|folder| s.spawn(move || ask(folder)))
+                    .collect();
+                asks.into_iter().map(super::joined).collect()
+            }),
+        };
         for (folder, refused) in folders.into_iter().zip(answers) {
             let refused = refused?;
             if !refused.is_empty() {

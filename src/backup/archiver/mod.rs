@@ -197,21 +197,28 @@ pub fn run_backup(repo: Arc<Repository>, opts: BackupOptions) -> Result<BackupRe
     // the lock, markers and index load, one round trip after another on
     // object storage: it needs no lock (its files are re-used only when the
     // index, loaded under the lock, still holds all their chunks).
-    let (locked, parent) = std::thread::scope(|s| {
-        s.spawn(|| repo.prefetch_trees_early());
-        let parent = paths
-            .is_some()
-            .then(|| s.spawn(|| choose_parent(&repo, opts.mode, &opts.host, &shown)));
+    let choose = || choose_parent(&repo, opts.mode, &opts.host, &shown);
+    let (locked, parent) = if crate::entropy::in_simulation() {
+        // One thing after another, so a seed replays the same requests in
+        // the same order.
         let locked = lock_and_load_dedup_index(&repo);
-        let parent = match parent {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("choosing the parent panicked")))
-                .map(Some),
-            None => Ok(None),
-        };
+        let parent = paths.as_ref().map(|_| choose()).transpose();
         (locked, parent)
-    });
+    } else {
+        std::thread::scope(|s| {
+            s.spawn(|| repo.prefetch_trees_early());
+            let parent = paths.is_some().then(|| s.spawn(choose));
+            let locked = lock_and_load_dedup_index(&repo);
+            let parent = match parent {
+                Some(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("choosing the parent panicked")))
+                    .map(Some),
+                None => Ok(None),
+            };
+            (locked, parent)
+        })
+    };
     let (lock, index) = locked?;
     let parent = parent?;
     let index = Arc::new(index);
