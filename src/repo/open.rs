@@ -86,7 +86,6 @@ impl Repository {
             };
             (joined(config), joined(keys), prefetched)
         });
-        let keys = keys?;
         let sealed_config = match config {
             Ok(bytes) => Some(bytes),
             Err(e) if is_not_found(&e) => {
@@ -95,6 +94,8 @@ impl Repository {
             // Read again below, with the pool's failover.
             Err(_) => None,
         };
+        // After the config: a missing repository is said as such.
+        let keys = keys?;
         // No key file of this repository known here: no local cache either,
         // so the index files and snapshots are fetched while the key is
         // derived (see early.rs). Not in the simulation, whose replays
