@@ -27,6 +27,11 @@
 #                   `eval "$(scripts/servers start)"` starts it)
 #   CLOUD_BUCKET    bucket (default $STRATA_TEST_S3_BUCKET or strata)
 #   CLOUD_PROXY     proxy listen address (default 127.0.0.1:8334)
+#   CLOUD_RESTORE_DIR  where restores go (default: a new directory in
+#                   /dev/shm, so that ext4's slow inode allocation after
+#                   the previous restore's deletion - see compare.sh - does
+#                   not add a random second to some tool's restore; else
+#                   $BENCH_DIR/restored)
 #   CLOUD_FILER     SeaweedFS filer (default 127.0.0.1:8888): the
 #                   repositories are deleted through it afterwards; empty
 #                   to keep them
@@ -49,6 +54,14 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-${STRATA_TEST_S3_KEY:-strata-test}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-${STRATA_TEST_S3_SECRET:-strata-test-secret}}
 export AWS_REGION=${AWS_REGION:-us-east-1}
 RESULTS="$BENCH_DIR/results.tsv"
+RESTORED=${CLOUD_RESTORE_DIR:-}
+if [ -z "$RESTORED" ]; then
+  if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    RESTORED=$(mktemp -d /dev/shm/strata-cloud-restore.XXXXXX)/restored
+  else
+    RESTORED="$BENCH_DIR/restored"
+  fi
+fi
 RUN_ID=$(date +%Y%m%d-%H%M%S)-$$
 PREFIX="bench-cloud/$RUN_ID"
 
@@ -91,7 +104,8 @@ cleanup() {
   if [ -n "$FILER" ]; then
     curl -s -o /dev/null -X DELETE "http://$FILER/buckets/$BUCKET/$PREFIX?recursive=true&ignoreRecursiveError=true" || true
   fi
-  rm -rf "$BENCH_DIR/cache" "$BENCH_DIR/restored"
+  rm -rf "$BENCH_DIR/cache" "$RESTORED"
+  case $RESTORED in /dev/shm/strata-cloud-restore.*) rmdir "$(dirname "$RESTORED")" 2>/dev/null || true ;; esac
 }
 trap cleanup EXIT
 for _ in $(seq 1 50); do curl -sf "$PROXY_URL/__proxy/counts" >/dev/null && break; sleep 0.1; done
@@ -134,13 +148,13 @@ tool_cmd() { # tool action
   case "$1:$2" in
     strata:init) echo "$STRATA init -q" ;;
     strata:backup) echo "$STRATA backup -q $DATA" ;;
-    strata:restore) echo "$STRATA restore -q latest --target $BENCH_DIR/restored" ;;
+    strata:restore) echo "$STRATA restore -q latest --target $RESTORED" ;;
     restic:init) echo "restic init -q --repository-version 2" ;;
     restic:backup) echo "restic backup -q --compression auto $DATA" ;;
-    restic:restore) echo "restic restore -q latest --target $BENCH_DIR/restored" ;;
+    restic:restore) echo "restic restore -q latest --target $RESTORED" ;;
     rustic:init) echo "rustic -P cloud --cache-dir $CACHE init" ;;
     rustic:backup) echo "rustic -P cloud --cache-dir $CACHE backup --no-progress $DATA" ;;
-    rustic:restore) echo "rustic -P cloud --cache-dir $CACHE restore --no-progress latest $BENCH_DIR/restored" ;;
+    rustic:restore) echo "rustic -P cloud --cache-dir $CACHE restore --no-progress latest $RESTORED" ;;
   esac
 }
 
@@ -149,7 +163,7 @@ tool_cmd() { # tool action
 measure() { # latency tool step key action
   local lat=$1 tool=$2 step=$3 key=$4 action=$5 tf="$BENCH_DIR/time.out"
   [ "$action" = backup ] && tar -cf - -C "$DATA" . 2>/dev/null | cat >/dev/null
-  rm -rf "$BENCH_DIR/restored"
+  rm -rf "$RESTORED"
   proxy reset >/dev/null
   # shellcheck disable=SC2046
   if ! env $(tool_env "$tool" "$key") /usr/bin/time -f '%e %M' -o "$tf" $(tool_cmd "$tool" "$action") \

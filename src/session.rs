@@ -202,6 +202,16 @@ impl Ctx {
     /// Opens the repository on a backend made by [`Ctx::backend`] (so the
     /// caller keeps it, e.g. for its request counts).
     pub fn open_on(&self, backend: Arc<dyn Backend>) -> Result<Arc<Repository>> {
+        self.open_on_with(backend, false)
+    }
+
+    /// [`Ctx::open`] for a command that only reads: its listings are made
+    /// while the key is derived ([`Repository::open_for_reading`]).
+    pub fn open_for_reading(&self) -> Result<Arc<Repository>> {
+        self.open_on_with(self.backend()?, true)
+    }
+
+    fn open_on_with(&self, backend: Arc<dyn Backend>, reading: bool) -> Result<Arc<Repository>> {
         // Only so that nobody types a password for a location that holds
         // no repository; with a password source, opening finds out itself
         // (a missing config is "no repository" there too), two round trips
@@ -219,7 +229,10 @@ impl Ctx {
             }
         }
         let pw = self.password(false)?;
-        Ok(Arc::new(Repository::open(backend, &pw)?))
+        Ok(Arc::new(match reading {
+            true => Repository::open_for_reading(backend, &pw)?,
+            false => Repository::open(backend, &pw)?,
+        }))
     }
 }
 

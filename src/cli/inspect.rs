@@ -24,7 +24,7 @@ pub struct SnapshotsArgs {
 
 /// Lists snapshots.
 pub fn snapshots(ctx: &Ctx, args: SnapshotsArgs) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_for_reading()?;
     let all = repo.snapshots(OnDamage::Skip)?.objects;
     let shown: Vec<_> = all
         .iter()
@@ -74,7 +74,7 @@ pub struct LsArgs {
 
 /// Lists a snapshot's files.
 pub fn ls(ctx: &Ctx, args: LsArgs) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_for_reading()?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.load_index()?;
     let (tree, dir) = tree_at(
@@ -156,7 +156,7 @@ pub struct DiffArgs {
 
 /// Shows changes between two snapshots.
 pub fn diff(ctx: &Ctx, args: DiffArgs) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_for_reading()?;
     let (_, a) = repo.find_snapshot(&args.a)?;
     let (_, b) = repo.find_snapshot(&args.b)?;
     let index = repo.load_index()?;
@@ -195,7 +195,7 @@ pub struct StatsArgs {
 
 /// Prints statistics.
 pub fn stats(ctx: &Ctx, args: StatsArgs) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_for_reading()?;
     let roots: Vec<_> = match &args.snapshot {
         Some(spec) => vec![repo.find_snapshot(spec)?.1.tree],
         None => repo

@@ -53,7 +53,7 @@ pub struct RestoreArgs {
 
 /// Restores a snapshot.
 pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_for_reading()?;
     // The index loads while the snapshot is found (and, on a cold open,
     // tree packs are fetched): round trips at once, not one after another.
     let (found, index) = std::thread::scope(|s| {
@@ -236,7 +236,7 @@ pub struct DumpArgs {
 
 /// Writes one file's content to stdout.
 pub fn dump(ctx: &Ctx, args: DumpArgs) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_for_reading()?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.load_index()?;
     let node = find_node(&repo, &index, &snap.tree, &args.path)?.with_context(|| {

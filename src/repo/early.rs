@@ -8,12 +8,19 @@
 //! folder when it needs to (after its lock, for a backup) and takes from
 //! here only objects that listing names, verified like any read
 //! ([`Repository::open_object`](super::Repository::open_object)).
+//!
+//! Commands that only read (restore, `ls`, `snapshots`) may also take the
+//! listings themselves ([`Repository::open_for_reading`]
+//! (super::Repository::open_for_reading)): each is used once, by the first
+//! listing of its folder, never once the handle needs complete views; such
+//! a command sees the repository as it was when it opened, as if it had
+//! started 100 ms earlier.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{ObjectKind, layout};
-use crate::store::Backend;
+use crate::store::{Backend, ObjectInfo};
 
 /// At most this many objects are fetched early...
 const MAX_OBJECTS: usize = 64;
@@ -22,30 +29,61 @@ const MAX_BYTES: u64 = 32 << 20;
 /// Requests in flight.
 const FETCHES: usize = 8;
 
-/// Sealed objects fetched early, by object name; each is taken once.
+/// Sealed objects fetched early, by object name, and listings kept for
+/// reading commands, by folder; each is taken once.
 #[derive(Default)]
 pub(super) struct EarlyReads {
     objects: Mutex<HashMap<String, Vec<u8>>>,
+    listings: Mutex<HashMap<&'static str, Vec<ObjectInfo>>>,
+}
+
+/// What to do early.
+#[derive(Clone, Copy)]
+pub(super) struct EarlyPlan {
+    /// Fetch index files and snapshots (no local cache here).
+    pub objects: bool,
+    /// Keep the listings for the command (it only reads).
+    pub listings: bool,
 }
 
 impl EarlyReads {
-    /// Lists the index files and snapshots and fetches the newest within
-    /// the bounds. Failures only mean nothing was fetched early.
-    pub(super) fn fetch(backend: &dyn Backend) -> EarlyReads {
-        let folders = [
+    /// Lists the index files and snapshots (and, to keep the listings, the
+    /// deletion records) and fetches the newest objects within the bounds.
+    /// Failures only mean nothing was done early.
+    pub(super) fn fetch(backend: &dyn Backend, plan: EarlyPlan) -> EarlyReads {
+        let mut folders = vec![
             layout::prefix(ObjectKind::Index),
             layout::prefix(ObjectKind::Snapshot),
         ];
-        let mut listed: Vec<crate::store::ObjectInfo> = std::thread::scope(|s| {
+        if plan.listings {
+            folders.push(layout::DELETED);
+        }
+        let lists: Vec<(&'static str, Option<Vec<ObjectInfo>>)> = std::thread::scope(|s| {
             let lists: Vec<_> = folders
                 .iter()
-                .map(|f| s.spawn(move || backend.list(f).unwrap_or_default()))
+                .map(|f| s.spawn(move || backend.list(f).ok()))
                 .collect();
-            lists
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
+            folders
+                .iter()
+                .zip(lists)
+                .map(|(f, h)| (*f, h.join().ok().flatten()))
                 .collect()
         });
+        let listings: HashMap<&'static str, Vec<ObjectInfo>> = match plan.listings {
+            true => lists
+                .iter()
+                .filter_map(|(f, l)| Some((*f, l.clone()?)))
+                .collect(),
+            false => HashMap::new(),
+        };
+        let mut listed: Vec<ObjectInfo> = match plan.objects {
+            true => lists
+                .into_iter()
+                .filter(|(f, _)| *f != layout::DELETED)
+                .flat_map(|(_, l)| l.unwrap_or_default())
+                .collect(),
+            false => Vec::new(),
+        };
         listed.sort_by_key(|o| std::cmp::Reverse(o.modified));
         let mut total = 0u64;
         let wanted: Vec<String> = listed
@@ -75,7 +113,18 @@ impl EarlyReads {
                 });
             }
         });
-        EarlyReads { objects }
+        EarlyReads {
+            objects,
+            listings: Mutex::new(listings),
+        }
+    }
+
+    /// The listing of `folder` made at open, if kept (and not taken before).
+    pub(super) fn take_listing(&self, folder: &str) -> Option<Vec<ObjectInfo>> {
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(folder)
     }
 
     /// The sealed bytes of `name`, if fetched early (and not taken before).
@@ -172,6 +221,30 @@ mod tests {
         assert_eq!(loaded.objects.len(), 1, "read again from the store");
     }
 
+    /// A reading command lists at open, once per folder; other commands
+    /// and complete views always list when they load.
+    #[test]
+    fn listings_made_at_open_serve_only_a_reading_command_once() {
+        let store = MemStore::new("m", SimClock::new(), 0);
+        let repo = Repository::init(store.clone(), b"pw", KDF).unwrap();
+        repo.save_index(&IndexFile::default()).unwrap();
+        let reading = Repository::open_for_reading(store.clone(), b"pw").unwrap();
+        let writing = Repository::open(store.clone(), b"pw").unwrap();
+        let deleting = Repository::open_for_reading(store.clone(), b"pw").unwrap();
+        deleting.require_complete_views(None).unwrap();
+        // Written after they opened.
+        repo.save_index(&IndexFile {
+            supersedes: vec![crate::id::Id([9; 32])],
+            packs: Vec::new(),
+        })
+        .unwrap();
+        let count = |r: &Repository| r.index_files(OnDamage::Refuse).unwrap().objects.len();
+        assert_eq!(count(&reading), 1, "the listing made at open");
+        assert_eq!(count(&reading), 2, "taken once: the next listing is new");
+        assert_eq!(count(&writing), 2);
+        assert_eq!(count(&deleting), 2, "complete views list anew");
+    }
+
     #[test]
     fn at_most_the_bounds_are_fetched_newest_first() {
         let clock = SimClock::new();
@@ -180,7 +253,11 @@ mod tests {
             clock.advance(1);
             store.put(&format!("index/{i:064x}"), vec![0; 16]).unwrap();
         }
-        let early = EarlyReads::fetch(store.as_ref());
+        let plan = EarlyPlan {
+            objects: true,
+            listings: false,
+        };
+        let early = EarlyReads::fetch(store.as_ref(), plan);
         let got = early.objects.lock().unwrap().len();
         assert_eq!(got, MAX_OBJECTS);
         let newest = format!("index/{:064x}", MAX_OBJECTS + 5);

@@ -49,6 +49,9 @@ impl Repository {
     pub fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
         let offsets = self.complete_views.lock().expect("complete views").clone();
         let Some(offsets) = offsets else {
+            if let Some(listed) = self.early.take_listing(prefix) {
+                return Ok(listed);
+            }
             return self.backend.list(prefix);
         };
         let mut union: std::collections::BTreeMap<String, crate::store::ObjectInfo> =

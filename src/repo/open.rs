@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 
-use super::early::EarlyReads;
+use super::early::{EarlyPlan, EarlyReads};
 use super::{
     ObjectKind, RepoConfig, Repository, cache, deleted, joined, layout, pack_cache, verify_stored,
 };
@@ -59,6 +59,18 @@ impl Repository {
 
     /// Opens an existing repository with a password.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        Self::open_with(backend, password, false)
+    }
+
+    /// [`Repository::open`] for a command that only reads (restore, `ls`,
+    /// `snapshots`): on an object store the folders it will list are
+    /// listed while the key is derived, and its first listing of each
+    /// takes that (see `early.rs`).
+    pub fn open_for_reading(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        Self::open_with(backend, password, true)
+    }
+
+    fn open_with(backend: Arc<dyn Backend>, password: &[u8], reading: bool) -> Result<Repository> {
         // The config, the key listing and the key file that opened last are
         // fetched at once (one round trip instead of four on an object
         // store); the config is authenticated once the key is known.
@@ -98,12 +110,17 @@ impl Repository {
         let keys = keys?;
         // No key file of this repository known here: no local cache either,
         // so the index files and snapshots are fetched while the key is
-        // derived (see early.rs). Not in the simulation, whose replays
-        // count every request.
-        let cold =
-            prefetched.is_empty() && !backend.can_spool() && !crate::entropy::in_simulation();
+        // derived; a reading command also gets its listings then (see
+        // early.rs). Not in the simulation, whose replays count every
+        // request.
+        let remote = !backend.can_spool() && !crate::entropy::in_simulation();
+        let plan = EarlyPlan {
+            objects: remote && prefetched.is_empty(),
+            listings: remote && reading,
+        };
         let (unlocked, early) = std::thread::scope(|s| {
-            let early = cold.then(|| s.spawn(|| EarlyReads::fetch(store)));
+            let early =
+                (plan.objects || plan.listings).then(|| s.spawn(|| EarlyReads::fetch(store, plan)));
             let unlocked = Self::unlock(store, password, keys, &prefetched);
             let early = early.and_then(|h| h.join().ok()).unwrap_or_default();
             (unlocked, early)
