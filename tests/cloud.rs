@@ -407,36 +407,30 @@ fn each_pack_goes_up_in_one_request() {
 #[test]
 fn forget_prune_with_nothing_to_delete_stays_within_its_request_budget() {
     let Some(s3) = s3_server() else { return };
-    let Proxied {
-        proxy,
-        dir,
-        pw,
-        config,
-        src,
-    } = proxied(&s3, "forgetbudget");
-    random_file(&src.join("f"), 1, 1 << 20);
+    let p = proxied(&s3, "forgetbudget");
+    random_file(&p.src.join("f"), 1, 1 << 20);
     // With the local cache, as by default.
-    let cache = dir.path().join("cache");
+    let cache = p.dir.path().join("cache");
     let run = |args: &[&str]| {
         strata()
             .env_remove("STRATA_NO_CACHE")
             .env("XDG_CACHE_HOME", &cache)
             .arg("--config")
-            .arg(&config)
+            .arg(&p.config)
             .arg("--password-file")
-            .arg(&pw)
+            .arg(&p.pw)
             .args(args)
             .output()
             .unwrap()
     };
     assert_ok(&run(&CHEAP_INIT), "init");
     for _ in 0..3 {
-        assert_ok(&run(&["backup", src.to_str().unwrap()]), "backup");
+        assert_ok(&run(&["backup", p.src.to_str().unwrap()]), "backup");
     }
     // The first prune compacts the three index files; the next has
     // nothing at all to do.
     assert_ok(&run(&["prune"]), "prune");
-    proxy.admin("reset");
+    p.proxy.admin("reset");
     let out = run(&["forget", "--keep-last", "5", "--prune"]);
     assert_ok(&out, "forget --prune");
     assert!(
@@ -444,7 +438,7 @@ fn forget_prune_with_nothing_to_delete_stays_within_its_request_budget() {
         "{}",
         stdout(&out)
     );
-    let c = proxy.admin("counts");
+    let c = p.proxy.admin("counts");
     let total: u64 = [
         "PUT", "PART", "MPU", "GET", "HEAD", "LIST", "DELETE", "OTHER",
     ]

@@ -26,8 +26,6 @@ use crate::store::{Backend, ObjectInfo};
 const MAX_OBJECTS: usize = 64;
 /// ...and at most this many bytes (by their listed sizes).
 const MAX_BYTES: u64 = 32 << 20;
-/// Requests in flight.
-const FETCHES: usize = 8;
 
 /// Sealed objects fetched early, by object name, and listings kept for
 /// reading commands, by folder; each is taken once.
@@ -95,26 +93,14 @@ impl EarlyReads {
             .take(MAX_OBJECTS)
             .map(|o| o.key)
             .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let objects = Mutex::new(HashMap::new());
-        std::thread::scope(|s| {
-            for _ in 0..FETCHES.min(wanted.len()) {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(name) = wanted.get(i) else { break };
-                        if let Ok(bytes) = backend.get(name) {
-                            objects
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(name.clone(), bytes);
-                        }
-                    }
-                });
-            }
-        });
+        let fetched = super::each_at_once(&wanted, |name| backend.get(name).ok());
+        let objects = wanted
+            .into_iter()
+            .zip(fetched)
+            .filter_map(|(name, bytes)| Some((name, bytes?)))
+            .collect();
         EarlyReads {
-            objects,
+            objects: Mutex::new(objects),
             listings: Mutex::new(listings),
         }
     }

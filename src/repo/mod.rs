@@ -161,9 +161,10 @@ impl Repository {
 /// Requests in flight at once when loading many small objects.
 const LOAD_CONCURRENCY: usize = 8;
 
-/// `load` applied to every id, up to [`LOAD_CONCURRENCY`] at once (small
-/// objects on an object store: the round trips overlap); results in order.
-fn each_at_once<T: Send>(ids: &[Id], load: impl Fn(&Id) -> T + Sync) -> Vec<T> {
+/// `load` applied to every id (or name), up to [`LOAD_CONCURRENCY`] at once
+/// (small objects on an object store: the round trips overlap); results in
+/// order.
+fn each_at_once<I: Sync, T: Send>(ids: &[I], load: impl Fn(&I) -> T + Sync) -> Vec<T> {
     if ids.len() <= 1 {
         return ids.iter().map(&load).collect();
     }
