@@ -9,12 +9,12 @@
 //! here only objects that listing names, verified like any read
 //! ([`Repository::open_object`](super::Repository::open_object)).
 //!
-//! Commands that only read (restore, `ls`, `snapshots`) may also take the
-//! listings themselves ([`Repository::open_for_reading`]
-//! (super::Repository::open_for_reading)): each is used once, by the first
-//! listing of its folder, never once the handle needs complete views; such
-//! a command sees the repository as it was when it opened, as if it had
-//! started 100 ms earlier.
+//! Commands that only read (restore, `ls`, `snapshots`, `diff`, `stats`,
+//! `dump`) may also take the listings themselves
+//! ([`open_for_reading`](super::Repository::open_for_reading)): each is
+//! used once, by the first listing of its folder, never once the handle
+//! needs complete views; such a command sees the repository as it was when
+//! it opened, as if it had started 100 ms earlier.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
